@@ -1,0 +1,89 @@
+"""The one place where user input is checked and coerced (float32, C order, shapes, angles)."""
+import numbers
+
+import numpy as np
+
+
+def as_angles_deg(angles_deg, n_expected=None, name="angles_deg"):
+    """Validate tilt angles in degrees: 1-D, finite, no duplicates; returns float64 copy."""
+    if angles_deg is None:
+        raise ValueError(f"{name} is required (tilt angles in degrees)")
+    try:
+        a = np.asarray(angles_deg, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a sequence of numbers (degrees): {exc}") from None
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty: at least one tilt angle is needed")
+    if not np.all(np.isfinite(a)):
+        bad = np.flatnonzero(~np.isfinite(a))
+        raise ValueError(f"{name} has non-finite values at indices {bad.tolist()}")
+    rounded = np.round(a, 6)
+    uniq, counts = np.unique(rounded, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"{name} has duplicate angles: {uniq[counts > 1].tolist()} degrees")
+    if n_expected is not None and a.size != n_expected:
+        raise ValueError(
+            f"{name} has {a.size} angles but the tilt series has {n_expected} images")
+    return a
+
+
+def as_float32_array(x, ndim, name, allow_nonfinite=False):
+    """Coerce to C-contiguous float32 with ``ndim`` dims; reject empty, complex, NaN/Inf.
+
+    Returns the input itself when it already is C-contiguous float32 (no copy); callers never
+    write into it.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name} must be array-like: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D with shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not allow_nonfinite and not np.isfinite(arr).all():
+        n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} contains {n_bad} NaN/Inf values")
+    return arr
+
+
+def as_float32_out(out, shape, name="out"):
+    """Check a caller-provided output buffer."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous float32 array")
+    return out
+
+
+def as_positive_int(v, name, minimum=1):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def as_finite_float(v, name, minimum=None):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {v!r}") from None
+    if not np.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    if minimum is not None and f < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {f}")
+    return f

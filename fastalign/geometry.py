@@ -1,0 +1,112 @@
+"""Parallel-beam tilt geometry: an immutable value with units in its names."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validate import as_angles_deg, as_finite_float, as_positive_int
+
+
+@dataclass(frozen=True, eq=False)
+class TiltGeometry:
+    """Parallel-beam geometry of a tilt series, tilt axis along image y (DESIGN.md).
+
+    Parameters
+    ----------
+    angles_deg : array_like, shape (n_tilts,)
+        Tilt angles in degrees, any order, no duplicates.
+    shape : tuple of int
+        Volume shape ``(ny, nz, nx)``.  The detector has ``nx`` bins and ``ny`` rows.
+    center_offset : float
+        Rotation-centre offset in detector pixels: the object centre projects to
+        ``(nx - 1)/2 + center_offset``.
+
+    Notes
+    -----
+    A voxel at ``(x, z)`` (pixels from the slice centre) projects at angle ``th`` to detector
+    coordinate ``u = x cos(th) + z sin(th)``, i.e. bin ``u + (nx-1)/2 + center_offset``.
+    """
+
+    angles_deg: np.ndarray
+    shape: tuple
+    center_offset: float = 0.0
+    _rad: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        a = as_angles_deg(self.angles_deg)
+        a.setflags(write=False)
+        if len(self.shape) != 3:
+            raise ValueError(f"shape must be (ny, nz, nx), got {self.shape}")
+        shape = tuple(as_positive_int(int(s) if isinstance(s, np.integer) else s, "shape")
+                      for s in self.shape)
+        object.__setattr__(self, "angles_deg", a)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "center_offset",
+                           as_finite_float(self.center_offset, "center_offset"))
+        rad = np.deg2rad(a)  # the one degree -> radian conversion of the package
+        rad.setflags(write=False)
+        object.__setattr__(self, "_rad", rad)
+
+    @property
+    def n_tilts(self):
+        return self.angles_deg.size
+
+    @property
+    def ny(self):
+        return self.shape[0]
+
+    @property
+    def nz(self):
+        return self.shape[1]
+
+    @property
+    def nx(self):
+        return self.shape[2]
+
+    @property
+    def volume_shape(self):
+        return self.shape
+
+    @property
+    def data_shape(self):
+        """Tilt-series shape ``(n_tilts, ny, nx)``."""
+        return (self.n_tilts, self.ny, self.nx)
+
+    @property
+    def angles_rad(self):
+        return self._rad
+
+    @property
+    def detector_center(self):
+        return 0.5 * (self.nx - 1) + self.center_offset
+
+    def ray_tables(self):
+        """``(cos, sin, zmajor)`` per angle, float64/bool, for the kernels."""
+        c = np.cos(self._rad)
+        s = np.sin(self._rad)
+        # Snap round-off so that 90 degrees is exactly x-major and 0 exactly z-major.
+        c[np.abs(c) < 1e-15] = 0.0
+        s[np.abs(s) < 1e-15] = 0.0
+        zmaj = np.abs(c) >= np.abs(s)
+        return c, s, zmaj
+
+    def with_shape(self, shape):
+        return TiltGeometry(self.angles_deg, shape, self.center_offset)
+
+    def __getitem__(self, idx):
+        """A geometry with a subset of the tilts (index, slice, mask or index array)."""
+        a = self.angles_deg[idx]
+        return TiltGeometry(np.atleast_1d(a), self.shape, self.center_offset)
+
+    def __eq__(self, other):
+        return (isinstance(other, TiltGeometry) and self.shape == other.shape
+                and self.center_offset == other.center_offset
+                and np.array_equal(self.angles_deg, other.angles_deg))
+
+    def __hash__(self):
+        return hash((self.shape, self.center_offset, self.angles_deg.tobytes()))
+
+    def __repr__(self):
+        angles = np.array2string(self.angles_deg, separator=", ", threshold=1 << 30,
+                                 floatmode="unique", max_line_width=1 << 30)
+        return (f"TiltGeometry(angles_deg=np.array({angles}), shape={self.shape}, "
+                f"center_offset={self.center_offset!r})")

@@ -1,0 +1,175 @@
+"""The projection operator ``A`` and its transpose, tomosipo-style: ``A(x)``, ``A.T(y)``."""
+import numba
+import numpy as np
+
+from ._validate import as_float32_array, as_float32_out, as_positive_int
+from .geometry import TiltGeometry
+from .kernels import projector as _k
+
+
+class Projector:
+    """Joseph ray-driven parallel-beam projector for a volume ``(ny, nz, nx)``.
+
+    ``A(x)`` maps a volume ``(ny, nz, nx)`` to a tilt series ``(n_tilts, ny, nx)``;
+    ``A.T(y)`` is its exact transpose (adjoint to float32 round-off).  Slices y are
+    distributed over Numba threads; a single slice is split over angles (forward) or output
+    rows (transpose).  Results are bit-identical for any thread count.
+
+    Parameters
+    ----------
+    angles_deg : array_like or TiltGeometry
+        Tilt angles in degrees (or a full geometry, then ``shape`` is ignored).
+    shape : tuple of int, optional
+        Volume shape ``(ny, nz, nx)``.
+    center_offset : float
+        Rotation-centre offset in detector pixels.
+    """
+
+    def __init__(self, angles_deg, shape=None, center_offset=0.0):
+        if isinstance(angles_deg, TiltGeometry):
+            geom = angles_deg
+        else:
+            if shape is None:
+                raise ValueError("shape=(ny, nz, nx) is required")
+            geom = TiltGeometry(angles_deg, tuple(shape), center_offset)
+        self.geometry = geom
+        self._cos, self._sin, self._zmaj = geom.ray_tables()
+        self._norm_sq = None
+        self.T = _Transpose(self)
+
+    @property
+    def domain_shape(self):
+        return self.geometry.volume_shape
+
+    @property
+    def range_shape(self):
+        return self.geometry.data_shape
+
+    def __repr__(self):
+        return f"Projector({self.geometry!r})"
+
+    def __call__(self, x, out=None):
+        """Forward projection of a volume ``(ny, nz, nx)`` -> tilt series (float32)."""
+        x = as_float32_array(x, 3, "volume")
+        if x.shape != self.domain_shape:
+            raise ValueError(f"volume has shape {x.shape}, expected {self.domain_shape}")
+        if out is None:
+            out = np.empty(self.range_shape, dtype=np.float32)
+        else:
+            as_float32_out(out, self.range_shape)
+        self._forward(x, out)
+        return out
+
+    def _forward(self, x, out):
+        """Unchecked forward into ``out`` (both float32 C-contiguous, right shapes)."""
+        cu = self.geometry.detector_center
+        if x.shape[0] >= numba.get_num_threads():
+            _k.forward_slices(x, self._cos, self._sin, self._zmaj, cu, out)
+        else:
+            _k.forward_angles(x, self._cos, self._sin, self._zmaj, cu, out)
+        return out
+
+    def _adjoint(self, y, out):
+        cu = self.geometry.detector_center
+        if y.shape[1] >= numba.get_num_threads():
+            _k.back_slices(y, self._cos, self._sin, self._zmaj, cu, out)
+        else:
+            _k.back_rows(y, self._cos, self._sin, self._zmaj, cu, out)
+        return out
+
+    def norm(self, n_iter=30, seed=0):
+        """Estimate of the operator norm ``||A||_2`` by power iteration on ``A^T A``.
+
+        Uses the first slice only (every slice sees the same 2-D operator).  Cached.
+        """
+        if self._norm_sq is None:
+            n_iter = as_positive_int(n_iter, "n_iter")
+            g = self.geometry
+            sub = Projector(g.with_shape((1, g.nz, g.nx)))
+            rng = np.random.default_rng(seed)
+            x = rng.standard_normal((1, g.nz, g.nx)).astype(np.float32)
+            y = np.empty(sub.range_shape, np.float32)
+            lam = 0.0
+            for _ in range(n_iter):
+                x /= np.linalg.norm(x)
+                sub._forward(x, y)
+                sub._adjoint(y, x)
+                lam = float(np.linalg.norm(x))
+            self._norm_sq = lam
+        return float(np.sqrt(self._norm_sq))
+
+
+class _Transpose:
+    """``A.T``: backprojection, the exact transpose of the parent projector."""
+
+    def __init__(self, parent):
+        self._p = parent
+        self.T = parent
+
+    @property
+    def domain_shape(self):
+        return self._p.range_shape
+
+    @property
+    def range_shape(self):
+        return self._p.domain_shape
+
+    def __call__(self, y, out=None):
+        """Backprojection of a tilt series ``(n_tilts, ny, nx)`` -> volume (float32)."""
+        y = as_float32_array(y, 3, "tilt_series")
+        if y.shape != self.domain_shape:
+            raise ValueError(f"tilt_series has shape {y.shape}, expected {self.domain_shape}")
+        if out is None:
+            out = np.empty(self.range_shape, dtype=np.float32)
+        else:
+            as_float32_out(out, self.range_shape)
+        self._p._adjoint(y, out)
+        return out
+
+    def norm(self, **kw):
+        return self._p.norm(**kw)
+
+
+def project(volume, angles_deg, *, center_offset=0.0):
+    """Forward-project a volume into a tilt series.
+
+    Parameters
+    ----------
+    volume : array_like, shape (ny, nz, nx)
+        One ``(nz, nx)`` slice per tilt-axis position y.  Converted once to float32.
+    angles_deg : array_like, shape (n_tilts,)
+        Tilt angles in degrees.
+    center_offset : float
+        Rotation-centre offset in detector pixels.
+
+    Returns
+    -------
+    tilt_series : ndarray, float32, shape (n_tilts, ny, nx)
+    """
+    volume = as_float32_array(volume, 3, "volume")
+    A = Projector(angles_deg, volume.shape, center_offset)
+    return A(volume)
+
+
+def backproject(tilt_series, angles_deg, *, nz=None, center_offset=0.0):
+    """Backproject a tilt series: the exact transpose of :func:`project`.
+
+    Parameters
+    ----------
+    tilt_series : array_like, shape (n_tilts, ny, nx)
+    angles_deg : array_like, shape (n_tilts,)
+    nz : int, optional
+        Volume thickness; defaults to ``nx``.
+    center_offset : float
+
+    Returns
+    -------
+    volume : ndarray, float32, shape (ny, nz, nx)
+    """
+    tilt_series = as_float32_array(tilt_series, 3, "tilt_series")
+    n, ny, nx = tilt_series.shape
+    from ._validate import as_angles_deg
+    as_angles_deg(angles_deg, n_expected=n)
+    nz = nx if nz is None else as_positive_int(nz, "nz")
+    A = Projector(angles_deg, (ny, nz, nx), center_offset)
+    return A.T(tilt_series)
