@@ -21,10 +21,30 @@ from .._config import jit
 
 
 @jit
+def _support(p0, dp, n, nt):
+    """Conservative range ``[lo, hi)`` of t with ``p0 + t*dp`` in ``(-1, n)``.
+
+    The loops keep their exact bounds checks, so widening by one on each side only costs time.
+    """
+    if dp > 0.0:
+        a = (-1.0 - p0) / dp
+        b = (n - p0) / dp
+    else:
+        a = (n - p0) / dp
+        b = (-1.0 - p0) / dp
+    lo = max(int(np.floor(a)) - 1, 0)
+    hi = min(int(np.ceil(b)) + 2, nt)
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
+@jit
 def _lerp_gather(row, p0, dp, acc):
     """``acc[t] += linear interpolation of row at p0 + t*dp`` (zero outside the row)."""
     n = row.shape[0]
-    for t in range(acc.shape[0]):
+    lo, hi = _support(p0, dp, n, acc.shape[0])
+    for t in range(lo, hi):
         p = p0 + t * dp
         fi = np.floor(p)
         i0 = int(fi)
@@ -39,7 +59,8 @@ def _lerp_gather(row, p0, dp, acc):
 def _lerp_scatter(buf, p0, dp, vals, w):
     """Transpose of :func:`_lerp_gather`: ``buf[i] += w * weight(i, t) * vals[t]``."""
     n = buf.shape[0]
-    for t in range(vals.shape[0]):
+    lo, hi = _support(p0, dp, n, vals.shape[0])
+    for t in range(lo, hi):
         v = w * vals[t]
         if v == 0.0:
             continue

@@ -1,0 +1,60 @@
+"""Result object of :func:`fastalign.align`."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class AlignResult:
+    """Outcome of an alignment run.
+
+    Attributes
+    ----------
+    shifts : ndarray, float64, shape (n_tilts, 2)
+        ``(dx, dy)`` in pixels: measured image i equals the ideal projection translated by
+        ``(dx, dy)`` (DESIGN.md).  Reported in the fixed gauge: the least-squares fit of
+        ``a cos(th) + b sin(th)`` is removed from dx and the mean from dy.
+    aligned : ndarray, float32, shape (n_tilts, ny, nx)
+        The raw data resampled once by ``(-dx, -dy)``.
+    volume : ndarray, float32, shape (ny, nz, nx)
+        Reconstruction from the aligned data.
+    history : list of dict
+        Per outer iteration: ``iteration``, ``level`` (binning factor), ``max_update`` (px,
+        full resolution), ``residual`` (relative data residual ``||Ax-b||/||b||``), ``time_s``.
+    converged : bool
+        Whether the largest shift update fell below ``tol`` at full resolution.
+    angles_deg : ndarray, shape (n_tilts,)
+    method : str
+        ``"autofocus"``, ``"xcorr"`` or ``"com"``.
+    options : dict
+        The options the run used (for reports).
+    timings : dict
+        Wall-clock seconds per phase.
+    """
+
+    shifts: np.ndarray
+    aligned: np.ndarray
+    volume: np.ndarray
+    history: list
+    converged: bool
+    angles_deg: np.ndarray
+    method: str = "autofocus"
+    options: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def n_iter(self):
+        return len(self.history)
+
+    def summary(self):
+        """Small JSON-serialisable dict (no arrays larger than n_tilts)."""
+        return {
+            "method": self.method,
+            "converged": bool(self.converged),
+            "n_iter": self.n_iter,
+            "shifts": np.asarray(self.shifts).tolist(),
+            "angles_deg": np.asarray(self.angles_deg).tolist(),
+            "history": self.history,
+            "options": self.options,
+            "timings": self.timings,
+        }
