@@ -87,3 +87,38 @@ def as_finite_float(v, name, minimum=None):
     if minimum is not None and f < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {f}")
     return f
+
+
+def fill_nonfinite(arr, name="data"):
+    """Replace NaN/Inf in a float array, in place, by the median of its finite values.
+
+    Parameters
+    ----------
+    arr : ndarray, floating
+        Modified in place (pass a copy to keep the original).
+    name : str
+        For messages.
+
+    Returns
+    -------
+    arr : ndarray
+        The same array.
+    n_replaced : int
+        How many values were replaced (0 when all were finite; then ``arr`` is untouched).
+    fill_value : float or None
+        The median used, None when nothing was replaced.
+
+    Raises
+    ------
+    ValueError
+        No finite value at all.
+    """
+    finite = np.isfinite(arr)
+    n_bad = int(arr.size - np.count_nonzero(finite))
+    if n_bad == 0:
+        return arr, 0, None
+    if n_bad == arr.size:
+        raise ValueError(f"{name} has no finite values at all")
+    value = float(np.median(arr[finite]))
+    arr[~finite] = value
+    return arr, n_bad, value

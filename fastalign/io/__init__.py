@@ -1,0 +1,26 @@
+"""File input and output (the edge layer: no maths here).
+
+Readers
+    :func:`read_tilt_series` (MRC family, TIFF, HDF5, Zarr, ``.npy``; angles from
+    ``.rawtlt``/``.tlt``/``.mdoc``/headers), :func:`inspect_tilt_series`,
+    :func:`read_angles`, :func:`read_mdoc`, :func:`read_xf`.
+Writers (atomic, never over an input, no overwrite unless asked)
+    :func:`write_aligned_stack` (``.ali``), :func:`write_volume` (``.rec``),
+    :func:`write_mrc`, :func:`write_xf`, :func:`write_tlt`.
+
+HDF5 and Zarr need the ``io`` extra; ``h5py``/``zarr`` are imported only when used.
+"""
+from ._atomic import OutputSet, atomic_write, check_output_path, same_file
+from .angles import find_angle_file, find_mdoc, read_angles, read_mdoc, write_tlt
+from .mrc import OldMRCHeaderWarning, write_aligned_stack, write_mrc, write_volume
+from .tiltseries import (FORMATS, detect_format, inspect_tilt_series, read_tilt_series,
+                         split_source)
+from .xf import read_xf, write_xf
+
+__all__ = [
+    "read_tilt_series", "inspect_tilt_series", "detect_format", "split_source", "FORMATS",
+    "read_angles", "read_mdoc", "find_angle_file", "find_mdoc", "write_tlt",
+    "read_xf", "write_xf",
+    "write_mrc", "write_aligned_stack", "write_volume", "OldMRCHeaderWarning",
+    "atomic_write", "check_output_path", "same_file", "OutputSet",
+]

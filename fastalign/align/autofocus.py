@@ -1,0 +1,386 @@
+"""Autofocus alignment: per-projection shifts from Fourier phase errors (DESIGN.md).
+
+Outer loop, per binning level (coarse to fine):
+
+1. resample the *raw* (binned) data once with the current total shifts (Fourier, sub-pixel);
+2. reconstruct from it (SIRT or TV, a few warm-started iterations);
+3. reproject;
+4. per tilt, accumulate over slices the cross-power spectrum ``C(w) = sum B(w) conj(P(w))`` of
+   measured and reprojected rows (FFT along x) and columns (FFT along y);
+5. estimate the residual shift from its phase ``-2 pi w s / N`` and add it to the total;
+
+until the largest update falls below ``tol`` at full resolution.
+"""
+import logging
+import time
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
+                         as_positive_int)
+from ..operator import Projector
+from .gauge import fix_gauge
+from .result import AlignResult
+from .shift import cross_power, estimate_shift, fourier_shift, tukey
+
+log = logging.getLogger("fastalign.align")
+
+
+# --------------------------------------------------------------------------- solvers
+class _SIRT:
+    """Warm-startable SIRT: ``x <- x + C A^T R (b - A x)``, weights computed once."""
+
+    def __init__(self, A, nonneg=True, relax=1.0, momentum=False):
+        self.A = A
+        self.nonneg = nonneg
+        self.relax = relax
+        self.momentum = momentum
+        ones_v = np.ones(A.domain_shape, np.float32)
+        row = A(ones_v)
+        self.R = np.where(row > 1e-6, 1.0 / np.maximum(row, 1e-6), 0.0).astype(np.float32)
+        ones_d = np.ones(A.range_shape, np.float32)
+        col = A.T(ones_d)
+        self.C = np.where(col > 1e-6, 1.0 / np.maximum(col, 1e-6), 0.0).astype(np.float32)
+        self._r = np.empty(A.range_shape, np.float32)
+        self._g = np.empty(A.domain_shape, np.float32)
+
+    def run(self, b, x, n_iter):
+        A, r, g = self.A, self._r, self._g
+        if self.momentum:
+            z = x.copy()
+            x_old = x.copy()
+            tk = 1.0
+        for _ in range(n_iter):
+            y = z if self.momentum else x
+            A._forward(y, r)
+            np.subtract(b, r, out=r)
+            r *= self.R
+            A._adjoint(r, g)
+            g *= self.C * self.relax
+            if self.momentum:
+                x_old[...] = x
+                np.add(y, g, out=x)
+            else:
+                x += g
+            if self.nonneg:
+                np.maximum(x, 0.0, out=x)
+            if self.momentum:
+                tn = 0.5 * (1 + np.sqrt(1 + 4 * tk * tk))
+                np.subtract(x, x_old, out=z)
+                z *= (tk - 1) / tn
+                z += x
+                tk = tn
+        return x
+
+
+def _make_solver(recon, A, *, nonneg, lam, relax=1.9):
+    if recon == "sirt":
+        return _SIRT(A, nonneg=nonneg, relax=relax)
+    if recon == "tv":
+        from ..recon.tv import TVSolver
+        return TVSolver(A, lam=lam, nonneg=nonneg)
+    raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
+
+
+# --------------------------------------------------------------------------- helpers
+def _y_factor(ny, f):
+    """Binning along y: as along x, unless too few rows would be left (then none)."""
+    return f if ny // f >= 4 else 1
+
+
+def bin_stack(stack, f, fy=None):
+    """Mean over ``fy x f`` blocks in (y, x); trailing rows/columns that do not fill a block
+    are cropped.  Returns float32 ``(n, ny//fy, nx//f)``."""
+    fy = f if fy is None else fy
+    if f == 1 and fy == 1:
+        return stack
+    n, ny, nx = stack.shape
+    my, mx = (ny // fy) * fy, (nx // f) * f
+    v = stack[:, :my, :mx].reshape(n, my // fy, fy, mx // f, f)
+    return np.ascontiguousarray(v.mean(axis=(2, 4), dtype=np.float64), dtype=np.float32)
+
+
+def _auto_levels(ny, nx, max_shift_px):
+    """Binning factors, coarse to fine: coarsest >= 48 px wide, enough to reach max_shift."""
+    levels = [1]
+    f = 2
+    while nx // f >= 48 and (f <= 4 or max_shift_px / f > 4):
+        levels.insert(0, f)
+        f *= 2
+    return levels
+
+
+def _relative_residual(A, x, b, buf):
+    A._forward(x, buf)
+    np.subtract(buf, b, out=buf)
+    nb = float(np.linalg.norm(b))
+    return float(np.linalg.norm(buf)) / nb if nb > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- main entry
+def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimator="phase",
+          axes="xy", max_iter=40, tol=0.002, levels=None, n_inner=10, coarse_iter=15,
+          slices=None, nz=None, lam=None, nonneg=True, center_offset=0.0,
+          initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
+          callback=None, progress=False):
+    """Align a tilt series by Fourier-phase autofocus (or a baseline method).
+
+    Parameters
+    ----------
+    tilt_series : array_like, shape (n_tilts, ny, nx)
+        Raw projections, tilt axis along y.  Converted once to float32; never modified.
+    angles_deg : array_like, shape (n_tilts,)
+        Tilt angles in degrees.
+    method : {"autofocus", "xcorr", "com"}
+        ``"autofocus"`` is the reconstruction-based phase method; ``"xcorr"`` (sequential
+        cross-correlation) and ``"com"`` (centre of mass) are baselines.
+    recon : {"sirt", "tv"}
+        Reconstruction inside the loop.
+    estimator : {"phase", "gradient"}
+        Shift estimator: complex-log phase unwrapping + weighted least squares, or Newton steps
+        on ``sum |B e^{2 pi i w s/N} - P|^2``.
+    axes : {"xy", "x", "y"}
+        Which shift components to estimate.
+    max_iter : int
+        Maximum outer iterations at full resolution.
+    tol : float
+        Convergence: the largest shift update (full-resolution pixels) below ``tol``.
+    levels : sequence of int, optional
+        Binning factors, coarse to fine, ending with 1.  Default: automatic (e.g. 4, 2, 1 for
+        256 px), so that starting errors of +-20 px converge.
+    n_inner : int
+        Reconstruction iterations per outer iteration (warm-started).
+    coarse_iter : int
+        Maximum outer iterations on each coarse level.
+    slices : array_like of int, optional
+        Rows y (full resolution) whose spectra are used; default all.  The final volume
+        always covers every row.
+    nz : int, optional
+        Reconstruction thickness (default nx).
+    lam : float, optional
+        TV weight for ``recon="tv"`` (default: 2 % of the data's mean row sum scale).
+    center_offset : float
+        Rotation-centre offset (detector pixels) of the geometry.
+    initial_shifts : array_like, shape (n_tilts, 2), optional
+        Starting ``(dx, dy)`` (e.g. from ``method="xcorr"``).
+    min_coherence : float
+        Frequencies whose coherence ``|C| / sqrt(sum|B|^2 sum|P|^2)`` is lower are ignored.
+    taper : float
+        Tukey taper fraction applied along x and y before the FFTs (edges of wide specimens).
+    final_iter : int, optional
+        Iterations of the final reconstruction (default ``2 * n_inner``).
+    callback : callable, optional
+        ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
+        raising ``StopIteration`` ends the run (``converged=False``).
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    AlignResult
+        ``shifts`` in the fixed gauge (sinusoid removed from dx, mean from dy), ``aligned``
+        (raw data resampled once), ``volume``, ``history``, ``converged``.
+    """
+    t_start = time.perf_counter()
+    data = as_float32_array(tilt_series, 3, "tilt_series")
+    n, ny, nx = data.shape
+    angles = as_angles_deg(angles_deg, n_expected=n)
+    if n < 2:
+        raise ValueError("alignment needs at least 2 tilts")
+    if not np.any(data):
+        raise ValueError("tilt_series is all zero: nothing to align")
+    if method in ("xcorr", "com"):
+        return _baseline(method, data, angles, nz=nz, n_inner=n_inner, recon=recon, lam=lam,
+                         nonneg=nonneg, center_offset=center_offset, t_start=t_start)
+    if method != "autofocus":
+        raise ValueError(f"method must be 'autofocus', 'xcorr' or 'com', got {method!r}")
+    if recon not in ("sirt", "tv"):
+        raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
+    if estimator not in ("phase", "gradient"):
+        raise ValueError(f"estimator must be 'phase' or 'gradient', got {estimator!r}")
+    if axes not in ("xy", "x", "y", "yx"):
+        raise ValueError(f"axes must be 'xy', 'x' or 'y', got {axes!r}")
+    max_iter = as_positive_int(max_iter, "max_iter")
+    n_inner = as_positive_int(n_inner, "n_inner")
+    coarse_iter = as_positive_int(coarse_iter, "coarse_iter", minimum=0)
+    tol = as_finite_float(tol, "tol", minimum=0.0)
+    center_offset = as_finite_float(center_offset, "center_offset")
+    nz = nx if nz is None else as_positive_int(nz, "nz")
+    final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
+                                                                         "final_iter", 0)
+    if initial_shifts is None:
+        total = np.zeros((n, 2))
+    else:
+        total = np.array(initial_shifts, dtype=np.float64).reshape(n, 2)
+        if not np.all(np.isfinite(total)):
+            raise ValueError("initial_shifts contains NaN/Inf")
+    if levels is None:
+        levels = _auto_levels(ny, nx, 20.0)
+    levels = [as_positive_int(int(f), "levels") for f in levels]
+    if levels[-1] != 1 or any(a <= b for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"levels must decrease strictly and end with 1, got {levels}")
+    if slices is not None:
+        slices = np.unique(np.asarray(slices, dtype=np.int64))
+        if slices.size == 0 or slices.min() < 0 or slices.max() >= ny:
+            raise ValueError(f"slices must be row indices in [0, {ny})")
+    if recon == "tv" and lam is None:
+        lam = 0.02 * float(np.abs(data).mean())
+    opts = dict(method=method, recon=recon, estimator=estimator, axes=axes,
+                max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
+                coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
+                center_offset=center_offset, min_coherence=min_coherence, taper=taper,
+                final_iter=final_iter,
+                slices=None if slices is None else slices.tolist())
+
+    history = []
+    converged = False
+    stopped = False
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=coarse_iter * (len(levels) - 1) + max_iter, desc="align",
+                   unit="it", leave=False)
+    x = None
+    prev_shape = None
+    t_rec = t_est = t_shift = 0.0
+    try:
+        for f in levels:
+            final_level = f == 1
+            fy = _y_factor(ny, f)
+            raw_l = bin_stack(data, f, fy)
+            scale = np.array([f, fy], dtype=np.float64)
+            _, nyl, nxl = raw_l.shape
+            co_l = (center_offset + 0.5 * (nx - (nx // f) * f)) / f
+            rows = np.arange(nyl) if slices is None else np.unique(
+                np.clip(slices // fy, 0, nyl - 1))
+            nzl = max(1, int(round(nz / f)))
+            A = Projector(angles, (rows.size, nzl, nxl), co_l)
+            solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+            if x is None:
+                x = np.zeros(A.domain_shape, np.float32)
+                first_inner = 3 * n_inner
+            else:
+                zoom = np.array(A.domain_shape) / np.array(prev_shape)
+                x = np.ascontiguousarray(ndi.zoom(x, zoom, order=1), dtype=np.float32)
+                if x.shape != A.domain_shape:  # zoom rounding
+                    x = np.zeros(A.domain_shape, np.float32)
+                first_inner = n_inner
+            prev_shape = A.domain_shape
+            wx = tukey(nxl, taper)
+            wy = tukey(rows.size, taper) if rows.size > 2 else None
+            contiguous = rows.size == nyl or np.all(np.diff(rows) == 1)
+            n_outer = max_iter if final_level else coarse_iter
+            tol_l = tol if final_level else max(tol, 0.05 * f)
+            prev_upd = None
+            since_jump = 0
+            for it in range(n_outer):
+                t0 = time.perf_counter()
+                corrected = fourier_shift(raw_l, -total / scale)
+                b = np.ascontiguousarray(corrected[:, rows, :])
+                t1 = time.perf_counter()
+                solver.run(b, x, first_inner if it == 0 else n_inner)
+                t2 = time.perf_counter()
+                P = A(x)
+                upd = np.zeros((n, 2))
+                if "x" in axes:
+                    C, pb, pp = cross_power(b, P, 2, wx)
+                    upd[:, 0] = estimate_shift(C, pb, pp, nxl, estimator=estimator,
+                                               min_coherence=min_coherence)
+                if "y" in axes and rows.size > 1 and contiguous:
+                    C, pb, pp = cross_power(b, P, 1, wy)
+                    upd[:, 1] = estimate_shift(C, pb, pp, rows.size, estimator=estimator,
+                                               min_coherence=min_coherence)
+                # measured ~ reprojection shifted by upd: the raw data carry total + upd
+                total += upd * scale
+                # Aitken-type extrapolation of the slow, geometrically decaying modes: when
+                # successive updates are nearly parallel with ratio rho, jump by the rest of
+                # the geometric series u * rho / (1 - rho).
+                if extrapolate and prev_upd is not None and since_jump >= 3:
+                    den = float(np.vdot(prev_upd, prev_upd))
+                    rho = float(np.vdot(upd, prev_upd)) / den if den > 0 else 0.0
+                    cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
+                        den * float(np.vdot(upd, upd)) + 1e-300)
+                    if 0.3 < rho < 0.97 and cosang > 0.9:
+                        total += upd * scale * min(rho / (1.0 - rho), 10.0)
+                        since_jump = -1
+                prev_upd = upd
+                since_jump += 1
+                res = float(np.linalg.norm(P - b) / max(np.linalg.norm(b), 1e-30))
+                t3 = time.perf_counter()
+                t_shift += t1 - t0
+                t_rec += t2 - t1
+                t_est += t3 - t2
+                max_upd = float(np.abs(upd * scale).max())
+                entry = dict(iteration=len(history) + 1, level=int(f), max_update=max_upd,
+                             rms_update=float(np.sqrt(np.mean((upd * scale) ** 2))),
+                             residual=res, time_s=time.perf_counter() - t_start)
+                history.append(entry)
+                log.info("level %d it %d: max update %.4g px, residual %.4g", f, it + 1,
+                         max_upd, res)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(level=f, upd=f"{max_upd:.3g}")
+                if callback is not None:
+                    try:
+                        callback(dict(entry, shifts=fix_gauge(total, angles)[0]))
+                    except StopIteration:
+                        stopped = True
+                        break
+                if max_upd < tol_l:
+                    converged = final_level
+                    break
+            if stopped:
+                break
+            if bar is not None and not final_level:
+                bar.update(n_outer - it - 1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    # Report in the fixed gauge; translate the warm start accordingly (object moves by (a, b)
+    # in (x, z) and by mean dy along y when the sinusoid and mean are taken out of the shifts).
+    t0 = time.perf_counter()
+    shifts, (ga, gb, gy) = fix_gauge(total, angles)
+    aligned = fourier_shift(data, -shifts)
+    A = Projector(angles, (ny, nz, nx), center_offset)
+    if x is not None and x.shape == (ny, nz, nx):
+        x0 = np.ascontiguousarray(ndi.shift(x, (gy, gb, ga), order=1), dtype=np.float32)
+    elif x is not None:
+        zoom = np.array(A.domain_shape) / np.array(x.shape)
+        x0 = np.ascontiguousarray(ndi.zoom(ndi.shift(x, (gy / 1, gb, ga), order=1), zoom,
+                                           order=1), dtype=np.float32)
+        if x0.shape != A.domain_shape:
+            x0 = np.zeros(A.domain_shape, np.float32)
+    else:
+        x0 = np.zeros(A.domain_shape, np.float32)
+    solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+    volume = solver.run(aligned, x0, max(final_iter, 1) if final_iter else 0)
+    t_final = time.perf_counter() - t0
+    timings = dict(total_s=time.perf_counter() - t_start, reconstruct_s=t_rec,
+                   estimate_s=t_est, resample_s=t_shift, final_s=t_final)
+    return AlignResult(shifts=shifts, aligned=aligned, volume=volume, history=history,
+                       converged=converged, angles_deg=angles, method="autofocus",
+                       options=opts, timings=timings)
+
+
+def _baseline(method, data, angles, *, nz, n_inner, recon, lam, nonneg, center_offset,
+              t_start):
+    from . import baselines
+    n, ny, nx = data.shape
+    if method == "xcorr":
+        raw = baselines.xcorr_shifts(data, angles)
+    else:
+        raw = baselines.com_shifts(data, angles)
+    shifts, _ = fix_gauge(raw, angles)
+    aligned = fourier_shift(data, -shifts)
+    nz = nx if nz is None else nz
+    A = Projector(angles, (ny, nz, nx), center_offset)
+    if recon == "tv" and lam is None:
+        lam = 0.02 * float(np.abs(data).mean())
+    solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+    volume = solver.run(aligned, np.zeros(A.domain_shape, np.float32), 2 * n_inner)
+    return AlignResult(shifts=shifts, aligned=aligned, volume=volume, history=[],
+                       converged=True, angles_deg=angles, method=method,
+                       options=dict(method=method, recon=recon),
+                       timings=dict(total_s=time.perf_counter() - t_start))

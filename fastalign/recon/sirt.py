@@ -1,0 +1,225 @@
+"""SIRT: simultaneous iterative reconstruction technique.
+
+Update (Gregor & Benson 2008; CIL's and ASTRA's SIRT)::
+
+    x <- P( x + C A^T R (b - A x) ),   R = 1 / (A m),   C = m / (A^T 1)
+
+with ``m`` the reconstruction mask (all ones without a mask), reciprocals zero-safe (a zero or
+round-off-small sum gives a zero weight) and ``P`` the projection onto ``x >= 0`` when
+``nonneg``.  Pixels outside the mask have ``C = 0`` and stay 0.  ``R`` and ``C`` are computed
+once per solver; without a mask or with a 2-D mask they are the same for every slice and are
+stored once (``(n_tilts, 1, nx)`` and ``(1, nz, nx)``).
+"""
+import numpy as np
+
+from ..kernels import linalg as _k
+from ..operator import Projector
+from ._common import (ReconResult, call_back, check_Ax, check_callback, check_data,
+                      check_n_iter, check_projector, check_x, log, prepare_mask,
+                      safe_reciprocal, setup_problem)
+
+
+class SIRTSolver:
+    """Reusable SIRT for one projector: weights computed once, buffers preallocated.
+
+    Made for loops that reconstruct many times with the same geometry and changing data (the
+    alignment loop): construct once, then call :meth:`run` with the new ``b`` and the previous
+    volume as warm start.  A run costs one forward and one backprojection per iteration plus
+    two elementwise passes; nothing is allocated per iteration.
+
+    Parameters
+    ----------
+    A : Projector
+        Geometry and shape ``(ny, nz, nx)``.
+    mask : None, bool, "circle" or array_like of bool, optional
+        Reconstruction support: ``True``/``"circle"`` for the disc of radius
+        ``nx/2 - |center_offset|`` in every slice; a boolean ``(nz, nx)`` (every slice) or
+        ``(ny, nz, nx)`` array.  Pixels outside are 0.
+    nonneg : bool
+        Project onto ``x >= 0`` after every update.
+
+    Notes
+    -----
+    Update: ``x <- P(x + C A^T R (b - A x))``, ``R = 1/(A m)``, ``C = m/(A^T 1)`` (module
+    docstring).  Memory: two tilt-series-sized float32 buffers (``A x`` and the weighted
+    residual) and one volume-sized buffer (``A^T R r``), plus ``R`` and ``C`` which are small
+    (one slice) unless the mask is 3-D (then one more tilt-series- and one volume-sized array).
+    Together with the caller's ``x``: 2 volume-sized + 2 tilt-series-sized buffers.
+
+    After :meth:`run`, :attr:`result` is a :class:`ReconResult` (per-iteration residuals,
+    ``stopped``) and :attr:`reprojection` holds ``A x`` of the returned volume (computed by
+    the last iteration anyway); pass it back as ``Ax=`` to the next run with the same ``x`` to
+    skip one forward projection.
+    """
+
+    def __init__(self, A, *, mask=None, nonneg=True):
+        self.A = check_projector(A)
+        self.nonneg = bool(nonneg)
+        g = A.geometry
+        ny, nz, nx = A.domain_shape
+        na = g.n_tilts
+        m = prepare_mask(mask, A.domain_shape, g.center_offset)
+        self.mask = m
+        sub = Projector(g.with_shape((1, nz, nx)))
+        # R = 1 / (A m): one slice unless the mask varies along y.
+        if m is None:
+            m2 = np.ones((1, nz, nx), np.float32)
+        else:
+            m2 = m.astype(np.float32)
+        if m2.shape[0] == 1:
+            row_sums = sub._forward(m2, np.empty((na, 1, nx), np.float32))
+        else:
+            row_sums = A._forward(m2, np.empty((na, ny, nx), np.float32))
+        self._R = safe_reciprocal(row_sums)
+        # C = m / (A^T 1): the column sums are the same for every slice.
+        col_sums = sub._adjoint(np.ones((na, 1, nx), np.float32),
+                                np.empty((1, nz, nx), np.float32))
+        C = safe_reciprocal(col_sums)
+        if m is not None:
+            C = C * m  # (1 or ny, nz, nx)
+        self._C = np.ascontiguousarray(C, dtype=np.float32)
+        self._bp = np.empty(A.domain_shape, np.float32)
+        self._res = np.empty(A.range_shape, np.float32)
+        self._ax = np.empty(A.range_shape, np.float32)
+        self._rowsum = np.empty(na * ny, np.float64)
+        self._has_reprojection = False
+        self.result = None
+
+    @property
+    def reprojection(self):
+        """``A x`` of the volume returned by the last :meth:`run` (a solver-owned buffer,
+        overwritten by the next run), or None before the first run."""
+        return self._ax if self._has_reprojection else None
+
+    def run(self, b, x=None, n_iter=10, *, callback=None, Ax=None):
+        """Run ``n_iter`` SIRT iterations on data ``b``, warm-started from ``x`` (in place).
+
+        Parameters
+        ----------
+        b : array_like, shape (n_tilts, ny, nx)
+            Measured tilt series (used as is if float32 C-contiguous; never modified).
+        x : ndarray, float32, shape (ny, nz, nx), optional
+            Warm start, updated in place (masked and, if ``nonneg``, clipped first).  A new
+            zero volume if None.
+        n_iter : int >= 0
+        callback : callable, optional
+            ``callback(k, x, info)`` after iteration ``k`` (0-based) with ``info =
+            {"residual": ||A x - b|| / ||b||}``; ``x`` is the live iterate (copy it to keep
+            it).  Raise ``StopIteration`` to stop.
+        Ax : ndarray, float32, shape (n_tilts, ny, nx), optional
+            ``A x`` for the given ``x`` if already known (e.g. :attr:`reprojection` of the
+            previous run); skips the initial forward projection.  Not checked for consistency.
+
+        Returns
+        -------
+        x : ndarray, float32, shape (ny, nz, nx)
+            The updated volume (the array passed in, or the new one).  The per-iteration
+            residuals etc. are in :attr:`result` (a :class:`ReconResult`).
+        """
+        A = self.A
+        b = check_data(b, A)
+        n_iter = check_n_iter(n_iter)
+        callback = check_callback(callback)
+        ax = self._ax
+        if x is None:
+            x = np.zeros(A.domain_shape, np.float32)
+            if Ax is None:
+                ax.fill(0.0)
+                Ax = ax
+        else:
+            check_x(x, A)
+            if self.mask is not None:
+                _k.apply_mask(x, self.mask)
+            if self.nonneg:
+                _k.clip_nonneg(x)
+        if Ax is None:
+            A._forward(x, ax)
+        elif Ax is not ax:
+            _k.copy3(ax, check_Ax(Ax, A))
+        self._has_reprojection = True
+        rowsum = self._rowsum
+        _k.sumsq(b, rowsum)
+        bnorm = float(np.sqrt(rowsum.sum()))
+        scale = 1.0 / bnorm if bnorm > 0.0 else 1.0
+        _k.sirt_residual(b, ax, self._R, self._res, rowsum)
+        residuals = []
+        stopped = False
+        for k in range(n_iter):
+            A._adjoint(self._res, self._bp)
+            _k.sirt_update(x, self._bp, self._C, self.nonneg)
+            A._forward(x, ax)
+            _k.sirt_residual(b, ax, self._R, self._res, rowsum)
+            rel = float(np.sqrt(rowsum.sum())) * scale
+            residuals.append(rel)
+            log.debug("sirt iteration %d: relative residual %.6g", k, rel)
+            if call_back(callback, k, x, {"residual": rel}):
+                stopped = True
+                break
+        self.result = ReconResult(volume=x, residuals=np.asarray(residuals, np.float64),
+                                  n_iter=len(residuals), stopped=stopped, method="sirt")
+        return x
+
+
+def sirt(tilt_series, angles_deg, *, n_iter=50, nz=None, x0=None, nonneg=True, mask=None,
+         callback=None, center_offset=0.0, return_result=False):
+    """SIRT reconstruction of a tilt series.
+
+    ``x <- P(x + C A^T R (b - A x))`` with ``R = 1/(A m)``, ``C = m/(A^T 1)`` (zero-safe
+    reciprocals, ``m`` the mask, ``P`` the projection onto ``x >= 0`` if ``nonneg``); see
+    :class:`SIRTSolver` for the reusable, warm-startable form.
+
+    Parameters
+    ----------
+    tilt_series : array_like, shape (n_tilts, ny, nx)
+        Measured projections ``b`` (converted once to float32).
+    angles_deg : array_like, shape (n_tilts,)
+        Tilt angles in degrees.
+    n_iter : int >= 0
+        Number of iterations (0 returns the masked/clipped start volume).
+    nz : int, optional
+        Volume thickness; defaults to ``nx``.
+    x0 : array_like, shape (ny, nz, nx), optional
+        Warm start (copied; not modified).  Zeros if None.
+    nonneg : bool
+        Enforce ``x >= 0``.
+    mask : None, True, "circle" or bool array (nz, nx) or (ny, nz, nx)
+        Reconstruction support (``True``/``"circle"``: disc of radius
+        ``nx/2 - |center_offset|``).
+    callback : callable, optional
+        ``callback(k, x, info)`` after each iteration; ``info["residual"]`` is
+        ``||A x - b|| / ||b||``.  Raise ``StopIteration`` to stop early.
+    center_offset : float
+        Rotation-centre offset in detector pixels.
+    return_result : bool
+        Return a :class:`ReconResult` (volume, per-iteration residuals, ...) instead of the
+        volume alone.
+
+    Returns
+    -------
+    volume : ndarray, float32, shape (ny, nz, nx)
+        (or :class:`ReconResult` if ``return_result``)
+
+    Notes
+    -----
+    Memory: the output plus one volume-sized and two tilt-series-sized float32 buffers
+    (one more of each with a 3-D mask).  Each iteration is one forward and one back
+    projection; results are bit-identical for any number of Numba threads.
+    """
+    n_iter = check_n_iter(n_iter)
+    callback = check_callback(callback)
+    b, A, x, _ = setup_problem(tilt_series, angles_deg, nz, x0, center_offset)
+    solver = SIRTSolver(A, mask=mask, nonneg=nonneg)
+    if x0 is None:
+        solver.run(b, x, n_iter, callback=callback, Ax=_zeros_like_data(solver))
+    else:
+        solver.run(b, x, n_iter, callback=callback)
+    return solver.result if return_result else x
+
+
+def _zeros_like_data(solver):
+    """``A 0`` without a projection: the solver's own reprojection buffer, zeroed."""
+    solver._ax.fill(0.0)
+    return solver._ax
+
+
+__all__ = ["sirt", "SIRTSolver"]
