@@ -9,7 +9,7 @@ def as_angles_deg(angles_deg, n_expected=None, name="angles_deg"):
     if angles_deg is None:
         raise ValueError(f"{name} is required (tilt angles in degrees)")
     try:
-        a = np.asarray(angles_deg, dtype=np.float64)
+        a = np.array(angles_deg, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a sequence of numbers (degrees): {exc}") from None
     if a.ndim != 1:
@@ -51,7 +51,13 @@ def as_float32_array(x, ndim, name, allow_nonfinite=False):
         raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D with shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    src_finite = None
+    if arr.dtype.itemsize > 4 and np.issubdtype(arr.dtype, np.floating):
+        src_finite = bool(np.isfinite(arr).all())
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not allow_nonfinite and src_finite and not np.isfinite(arr).all():
+        raise ValueError(f"{name} has values outside the float32 range (|x| > 3.4e38)")
     if not allow_nonfinite and not np.isfinite(arr).all():
         n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name} contains {n_bad} NaN/Inf values")

@@ -421,8 +421,15 @@ def _cmd_demo(args):
     _set_threads(args.threads)
     demo = _library_function("demo")
     out = os.path.abspath(args.out)
-    kwargs = _supported_kwargs(demo, progress=_progress_enabled(args),
-                               overwrite=args.overwrite)
+    options = {"progress": _progress_enabled(args), "overwrite": args.overwrite}
+    if args.size is not None:
+        options["n"] = args.size
+    if args.max_iter is not None:
+        options["max_iter"] = args.max_iter
+    kwargs = _supported_kwargs(demo, **options)
+    ignored = sorted(set(options) - set(kwargs) - {"progress"})
+    if ignored:
+        raise ValueError(f"this fastalign.demo does not accept {', '.join(ignored)}")
     result = demo(out, **kwargs)
     _say(args, f"fastalign: demo written to {out}")
     if result is not None and not args.quiet and not isinstance(result, (str, os.PathLike)):
@@ -550,6 +557,10 @@ def build_parser():
                    help="output directory (default: ./fastalign_demo)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing demo output")
+    p.add_argument("--size", type=int, metavar="N",
+                   help="phantom and detector size in pixels (default: the demo's, 256)")
+    p.add_argument("--max-iter", type=int, metavar="N",
+                   help="maximum outer alignment iterations (default: the demo's)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -103,7 +103,7 @@ class TiltGeometry:
                 and np.array_equal(self.angles_deg, other.angles_deg))
 
     def __hash__(self):
-        return hash((self.shape, self.center_offset, self.angles_deg.tobytes()))
+        return hash((self.shape, self.center_offset + 0.0, (self.angles_deg + 0.0).tobytes()))
 
     def __repr__(self):
         angles = np.array2string(self.angles_deg, separator=", ", threshold=1 << 30,

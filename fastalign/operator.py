@@ -57,6 +57,8 @@ class Projector:
             out = np.empty(self.range_shape, dtype=np.float32)
         else:
             as_float32_out(out, self.range_shape)
+            if np.shares_memory(x, out):
+                raise ValueError("out must not share memory with the input volume")
         self._forward(x, out)
         return out
 
@@ -123,6 +125,8 @@ class _Transpose:
             out = np.empty(self.range_shape, dtype=np.float32)
         else:
             as_float32_out(out, self.range_shape)
+            if np.shares_memory(y, out):
+                raise ValueError("out must not share memory with the input tilt series")
         self._p._adjoint(y, out)
         return out
 

@@ -408,9 +408,9 @@ def thin_film_3d(shape=(32, 64, 128), thickness=None, seed=0, n_particles=None):
 
     The slab spans all of x and y and occupies ``|z| <= thickness/2`` around the slice
     centre, with partial-volume edges.  Inside: a base density 1, a smooth random texture
-    (correlation length ~2 px, +-0.25) and small dense particles (density 2..4).  Because mass
-    enters and leaves the field of view as the tilt changes, centre-of-mass alignment fails on
-    it while reprojection-based alignment does not.
+    (correlation length ~2 px, +-0.25) and small dense particles (density 2..4).  Mass enters
+    and leaves the field of view as the tilt changes, which breaks the assumption behind
+    centre-of-mass alignment (a fixed mass seen at every tilt).
 
     Parameters
     ----------
@@ -444,8 +444,9 @@ def thin_film_3d(shape=(32, 64, 128), thickness=None, seed=0, n_particles=None):
     vol = texture * occ[None, :, None]
     cz = 0.5 * (nz - 1)
     for _ in range(n_particles):
-        r = rng.uniform(1.0, max(1.0, min(3.0, 0.4 * half)))
-        zc = cz + rng.uniform(-max(half - r, 0.0), max(half - r, 0.0))
+        r_hi = min(3.0, 0.8 * half)  # particles stay inside the slab
+        r = rng.uniform(min(1.0, r_hi), r_hi)
+        zc = cz + rng.uniform(-(half - r), half - r)
         yc, xc = rng.uniform(0, ny - 1), rng.uniform(0, nx - 1)
         _add_ellipsoid(vol, (yc, zc, xc), (r, r, r), np.eye(3), rng.uniform(2.0, 4.0))
     return np.ascontiguousarray(vol, dtype=np.float32)

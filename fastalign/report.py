@@ -256,7 +256,8 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
     return _save(fig, path, overwrite, inputs)
 
 
-def plot_slices(path, panels, *, title=None, overwrite=False, inputs=()):
+def plot_slices(path, panels, *, title=None, xlabel="x (pixels)", ylabel="z (pixels)",
+                overwrite=False, inputs=()):
     """Show 2-D images side by side (e.g. central slices before/after alignment) in a PNG.
 
     Parameters
@@ -267,6 +268,8 @@ def plot_slices(path, panels, *, title=None, overwrite=False, inputs=()):
         clipped to its 1st-99th percentile.
     title : str, optional
         Figure title.
+    xlabel, ylabel : str
+        Axis labels of every panel (rows of an image are drawn bottom-up).
     overwrite : bool
     inputs : iterable of path
 
@@ -277,7 +280,7 @@ def plot_slices(path, panels, *, title=None, overwrite=False, inputs=()):
     panels = list(panels)
     if not panels:
         raise ValueError("plot_slices needs at least one panel")
-    fig = _figure(4.2 * len(panels), 4.4)
+    fig = _figure(4.2 * len(panels), 4.9)
     for k, (name, image) in enumerate(panels):
         img = np.asarray(image, dtype=np.float32)
         if img.ndim != 2:
@@ -288,8 +291,8 @@ def plot_slices(path, panels, *, title=None, overwrite=False, inputs=()):
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1,
                   interpolation="nearest", origin="lower")
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("x (pixels)")
-        ax.set_ylabel("z (pixels)" if "x-z" in name or "x–z" in name else "")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
     if title:
         fig.suptitle(title)
     return _save(fig, path, overwrite, inputs)

@@ -49,6 +49,15 @@ def run(*args, stub=False, env=None, timeout=180, cwd=None):
                           timeout=timeout, env=full_env, cwd=cwd)
 
 
+def run_here(capsys, *args):
+    """Run ``fastalign.cli.main`` in this process (for quick option-validation checks)."""
+    from fastalign.cli import main
+
+    code = main([os.fspath(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
 def snapshot(directory):
     """``{relative path: sha256}`` of every file under ``directory``."""
     out = {}
@@ -129,13 +138,13 @@ def test_help_explains_every_option(capsys):
         assert "--help" in text
 
 
-def test_no_command_and_bad_option_are_user_errors(dataset):
-    from fastalign.cli import main
-
-    assert main([]) == 2
+def test_no_command_and_bad_option_are_user_errors(dataset, capsys):
     assert_user_error(run("align", dataset["mrc"], "--bogus"), "--bogus")
-    assert_user_error(run("align", dataset["mrc"], "--threads", "0"), "--threads")
-    assert main(["align", os.fspath(dataset["mrc"]), "--method", "magic"]) == 2
+    assert run_here(capsys).returncode == 2
+    assert_user_error(run_here(capsys, "align", dataset["mrc"], "--threads", "0"), "--threads")
+    assert_user_error(run_here(capsys, "align", dataset["mrc"], "--method", "magic"),
+                      "--method")
+    assert_user_error(run_here(capsys, "align", dataset["mrc"], "--lam", "1"), "--recon tv")
     assert_inputs_unchanged(dataset)
 
 
@@ -159,6 +168,29 @@ def test_info_truncated_and_foreign_files(dataset, tmp_path):
     assert_user_error(run("info", trunc), "cut.mrc is truncated")
     assert_user_error(run("info", foreign), "notes.st is not an MRC file")
     assert snapshot(dataset["dir"]) == snap
+
+
+def test_info_old_header_warns_and_hdf5_member(dataset, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    old = dataset["dir"] / "old.st"
+    old.write_bytes(dataset["mrc"].read_bytes())
+    with open(old, "r+b") as fh:  # pre-2014 style: no 'MAP ' id, no machine stamp
+        fh.seek(208)
+        fh.write(b"\0" * 8)
+    proc = run("info", old, "--angles", dataset["dir"] / "ts.rawtlt")
+    assert proc.returncode == 0, proc.stderr
+    assert "fastalign: warning:" in proc.stderr and "old.st" in proc.stderr
+    assert "old-style header" in proc.stdout
+
+    h5 = tmp_path / "run.h5"
+    with h5py.File(h5, "w") as f:
+        f["exchange/data"] = dataset["series"]
+        f["exchange/data"].attrs["angles_deg"] = dataset["angles"]
+        f["exchange/flat"] = dataset["series"][:2]
+    proc = run("info", f"{h5}:/exchange/data")
+    assert proc.returncode == 0, proc.stderr
+    assert "/exchange/data" in proc.stdout and "7 tilts x 8 (y) x 10 (x)" in proc.stdout
+    assert_user_error(run("info", h5), "several datasets")
 
 
 # ------------------------------------------------------------------ align: plumbing (stub)
@@ -302,15 +334,32 @@ def test_nonfinite_data_refused_or_filled(dataset, tmp_path):
     assert {k: now[k] for k in snap} == snap  # inputs untouched, outputs only added
 
 
-def test_max_memory(dataset):
+def test_max_memory(dataset, capsys):
     proc = run("align", dataset["mrc"], "--max-memory", "1K")
     assert_user_error(proc, "exceeds --max-memory 1K", "estimated peak memory")
-    assert_user_error(run("align", dataset["mrc"], "--max-memory", "lots"),
+    assert_user_error(run_here(capsys, "align", dataset["mrc"], "--max-memory", "lots"),
                       "cannot read memory size")
+    assert_user_error(run_here(capsys, "recon", dataset["mrc"], "--max-memory", "2K"),
+                      "exceeds --max-memory 2K")
     assert not (dataset["dir"] / "ts_fastalign").exists()
     assert_inputs_unchanged(dataset)
     proc = run("align", dataset["mrc"], "--max-memory", "8G", "-q", stub=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_parse_size_and_memory_estimate():
+    from fastalign.cli import estimate_peak_bytes, parse_size
+
+    assert parse_size("8G") == 8 * 1024 ** 3
+    assert parse_size("512M") == 512 * 1024 ** 2
+    assert parse_size("1.5GiB") == int(1.5 * 1024 ** 3)
+    assert parse_size("2kb") == 2048 and parse_size("100") == 100
+    for bad in ("8X", "-1G", "", "G"):
+        with pytest.raises(ValueError, match="memory size"):
+            parse_size(bad)
+    # (4 tilt-series copies + 3 volumes) x 4 bytes, nz = nx by default
+    assert estimate_peak_bytes(10, 20, 30) == 4 * (4 * 10 * 20 * 30 + 3 * 20 * 30 * 30)
+    assert estimate_peak_bytes(10, 20, 30, 8) == 4 * (4 * 10 * 20 * 30 + 3 * 20 * 8 * 30)
 
 
 def _start_and_interrupt(args, env, marker, stub=True, timeout=120):
@@ -363,7 +412,7 @@ def test_sigint_while_writing_leaves_no_partial_results(dataset, tmp_path):
 # ------------------------------------------------------------------ recon and demo (stub)
 
 
-def test_recon_plumbing(dataset, tmp_path):
+def test_recon_plumbing(dataset, tmp_path, capsys):
     record = tmp_path / "kwargs.json"
     env = {"STUB_RECORD": str(record)}
     proc = run("recon", dataset["mrc"], "--n-iter", "5", "--nz", "4", stub=True, env=env)
@@ -383,10 +432,10 @@ def test_recon_plumbing(dataset, tmp_path):
     assert json.loads(record.read_text())["tv"]["kwargs"] == {"lam": 0.1, "n_iter": 50,
                                                               "nz": None}
     assert (out / "ts.rec").exists()
-    assert_user_error(run("recon", dataset["mrc"], "--method", "tv", "--out", tmp_path / "x"),
-                      "--lam")
-    assert_user_error(run("recon", dataset["mrc"], "--method", "fbp", "--n-iter", "3",
-                          "--out", tmp_path / "x"), "--n-iter")
+    assert_user_error(run_here(capsys, "recon", dataset["mrc"], "--method", "tv", "--out",
+                               tmp_path / "x"), "--lam")
+    assert_user_error(run_here(capsys, "recon", dataset["mrc"], "--method", "fbp", "--n-iter",
+                               "3", "--out", tmp_path / "x"), "--n-iter")
     assert not (tmp_path / "x").exists()
     assert stray_files(tmp_path) == []
     assert_inputs_unchanged(dataset)
@@ -492,6 +541,7 @@ def test_sigint_during_real_alignment(tmp_path):
     assert snapshot(tmp_path) == snap
 
 
+@pytest.mark.slow  # each run compiles its Numba kernels afresh (~10-20 s)
 @pytest.mark.parametrize("method, extra", [("fbp", []), ("sirt", ["--n-iter", "5"]),
                                            ("tv", ["--n-iter", "3", "--lam", "0.01"])])
 def test_recon_with_real_library(dataset, tmp_path, method, extra):
@@ -506,8 +556,10 @@ def test_recon_with_real_library(dataset, tmp_path, method, extra):
     assert_inputs_unchanged(dataset)
 
 
+@pytest.mark.slow
 @needs("demo")
 def test_demo_with_real_library(tmp_path):
-    proc = run("demo", "--out", tmp_path / "demo", "--quiet", timeout=600)
+    proc = run("demo", "--out", tmp_path / "demo", "--quiet", "--size", "64", "--max-iter",
+               "3", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert os.listdir(tmp_path / "demo")

@@ -21,14 +21,10 @@ needs_two_threads = pytest.mark.skipif(not TWO_THREADS, reason="needs 2 Numba th
 ADJ_TOL = 1e-5
 
 
-def _threads_for_path(ny):
-    """Thread count making the operator take the intended code path for ``ny`` slices.
-
-    The operator is slice-parallel when ``ny >= numba.get_num_threads()``, else
-    angle-parallel (forward) / row-parallel (transpose).  With 2 threads ny=1 takes the
-    angle/row path and ny=5 the slice path.
-    """
-    return 2 if TWO_THREADS else 1
+# The operator is slice-parallel when ny >= numba.get_num_threads(), else angle-parallel
+# (forward) / row-parallel (transpose).  With 2 threads ny=1 takes the angle/row path and
+# ny=5 the slice path.
+PATH_THREADS = 2 if TWO_THREADS else 1
 
 
 def _bits(a):
@@ -59,7 +55,7 @@ ADJOINT_CASES = [
 def test_adjoint(size, angles, offset, ny):
     nz, nx = size
     A = Projector(angles, (ny, nz, nx), offset)
-    err = run_with_threads(adjoint_test, _threads_for_path(ny), A, A.domain_shape,
+    err = run_with_threads(adjoint_test, PATH_THREADS, A, A.domain_shape,
                            A.range_shape, seed=ny)
     assert err <= ADJ_TOL, f"normalised adjoint error {err:.3e}"
 
@@ -120,7 +116,7 @@ def test_forward_matches_reference(size, angles, offset, ny):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((ny, nz, nx)).astype(np.float32)
     A = Projector(angles, (ny, nz, nx), offset)
-    got = run_with_threads(A, _threads_for_path(ny), x)
+    got = run_with_threads(A, PATH_THREADS, x)
     want = np.stack([ref.forward_slice(x[k], angles, offset) for k in range(ny)], axis=1)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
 
@@ -132,7 +128,7 @@ def test_transpose_matches_reference(size, angles, offset, ny):
     rng = np.random.default_rng(2)
     y = rng.standard_normal((len(angles), ny, nx)).astype(np.float32)
     A = Projector(angles, (ny, nz, nx), offset)
-    got = run_with_threads(A.T, _threads_for_path(ny), y)
+    got = run_with_threads(A.T, PATH_THREADS, y)
     want = np.stack([ref.back_slice(y[:, k], angles, nz, offset) for k in range(ny)])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
 
@@ -304,6 +300,25 @@ def test_out_wrong_shape_or_dtype_raises():
         A.T(y, out=np.empty(A.domain_shape, np.int32))
     with pytest.raises(ValueError, match="out"):
         A.T(y, out=np.empty(A.range_shape, np.float32))
+
+
+def test_out_aliasing_the_input_is_rejected():
+    """When the volume and data shapes coincide, ``out=x`` would overwrite the input while
+    it is being read: it must raise rather than return a silently wrong result."""
+    rng = np.random.default_rng(8)
+    A = Projector([0.0, 45.0, 90.0, 135.0], (4, 4, 6))
+    assert A.domain_shape == A.range_shape
+    x = rng.random(A.domain_shape).astype(np.float32)
+    want_f, want_b = A(x), A.T(x)
+    for op, want in [(A, want_f), (A.T, want_b)]:
+        buf = x.copy()
+        try:
+            got = op(buf, out=buf)
+        except ValueError as exc:
+            assert "out" in str(exc)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg="out= aliasing the input "
+                                          "returned a wrong result instead of raising")
 
 
 def test_integer_float64_and_readonly_inputs():

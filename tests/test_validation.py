@@ -153,6 +153,15 @@ def test_geometry_is_immutable():
     assert g != TiltGeometry(ANGLES, (1, 6, 7), 0.0)
 
 
+def test_equal_geometries_have_equal_hashes():
+    """-0.0 == 0.0, so the geometries are equal and must hash alike (set/dict keys)."""
+    a = TiltGeometry([-0.0, 10.0], (1, 2, 2))
+    b = TiltGeometry([0.0, 10.0], (1, 2, 2))
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+
+
 def test_geometry_does_not_alias_the_callers_array():
     """The caller's angle array stays theirs: still writeable, and writing to it (or to the
     array it is a view of) does not change the geometry."""

@@ -123,6 +123,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           axes="xy", max_iter=40, tol=0.002, levels=None, n_inner=10, coarse_iter=15,
           slices=None, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
+          pad_x=0,
           callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
@@ -162,14 +163,21 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         TV weight for ``recon="tv"`` (default: 2 % of the data's mean row sum scale).
     center_offset : float
         Rotation-centre offset (detector pixels) of the geometry.
-    initial_shifts : array_like, shape (n_tilts, 2), optional
-        Starting ``(dx, dy)`` (e.g. from ``method="xcorr"``).
+    initial_shifts : array_like of shape (n_tilts, 2), or {"xcorr", "com"}, optional
+        Starting ``(dx, dy)``, or the name of a baseline to compute them with (``"com"``
+        suits compact objects, ``"xcorr"`` anything; default zeros).
     min_coherence : float
         Frequencies whose coherence ``|C| / sqrt(sum|B|^2 sum|P|^2)`` is lower are ignored.
     taper : float
         Tukey taper fraction applied along x and y before the FFTs (edges of wide specimens).
     final_iter : int, optional
         Iterations of the final reconstruction (default ``2 * n_inner``).
+    pad_x : int or "auto"
+        Columns of edge-replicated data added on each side (full resolution) for specimens
+        wider than the field of view: the reconstruction then spans ``nx + 2 pad_x`` so that
+        oblique rays through material outside the field are explained, and only the central
+        ``nx`` columns enter the shift estimate.  ``"auto"``: ``nx // 4`` when the outermost
+        columns carry more than 10 % of the mean signal, else 0.
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -209,7 +217,13 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     nz = nx if nz is None else as_positive_int(nz, "nz")
     final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
                                                                          "final_iter", 0)
-    if initial_shifts is None:
+    if isinstance(initial_shifts, str):
+        if initial_shifts not in ("xcorr", "com"):
+            raise ValueError("initial_shifts must be an array, 'xcorr' or 'com'")
+        from . import baselines
+        init_fn = baselines.xcorr_shifts if initial_shifts == "xcorr" else baselines.com_shifts
+        total = np.asarray(init_fn(data, angles), dtype=np.float64).reshape(n, 2)
+    elif initial_shifts is None:
         total = np.zeros((n, 2))
     else:
         total = np.array(initial_shifts, dtype=np.float64).reshape(n, 2)
@@ -226,7 +240,13 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             raise ValueError(f"slices must be row indices in [0, {ny})")
     if recon == "tv" and lam is None:
         lam = 0.02 * float(np.abs(data).mean())
-    opts = dict(method=method, recon=recon, estimator=estimator, axes=axes,
+    if isinstance(pad_x, str):
+        if pad_x != "auto":
+            raise ValueError(f"pad_x must be an integer or 'auto', got {pad_x!r}")
+        edge = float(np.abs(data[:, :, [0, -1]]).mean())
+        pad_x = nx // 4 if edge > 0.1 * float(np.abs(data).mean()) else 0
+    pad_x = as_positive_int(pad_x, "pad_x", minimum=0)
+    opts = dict(pad_x=pad_x, method=method, recon=recon, estimator=estimator, axes=axes,
                 max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
                 coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
                 center_offset=center_offset, min_coherence=min_coherence, taper=taper,
@@ -255,7 +275,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             rows = np.arange(nyl) if slices is None else np.unique(
                 np.clip(slices // fy, 0, nyl - 1))
             nzl = max(1, int(round(nz / f)))
-            A = Projector(angles, (rows.size, nzl, nxl), co_l)
+            pl = int(np.ceil(pad_x / f))
+            A = Projector(angles, (rows.size, nzl, nxl + 2 * pl), co_l)
             solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
             if x is None:
                 x = np.zeros(A.domain_shape, np.float32)
@@ -278,17 +299,20 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 t0 = time.perf_counter()
                 corrected = fourier_shift(raw_l, -total / scale)
                 b = np.ascontiguousarray(corrected[:, rows, :])
+                if pl:
+                    b = np.pad(b, ((0, 0), (0, 0), (pl, pl)), mode="edge")
                 t1 = time.perf_counter()
                 solver.run(b, x, first_inner if it == 0 else n_inner)
                 t2 = time.perf_counter()
                 P = A(x)
+                bc, Pc = (b[:, :, pl:pl + nxl], P[:, :, pl:pl + nxl]) if pl else (b, P)
                 upd = np.zeros((n, 2))
                 if "x" in axes:
-                    C, pb, pp = cross_power(b, P, 2, wx)
+                    C, pb, pp = cross_power(bc, Pc, 2, wx)
                     upd[:, 0] = estimate_shift(C, pb, pp, nxl, estimator=estimator,
                                                min_coherence=min_coherence)
                 if "y" in axes and rows.size > 1 and contiguous:
-                    C, pb, pp = cross_power(b, P, 1, wy)
+                    C, pb, pp = cross_power(bc, Pc, 1, wy)
                     upd[:, 1] = estimate_shift(C, pb, pp, rows.size, estimator=estimator,
                                                min_coherence=min_coherence)
                 # measured ~ reprojection shifted by upd: the raw data carry total + upd
@@ -306,7 +330,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                         since_jump = -1
                 prev_upd = upd
                 since_jump += 1
-                res = float(np.linalg.norm(P - b) / max(np.linalg.norm(b), 1e-30))
+                res = float(np.linalg.norm(Pc - bc) / max(np.linalg.norm(bc), 1e-30))
                 t3 = time.perf_counter()
                 t_shift += t1 - t0
                 t_rec += t2 - t1
@@ -343,19 +367,22 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     t0 = time.perf_counter()
     shifts, (ga, gb, gy) = fix_gauge(total, angles)
     aligned = fourier_shift(data, -shifts)
-    A = Projector(angles, (ny, nz, nx), center_offset)
-    if x is not None and x.shape == (ny, nz, nx):
-        x0 = np.ascontiguousarray(ndi.shift(x, (gy, gb, ga), order=1), dtype=np.float32)
-    elif x is not None:
-        zoom = np.array(A.domain_shape) / np.array(x.shape)
-        x0 = np.ascontiguousarray(ndi.zoom(ndi.shift(x, (gy / 1, gb, ga), order=1), zoom,
-                                           order=1), dtype=np.float32)
-        if x0.shape != A.domain_shape:
-            x0 = np.zeros(A.domain_shape, np.float32)
-    else:
-        x0 = np.zeros(A.domain_shape, np.float32)
+    full = (ny, nz, nx + 2 * pad_x)
+    A = Projector(angles, full, center_offset)
+    x0 = np.zeros(full, np.float32)
+    if x is not None:
+        moved = ndi.shift(x, (gy * x.shape[0] / ny, gb * x.shape[1] / nz,
+                              ga * x.shape[2] / full[2]), order=1)
+        if x.shape != full:
+            moved = ndi.zoom(moved, np.array(full) / np.array(x.shape), order=1)
+        if moved.shape == full:
+            x0 = np.ascontiguousarray(moved, dtype=np.float32)
+    b = aligned if not pad_x else np.pad(aligned, ((0, 0), (0, 0), (pad_x, pad_x)),
+                                         mode="edge")
     solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
-    volume = solver.run(aligned, x0, max(final_iter, 1) if final_iter else 0)
+    volume = solver.run(b, x0, final_iter)
+    if pad_x:
+        volume = np.ascontiguousarray(volume[:, :, pad_x:pad_x + nx])
     t_final = time.perf_counter() - t0
     timings = dict(total_s=time.perf_counter() - t_start, reconstruct_s=t_rec,
                    estimate_s=t_est, resample_s=t_shift, final_s=t_final)

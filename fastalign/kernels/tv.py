@@ -123,46 +123,32 @@ def chambolle_2d(f, p, u, w, tau, n_inner, nonneg):
 @jit
 def _u_slice_3d(f, p, u, y, w, nonneg):
     """Slice ``y`` of ``u = P_K(f - w div p)`` with the 3-D divergence."""
-    nz = f.shape[1]
-    fs = f[y]
-    us = u[y]
-    pz = p[y, 0]
-    px = p[y, 1]
-    py = p[y, 2]
-    if y > 0:
-        pym = p[y - 1, 2]
-        # the y part of the divergence: p_y[y] - p_y[y-1], scaled by -w, then P_K again
-        for iz in range(nz):
-            fr = fs[iz]
-            ur = us[iz]
-            pxr = px[iz]
-            pzr = pz[iz]
-            for ix in range(fs.shape[1]):
-                d = pxr[ix] + pzr[ix] + py[iz, ix] - pym[iz, ix]
-                if ix > 0:
-                    d -= pxr[ix - 1]
-                if iz > 0:
-                    d -= pz[iz - 1, ix]
-                v = fr[ix] - w * d
-                if nonneg and v < 0.0:
-                    v = 0.0
-                ur[ix] = v
-    else:
-        for iz in range(nz):
-            fr = fs[iz]
-            ur = us[iz]
-            pxr = px[iz]
-            pzr = pz[iz]
-            for ix in range(fs.shape[1]):
-                d = pxr[ix] + pzr[ix] + py[iz, ix]
-                if ix > 0:
-                    d -= pxr[ix - 1]
-                if iz > 0:
-                    d -= pz[iz - 1, ix]
-                v = fr[ix] - w * d
-                if nonneg and v < 0.0:
-                    v = 0.0
-                ur[ix] = v
+    nz, nx = f.shape[1], f.shape[2]
+    yi = np.int64(y)
+    fs = f[yi]
+    us = u[yi]
+    pz = p[yi, 0]
+    px = p[yi, 1]
+    py = p[yi, 2]
+    pym = p[yi - 1 if yi > 0 else yi, 2]
+    sy = np.float32(1.0) if yi > 0 else np.float32(0.0)  # p_y[-1] = 0
+    for iz in range(nz):
+        fr = fs[iz]
+        ur = us[iz]
+        pxr = px[iz]
+        pzr = pz[iz]
+        pzm = pz[iz - 1 if iz > 0 else iz]
+        sz = np.float32(1.0) if iz > 0 else np.float32(0.0)
+        pyr = py[iz]
+        pymr = pym[iz]
+        for ix in range(nx):
+            d = pxr[ix] + pzr[ix] - sz * pzm[ix] + pyr[ix] - sy * pymr[ix]
+            if ix > 0:
+                d -= pxr[ix - 1]
+            v = fr[ix] - w * d
+            if nonneg and v < 0.0:
+                v = 0.0
+            ur[ix] = v
 
 
 @jit

@@ -24,7 +24,7 @@ elementwise passes.
 """
 import numpy as np
 
-from .._validate import as_finite_float, as_positive_int
+from .._validate import as_finite_float, as_float32_array, as_positive_int
 from ..kernels import linalg as _k
 from ..kernels import tv as _ktv
 from ._common import (ReconResult, call_back, check_Ax, check_callback, check_data,
@@ -286,4 +286,48 @@ def tv(tilt_series, angles_deg, *, lam, n_iter=50, nz=None, x0=None, nonneg=True
     return solver.result if return_result else x
 
 
-__all__ = ["tv", "TVSolver"]
+def denoise_tv(image, weight, *, n_iter=100, tv="2d", nonneg=False):
+    """Isotropic-TV denoising, the prox used inside :func:`tv`: Chambolle's (2004) algorithm.
+
+    ``u = argmin_{u in K} 1/2 ||u - f||^2 + weight * TV(u)`` (``K = {u >= 0}`` if ``nonneg``),
+    forward differences, Neumann boundary, ``n_iter`` dual iterations from a zero dual with
+    step ``tau = 1/4`` (2-D) or ``1/6`` (3-D).
+
+    Parameters
+    ----------
+    image : array_like, shape (nz, nx) or (ny, nz, nx)
+        A 2-D image is one slice.
+    weight : float >= 0
+        Same convention as ``skimage.restoration.denoise_tv_chambolle(image, weight)``
+        (whose ``max_num_iter = n`` equals ``n_iter = n - 1`` here, with ``eps = 0``).
+    n_iter : int >= 0
+    tv : {"2d", "3d"}
+        ``"2d"``: every ``(nz, nx)`` slice separately; ``"3d"``: also along the first axis.
+    nonneg : bool
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``image``.
+    """
+    _check_tv_kind(tv)
+    weight = as_finite_float(weight, "weight", minimum=0.0)
+    n_iter = check_n_iter(n_iter)
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"image must be 2-D or 3-D, got shape {arr.shape}")
+    f = as_float32_array(arr if arr.ndim == 3 else arr[None], 3, "image")
+    u = np.empty_like(f)
+    if weight == 0.0:
+        _k.copy3(u, f)
+        if nonneg:
+            _k.clip_nonneg(u)
+    elif tv == "3d":
+        p = np.zeros((f.shape[0], 3) + f.shape[1:], np.float32)
+        _ktv.chambolle_3d(f, p, u, weight, 1.0 / 6.0, n_iter, bool(nonneg))
+    else:
+        p = np.zeros((f.shape[0], 2) + f.shape[1:], np.float32)
+        _ktv.chambolle_2d(f, p, u, weight, 0.25, n_iter, bool(nonneg))
+    return u if arr.ndim == 3 else u[0]
+
+
+__all__ = ["tv", "TVSolver", "denoise_tv"]
