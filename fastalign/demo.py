@@ -9,7 +9,7 @@ import numpy as np
 log = logging.getLogger("fastalign.demo")
 
 
-def demo(out_dir="fastalign_demo", *, n=256, max_iter=40, seed=0, recons=("sirt", "tv"),
+def demo(out_dir="fastalign_demo", *, n=128, max_iter=40, seed=0, recons=("sirt", "tv"),
          lam=0.1, overwrite=False, progress=False):
     """Reproduce the seed experiment: binary phantom, 0..178 deg step 2, dx ~ U[-20, 20].
 
