@@ -524,3 +524,9 @@ def test_output_set_all_or_nothing(tmp_path):
         OutputSet(out, ["a.txt"]).check()
     with pytest.raises(ValueError, match="input file"):
         OutputSet(out, ["a.txt"], overwrite=True, inputs=[out / "a.txt"]).check()
+    store = tmp_path / "input.zarr"  # a directory input: nothing may be written inside it
+    store.mkdir()
+    with pytest.raises(ValueError, match="inside the input"):
+        OutputSet(store / "results", ["a.txt"], inputs=[store]).check()
+    with pytest.raises(ValueError, match="inside the input"):
+        OutputSet(store, ["a.txt"], inputs=[store]).check()
