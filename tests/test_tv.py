@@ -9,8 +9,8 @@ our ``n_iter = n - 1``.  Measured: identical to 2.4e-7 (float32 round-off) after
 1e-6 after 3000.
 
 TV vs SIRT (64 px, 2 slices, -60..60 step 2, Poisson noise with 5 counts per unit line
-integral, i.e. data SNR 12.9): best-iteration PSNR 20.76 dB for SIRT (58 iterations), 24.36 dB
-for TV with ``lam = 10`` (108 iterations of 150): a gap of 3.6 dB.
+integral, i.e. data SNR 12.9): best-iteration PSNR 20.78 dB for SIRT (iteration 58 of 100),
+24.95 dB for TV with ``lam = 12`` (iteration 99 of 110): a gap of 4.2 dB (asserted: >= 3 dB).
 """
 import numba
 import numpy as np
@@ -101,14 +101,14 @@ def test_tv_beats_sirt_on_wedge_with_poisson_noise():
     vol = phantom_volume()
     b = noisy(project(vol, WEDGE))
     p_sirt = []
-    sirt(b, WEDGE, n_iter=120, callback=lambda k, x, i: p_sirt.append(psnr(x, vol)))
+    sirt(b, WEDGE, n_iter=100, callback=lambda k, x, i: p_sirt.append(psnr(x, vol)))
     p_tv = []
-    res = tv(b, WEDGE, lam=10.0, n_iter=150, return_result=True,
+    res = tv(b, WEDGE, lam=12.0, n_iter=110, return_result=True,
              callback=lambda k, x, i: p_tv.append(psnr(x, vol)))
     best_sirt, best_tv = max(p_sirt), max(p_tv)
-    assert np.argmax(p_sirt) < 119, "SIRT's best iteration must be inside the scan"
+    assert np.argmax(p_sirt) < 99, "SIRT's best iteration must be inside the scan"
     assert best_tv >= best_sirt + 3.0, (best_tv, best_sirt)
-    assert best_tv > 24.0
+    assert best_tv > 24.5
     # monotone FISTA: the objective never increases
     assert np.all(np.diff(res.objective) <= 0.0)
     assert res.objective[-1] < 0.75 * res.objective[0]

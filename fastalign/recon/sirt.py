@@ -10,6 +10,7 @@ round-off-small sum gives a zero weight) and ``P`` the projection onto ``x >= 0`
 once per solver; without a mask or with a 2-D mask they are the same for every slice and are
 stored once (``(n_tilts, 1, nx)`` and ``(1, nz, nx)``).
 """
+import numba
 import numpy as np
 
 from ..kernels import linalg as _k
@@ -60,20 +61,22 @@ class SIRTSolver:
         na = g.n_tilts
         m = prepare_mask(mask, A.domain_shape, g.center_offset)
         self.mask = m
-        sub = Projector(g.with_shape((1, nz, nx)))
+        # Every slice sees the same 2-D operator, so the sums need one slice; k slices are
+        # projected (k = min(ny, threads)) so that the projector takes the same dispatch path
+        # (slice- or angle-parallel) as the main problem and compiles nothing extra.
+        k = max(1, min(ny, numba.get_num_threads()))
+        sub = Projector(g.with_shape((k, nz, nx)))
         # R = 1 / (A m): one slice unless the mask varies along y.
-        if m is None:
-            m2 = np.ones((1, nz, nx), np.float32)
+        if m is None or m.shape[0] == 1:
+            mk = np.empty((k, nz, nx), np.float32)
+            mk[...] = 1.0 if m is None else m
+            row_sums = sub._forward(mk, np.empty((na, k, nx), np.float32))[:, :1]
         else:
-            m2 = m.astype(np.float32)
-        if m2.shape[0] == 1:
-            row_sums = sub._forward(m2, np.empty((na, 1, nx), np.float32))
-        else:
-            row_sums = A._forward(m2, np.empty((na, ny, nx), np.float32))
-        self._R = safe_reciprocal(row_sums)
+            row_sums = A._forward(m.astype(np.float32), np.empty((na, ny, nx), np.float32))
+        self._R = np.ascontiguousarray(safe_reciprocal(row_sums))
         # C = m / (A^T 1): the column sums are the same for every slice.
-        col_sums = sub._adjoint(np.ones((na, 1, nx), np.float32),
-                                np.empty((1, nz, nx), np.float32))
+        col_sums = sub._adjoint(np.ones((na, k, nx), np.float32),
+                                np.empty((k, nz, nx), np.float32))[:1]
         C = safe_reciprocal(col_sums)
         if m is not None:
             C = C * m  # (1 or ny, nz, nx)
