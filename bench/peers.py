@@ -14,7 +14,9 @@ then ``--repeats`` timed calls; the table shows median/min/max, the ratio to fas
 median for the same operation (``t / t_fastalign``: 4.0 means fastalign is 4x faster), and
 the peak resident-set growth during the timed calls, i.e. after the warm-up (``/proc/self``
 high-water mark, reset before the calls): the steady-state working memory of the call beyond
-the preallocated inputs and outputs.
+the preallocated inputs and outputs; and ``cpu/wall``, the cores this process actually kept
+busy (about 2 for a 2-thread method on an idle 2-core machine: much less means the timings
+were taken under load and thread-scaling numbers are not meaningful).
 
 Adding a suite
 --------------
@@ -90,6 +92,7 @@ class Row:
     threads: str
     times: list                    # seconds, one per timed call (already scaled, see note)
     peak_rss: float = math.nan     # bytes above the RSS before the timed calls
+    cpu_per_wall: float = math.nan  # process CPU time / wall time over the timed calls
     note: str = ""
     baseline: bool = False         # the fastalign row the op's ratios refer to
 
@@ -149,19 +152,23 @@ class PeakRSS:
 def measure(fn, repeats=5, warmup=1, scale=1.0):
     """Call ``fn()`` ``warmup`` times untimed, then ``repeats`` times timed.
 
-    Returns ``(times, peak_rss_delta)``: wall seconds per call multiplied by ``scale`` (e.g. to
-    extrapolate a one-slice measurement to S slices), and the peak RSS growth in bytes over
-    the timed calls (not scaled).
+    Returns ``(times, peak_rss_delta, cpu_per_wall)``: wall seconds per call multiplied by
+    ``scale`` (e.g. to extrapolate a one-slice measurement to S slices), the peak RSS growth
+    in bytes over the timed calls (not scaled), and this process's CPU time divided by wall
+    time over the timed calls -- the cores actually used (about 2.0 for two busy threads;
+    noticeably less means the threads were starved, e.g. by other load on the machine).
     """
     for _ in range(warmup):
         fn()
     times = []
     with PeakRSS() as mem:
+        c0, w0 = time.process_time(), time.perf_counter()
         for _ in range(repeats):
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * scale)
-    return times, mem.delta
+        cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
+    return times, mem.delta, cpu
 
 
 def set_numba_threads(threads):
@@ -461,11 +468,13 @@ def suite_projector(cfg):
             continue
         set_numba_threads(threads)
         name = "fastalign Projector" + ("" if base else " (1 thread)")
-        t, m = measure(lambda: A(vol, out=ts_fa), cfg.repeats, cfg.warmup)
-        rows.append(Row("projector", "forward", name, str(threads), t, m, "A(x, out=)", base))
+        t, m, c = measure(lambda: A(vol, out=ts_fa), cfg.repeats, cfg.warmup)
+        rows.append(Row("projector", "forward", name, str(threads), t, m, c, "A(x, out=)",
+                        base))
         _log(f"  fastalign forward, {threads} thread(s): median {np.median(t):.3f} s")
-        t, m = measure(lambda: A.T(ts_fa, out=vol_fa), cfg.repeats, cfg.warmup)
-        rows.append(Row("projector", "back", name, str(threads), t, m, "A.T(y, out=)", base))
+        t, m, c = measure(lambda: A.T(ts_fa, out=vol_fa), cfg.repeats, cfg.warmup)
+        rows.append(Row("projector", "back", name, str(threads), t, m, c, "A.T(y, out=)",
+                        base))
         _log(f"  fastalign back,    {threads} thread(s): median {np.median(t):.3f} s")
     set_numba_threads(fa_threads)
 
@@ -504,16 +513,16 @@ def suite_projector(cfg):
         else:
             runners.append((f"ASTRA linear, {k}-process pool", k,
                             AstraProcesses(ang, N, N, k, S),
-                            "spawned processes + shared memory (RSS: parent only)"))
+                            "spawned processes + shared memory (RSS, cpu: parent only)"))
         for name, threads, runner, note in runners:
             try:
-                t, m = measure(lambda: runner.forward(vol, ts_as), cfg.repeats, cfg.warmup)
-                rows.append(Row("projector", "forward", name, str(threads), t, m, note))
+                t, m, c = measure(lambda: runner.forward(vol, ts_as), cfg.repeats, cfg.warmup)
+                rows.append(Row("projector", "forward", name, str(threads), t, m, c, note))
                 checks[f"forward rel. error, {name} vs fastalign"] = rel_err(ts_as, ts_fa)
                 _log(f"  {name} forward: median {np.median(t):.3f} s")
                 # Same input for every backprojector: fastalign's projection of the phantom.
-                t, m = measure(lambda: runner.back(ts_fa, vol_as), cfg.repeats, cfg.warmup)
-                rows.append(Row("projector", "back", name, str(threads), t, m, note))
+                t, m, c = measure(lambda: runner.back(ts_fa, vol_as), cfg.repeats, cfg.warmup)
+                rows.append(Row("projector", "back", name, str(threads), t, m, c, note))
                 checks[f"back rel. error, {name} vs fastalign"] = rel_err(vol_as, vol_fa)
                 _log(f"  {name} back: median {np.median(t):.3f} s")
             finally:
@@ -529,14 +538,16 @@ def suite_projector(cfg):
             sl = vol[0].astype(np.float64)
             sino = radon(sl, theta=ang, circle=False)
             note = f"1 slice x {S}; detector {sino.shape[0]} bins (circle=False)"
-            t, m = measure(lambda: radon(sl, theta=ang, circle=False),
-                           cfg.repeats, cfg.warmup, scale=S)
-            rows.append(Row("projector", "forward", "skimage radon", "1", t, m, note))
-            t, m = measure(lambda: iradon(sino, theta=ang, filter_name=None, circle=False,
-                                          output_size=N),
-                           cfg.repeats, cfg.warmup, scale=S)
+            t, m, c = measure(lambda: radon(sl, theta=ang, circle=False),
+                              cfg.repeats, cfg.warmup, scale=S)
+            rows.append(Row("projector", "forward", "skimage radon", "1", t, m, c, note))
+
+            def back_one():
+                iradon(sino, theta=ang, filter_name=None, circle=False, output_size=N)
+
+            t, m, c = measure(back_one, cfg.repeats, cfg.warmup, scale=S)
             rows.append(Row("projector", "back", "skimage iradon(filter_name=None)", "1", t, m,
-                            note))
+                            c, note))
             _log("  scikit-image done")
 
     # --- first-call latency (fresh interpreter) ----------------------------------------
@@ -669,15 +680,16 @@ register_suite("align", "peers_align:suite", "alignment vs peers (bench/peers_al
 def print_table(rows):
     """Method, median/min/max seconds, ratio to the fastalign row of the same op, peak RSS."""
     head = (f"{'suite':<10} {'op':<9} {'method':<34} {'thr':>3} {'median s':>9} {'min s':>8} "
-            f"{'max s':>8} {'x fastalign':>11} {'peak dRSS MiB':>13}  note")
+            f"{'max s':>8} {'x fastalign':>11} {'peak dRSS MiB':>13} {'cpu/wall':>8}  note")
     print(head)
     print("-" * len(head))
     for r in rows:
         base = [b for b in rows if b.baseline and b.suite == r.suite and b.op == r.op]
         ratio = f"{r.median / base[0].median:11.2f}" if base else f"{'-':>11}"
         mem = f"{r.peak_rss / 2**20:13.1f}" if np.isfinite(r.peak_rss) else f"{'-':>13}"
+        cpu = f"{r.cpu_per_wall:8.2f}" if np.isfinite(r.cpu_per_wall) else f"{'-':>8}"
         print(f"{r.suite:<10} {r.op:<9} {r.method:<34} {r.threads:>3} {r.median:9.3f} "
-              f"{r.min:8.3f} {r.max:8.3f} {ratio} {mem}  {r.note}")
+              f"{r.min:8.3f} {r.max:8.3f} {ratio} {mem} {cpu}  {r.note}")
 
 
 def _machine_line():
