@@ -8,7 +8,9 @@ Standalone (from the repository root)::
 
 or as the ``recon`` suite of ``bench/peers.py`` (``python bench/peers.py --suite recon``).
 
-What is timed (medians of ``--repeats`` calls after one warm-up call; same data for all):
+What is timed (same data for all; every method gets one untimed warm-up call, which also gives
+the peak-RSS column, then the methods are timed round-robin for ``--repeats`` rounds so that
+they see the same machine load; the table shows medians):
 
 * fastalign ``SIRTSolver.run(b, x, 1)``: one SIRT iteration, warm-started (weights computed
   once, outside the timing, as in the alignment loop); also ``sirt(b, angles, n_iter=1)``
@@ -18,8 +20,9 @@ What is timed (medians of ``--repeats`` calls after one warm-up call; same data 
 * fastalign ``fbp(b, angles)`` (ramp filter);
 * ASTRA CPU ``SIRT`` with the ``linear`` projector, ``algorithm.run(alg, 1)`` per slice, slices
   split in contiguous chunks over a pool of ``--peer-threads`` Python threads (ASTRA releases
-  the GIL), each thread owning its ASTRA objects, warm-started from the same volume as
-  fastalign (``run(4)/4`` is also shown: the per-iteration cost of a longer call);
+  the GIL), each thread owning its ASTRA objects, warm-started like fastalign (``run(k)``
+  costs k times ``run(1)``: ASTRA's weights are not a per-call overhead); also one thread on
+  4 slices, scaled;
 * ASTRA CPU ``FBP`` (``linear`` projector, Ram-Lak), same pool;
 * scikit-image ``iradon_sart`` (one SART sweep) on one slice, scaled by S.
 
@@ -29,6 +32,7 @@ Timings on a shared 2-core machine are noisy; compare medians from one run.
 import argparse
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,7 +42,7 @@ if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
 import peers  # noqa: E402
-from peers import Row, chunks, measure, phantom_volume, rel_err, set_numba_threads  # noqa: E402
+from peers import Row, chunks, phantom_volume, rel_err, set_numba_threads  # noqa: E402
 from benchmarks._util import touched  # noqa: E402
 
 
@@ -123,6 +127,36 @@ class _AstraPool:
             w.close()
 
 
+def interleaved(calls, repeats, warmup):
+    """Time several methods round-robin so that they share the machine's load.
+
+    ``calls`` maps a key to ``(fn, scale)``.  Every ``fn`` is called ``warmup`` times untimed
+    (the first of these inside :class:`peers.PeakRSS`, giving its peak RSS growth), then the
+    methods are timed in turn, ``repeats`` rounds.  Returns ``{key: (times, peak_rss,
+    cpu_per_wall)}`` (process CPU time / wall time over the timed calls).
+    """
+    rss = {}
+    for key, (fn, _) in calls.items():
+        with peers.PeakRSS() as mem:
+            fn()
+        rss[key] = mem.delta
+        for _ in range(warmup - 1):
+            fn()
+    times = {key: [] for key in calls}
+    cpu = {key: [0.0, 0.0] for key in calls}
+    for _ in range(repeats):
+        for key, (fn, scale) in calls.items():
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            fn()
+            wall = time.perf_counter() - t0
+            cpu[key][0] += time.process_time() - c0
+            cpu[key][1] += wall
+            times[key].append(wall * scale)
+    return {key: (times[key], rss[key], cpu[key][0] / max(cpu[key][1], 1e-12))
+            for key in calls}
+
+
 def suite(cfg):
     """SIRT / TV / FBP rows for ``peers.print_table`` (and the reported targets)."""
     import numba
@@ -130,7 +164,6 @@ def suite(cfg):
     from fastalign import Projector
     from fastalign.recon import SIRTSolver, TVSolver, fbp, sirt
 
-    rows = []
     N, S, ang = cfg.N, cfg.S, cfg.angles_deg
     na = ang.size
     vol = phantom_volume(S, N, cfg.seed)
@@ -141,53 +174,40 @@ def suite(cfg):
          f"{ang[0]:g}..{ang[-1]:g} deg, fastalign threads {fa_threads} "
          f"({numba.threading_layer()})")
 
-    # --- fastalign SIRT: one warm-started iteration ---------------------------------------
+    # --- fastalign: solvers built once, iterate moved away from zero, kernels compiled ----
     solver = SIRTSolver(A)
     x_sirt = touched(A.domain_shape)
-    solver.run(b, x_sirt, 2)  # compile + move away from zero
+    solver.run(b, x_sirt, 2)
     x_start = x_sirt.copy()
     ax_start = solver.reprojection.copy()
-
-    def fa_sirt_one():
-        solver.run(b, x_sirt, 1, Ax=solver.reprojection)
-
-    t, m = measure(fa_sirt_one, cfg.repeats, cfg.warmup)
-    rows.append(Row("recon", "sirt 1 it", "fastalign SIRTSolver.run", str(fa_threads), t, m,
-                    "warm start, weights precomputed", True))
-    _log(f"  fastalign SIRT 1 it: median {np.median(t):.3f} s")
-    t, m = measure(lambda: sirt(b, ang, n_iter=1), cfg.repeats, cfg.warmup)
-    rows.append(Row("recon", "sirt 1 it", "fastalign sirt(n_iter=1)", str(fa_threads), t, m,
-                    "incl. weights + allocation"))
-    _log(f"  fastalign sirt(n_iter=1): median {np.median(t):.3f} s")
-
-    # --- fastalign TV: one FISTA iteration ------------------------------------------------
     lam = 0.02 * float(np.abs(b).mean())
     tvs = TVSolver(A, lam=lam, n_inner=10)
     x_tv = x_start.copy()
     tvs.run(b, x_tv, 2, Ax=ax_start)
+    fbp(b[:, :1], ang)
+    out_fa = {}
+    checks = {}
+    # (key, op, method, threads, note, baseline) -> fn, scale
+    meta = {}
+    calls = {}
 
-    def fa_tv_one():
-        tvs.run(b, x_tv, 1, Ax=tvs.reprojection)
+    def add(key, op, method, threads, note, fn, scale=1.0, baseline=False):
+        meta[key] = (op, method, str(threads), note, baseline)
+        calls[key] = (fn, scale)
 
-    t, m = measure(fa_tv_one, cfg.repeats, cfg.warmup)
-    rows.append(Row("recon", "tv 1 it", "fastalign TVSolver.run", str(fa_threads), t, m,
-                    "MFISTA, 10 Chambolle its, 2-D TV", True))
-    _log(f"  fastalign TV 1 it: median {np.median(t):.3f} s")
-
-    # --- fastalign FBP -------------------------------------------------------------------
-    fbp(b[:, :1], ang)  # compile
-    vol_fbp = [None]
-
-    def fa_fbp():
-        vol_fbp[0] = fbp(b, ang)
-
-    t, m = measure(fa_fbp, cfg.repeats, cfg.warmup)
-    rows.append(Row("recon", "fbp", "fastalign fbp (ramp)", str(fa_threads), t, m,
-                    "pyFFTW filter + A.T", True))
-    _log(f"  fastalign FBP: median {np.median(t):.3f} s")
-    checks = {"fastalign FBP rel. error vs phantom": rel_err(vol_fbp[0], vol)}
+    add("fa_sirt", "sirt 1 it", "fastalign SIRTSolver.run", fa_threads,
+        "warm start, weights precomputed",
+        lambda: solver.run(b, x_sirt, 1, Ax=solver.reprojection), baseline=True)
+    add("fa_sirt_fn", "sirt 1 it", "fastalign sirt(n_iter=1)", fa_threads,
+        "incl. weights + allocation", lambda: sirt(b, ang, n_iter=1))
+    add("fa_tv", "tv 1 it", "fastalign TVSolver.run", fa_threads,
+        "MFISTA, 10 Chambolle its, 2-D TV",
+        lambda: tvs.run(b, x_tv, 1, Ax=tvs.reprojection), baseline=True)
+    add("fa_fbp", "fbp", "fastalign fbp (ramp)", fa_threads, "pyFFTW filter + A.T",
+        lambda: out_fa.__setitem__("fbp", fbp(b, ang)), baseline=True)
 
     # --- ASTRA ---------------------------------------------------------------------------
+    pools = []
     try:
         import astra  # noqa: F401
     except ImportError as exc:
@@ -203,50 +223,22 @@ def suite(cfg):
              f"{stall * 1e3:.1f} ms during {call * 1e3:.1f} ms calls)")
         checks["astra_releases_gil"] = released
         pool = _AstraPool(ang, N, N, k)
-        try:
-            x_as = touched((S, N, N))
-            note = f"{k}-thread pool, slice chunks"
-            name = f"ASTRA SIRT linear, {k} thr"
-            np.copyto(x_as, x_start)
-
-            def as_sirt(n):
-                return lambda: pool.sirt(b, x_as, n)
-
-            t1, m1 = measure(as_sirt(1), cfg.repeats, cfg.warmup)
-            rows.append(Row("recon", "sirt 1 it", name + " run(1)", str(k), t1, m1, note))
-            _log(f"  ASTRA SIRT run(1): median {np.median(t1):.3f} s")
-            if cfg.repeats >= 2:
-                t4, m4 = measure(as_sirt(4), 2, 0)
-                rows.append(Row("recon", "sirt 1 it", name + " run(4)/4", str(k),
-                                [v / 4.0 for v in t4], m4, note + "; per iteration"))
-                _log(f"  ASTRA SIRT run(4): median {np.median(t4):.3f} s")
-            # one ASTRA iteration from x_start vs one fastalign iteration from x_start
-            np.copyto(x_as, x_start)
-            pool.sirt(b, x_as, 1)
-            x_fa = x_start.copy()
-            solver.run(b, x_fa, 1, Ax=ax_start)
-            checks["SIRT 1 it from the same start: ASTRA vs fastalign rel. diff"] = rel_err(
-                x_as, x_fa)
-
-            out_as = touched((S, N, N))
-            t, m = measure(lambda: pool.fbp(b, out_as), cfg.repeats, cfg.warmup)
-            rows.append(Row("recon", "fbp", f"ASTRA FBP linear, {k} thr", str(k), t, m,
-                            note + ", Ram-Lak"))
-            _log(f"  ASTRA FBP: median {np.median(t):.3f} s")
-            checks["ASTRA FBP rel. error vs phantom"] = rel_err(out_as, vol)
-        finally:
-            pool.close()
-        # single-thread ASTRA SIRT for reference (a few slices, scaled)
         one = _AstraPool(ang, N, N, 1)
-        try:
-            few = min(S, 4)
-            xs = touched((few, N, N))
-            bs = np.ascontiguousarray(b[:, :few])
-            t, m = measure(lambda: one.sirt(bs, xs, 1), cfg.repeats, cfg.warmup, scale=S / few)
-            rows.append(Row("recon", "sirt 1 it", "ASTRA SIRT linear run(1), 1 thr", "1", t, m,
-                            f"{few} slices x {S / few:g}"))
-        finally:
-            one.close()
+        pools += [pool, one]
+        x_as = touched((S, N, N))
+        np.copyto(x_as, x_start)
+        out_as = touched((S, N, N))
+        few = min(S, 4)
+        x_one = touched((few, N, N))
+        np.copyto(x_one, x_start[:few])
+        b_few = np.ascontiguousarray(b[:, :few])
+        note = f"{k}-thread pool, slice chunks"
+        add("as_sirt", "sirt 1 it", f"ASTRA SIRT linear run(1), {k} thr", k, note,
+            lambda: pool.sirt(b, x_as, 1))
+        add("as_sirt1", "sirt 1 it", "ASTRA SIRT linear run(1), 1 thr", 1,
+            f"{few} slices x {S / few:g}", lambda: one.sirt(b_few, x_one, 1), scale=S / few)
+        add("as_fbp", "fbp", f"ASTRA FBP linear, {k} thr", k, note + ", Ram-Lak",
+            lambda: pool.fbp(b, out_as))
 
     # --- scikit-image ----------------------------------------------------------------------
     if cfg.skimage:
@@ -256,12 +248,36 @@ def suite(cfg):
             _log(f"  scikit-image unavailable ({exc}); skipped")
         else:
             sino = np.ascontiguousarray(b[:, 0, :].T.astype(np.float64))  # (n_det, n_angles)
-            t, m = measure(lambda: iradon_sart(sino, theta=ang), cfg.repeats, cfg.warmup,
-                           scale=S)
-            rows.append(Row("recon", "sirt 1 it", "skimage iradon_sart (1 sweep)", "1", t, m,
-                            f"1 slice x {S}"))
-            _log("  scikit-image done")
+            add("sk_sart", "sirt 1 it", "skimage iradon_sart (1 sweep)", 1, f"1 slice x {S}",
+                lambda: iradon_sart(sino, theta=ang), scale=S)
 
+    _log(f"  timing {len(calls)} methods round-robin, {cfg.repeats} rounds ...")
+    try:
+        measured = interleaved(calls, cfg.repeats, max(1, cfg.warmup))
+    finally:
+        for p in pools:
+            p.close()
+    rows = []
+    for key, (times, rss, cpu) in measured.items():
+        op, method, threads, note, base = meta[key]
+        rows.append(Row(suite="recon", op=op, method=method, threads=threads, times=times,
+                        peak_rss=rss, cpu_per_wall=cpu, note=note, baseline=base))
+        _log(f"  {method}: median {np.median(times):.3f} s")
+
+    # --- agreement checks (outside the timing) ---------------------------------------------
+    checks["fastalign FBP rel. error vs phantom"] = rel_err(out_fa["fbp"], vol)
+    if astra is not None:
+        checks["ASTRA FBP rel. error vs phantom"] = rel_err(out_as, vol)
+        one_as = _AstraPool(ang, N, N, 1)
+        try:
+            xa = x_start[:few].copy()
+            one_as.sirt(b_few, xa, 1)
+        finally:
+            one_as.close()
+        sub = SIRTSolver(Projector(ang, (few, N, N)))
+        xf = x_start[:few].copy()
+        sub.run(b_few, xf, 1)
+        checks["SIRT 1 it from the same start: ASTRA vs fastalign rel. diff"] = rel_err(xa, xf)
     print()
     print("recon checks")
     for key, val in checks.items():

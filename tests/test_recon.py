@@ -7,8 +7,9 @@ constant phantom ``ELLIPSES`` below, 100 iterations, no mask, non-negative):
 * missing wedge -60..60 step 2: 0.2149;
 * both decrease at every iteration.
 
-FBP of the analytic (exact line integrals) phantom at full range: correlation 0.9956 (ramp,
-64 px), mean over an interior region within 0.2 % of the phantom's.
+FBP of the analytic (exact line integrals) phantom at full range, 64 px: correlation 0.9956
+(ramp), 0.9957 (Shepp-Logan), 0.9916 (Hann); mean over an interior region / phantom's =
+1.0000, 0.9997, 1.0002.
 """
 import numba
 import numpy as np
@@ -166,9 +167,9 @@ def test_fbp_analytic_phantom_full_range(filt, min_corr):
     np.testing.assert_array_equal(x[0], x[1])
     corr = np.corrcoef(x[0].ravel(), truth.ravel())[0, 1]
     assert corr > min_corr
-    # amplitude: the interior of the main ellipse has the phantom's value (0.2 % measured)
+    # amplitude: the interior of the main ellipse has the phantom's value (<= 0.03 % measured)
     inner = ellipses_2d(N, ellipses=[(0, 0, 7, 4.5, 15, 1.0)]) > 0.999
-    assert abs(x[0][inner].mean() / truth[inner].mean() - 1.0) < 0.01
+    assert abs(x[0][inner].mean() / truth[inner].mean() - 1.0) < 0.005
 
 
 def test_fbp_filter_matches_numpy_reference():

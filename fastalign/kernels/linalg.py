@@ -81,19 +81,6 @@ def diff_sumsq(a, b, rowsum):
 
 
 @jit(parallel=True)
-def sub_inplace(a, b):
-    """``a -= b`` (3-D)."""
-    n0, n1, n2 = a.shape
-    for k in prange(n0 * n1):
-        i = k // n1
-        j = k - i * n1
-        ar = a[i, j]
-        br = b[i, j]
-        for m in range(n2):
-            ar[m] = ar[m] - br[m]
-
-
-@jit(parallel=True)
 def gradient_step(y, g, step):
     """``g = y - step * g`` in place (the forward step of proximal gradient)."""
     n0, n1, n2 = y.shape
@@ -119,6 +106,22 @@ def extrapolate(out, base, p, q, coef):
         for j in range(n1):
             for m in range(n2):
                 o[j, m] = bs[j, m] + c * (ps[j, m] - qs[j, m])
+
+
+@jit(parallel=True)
+def extrapolate_residual(out, base, p, q, coef, b):
+    """``out = base + coef * (p - q) - b`` (3-D): the next ``A y - b`` of FISTA."""
+    n0, n1, n2 = out.shape
+    c = np.float32(coef)
+    for i in prange(n0):
+        o = out[i]
+        bs = base[i]
+        ps = p[i]
+        qs = q[i]
+        ds = b[i]
+        for j in range(n1):
+            for m in range(n2):
+                o[j, m] = bs[j, m] + c * (ps[j, m] - qs[j, m]) - ds[j, m]
 
 
 @jit(parallel=True)

@@ -98,8 +98,29 @@ def _p_row(u, pz, px, iz, k):
 
 
 @jit
+def _row_tv(u, iz):
+    """``sum_x |grad u|`` over row ``iz`` of a slice (2-D forward differences, float64)."""
+    nz, nx = u.shape
+    ur = u[iz]
+    s = 0.0
+    if iz < nz - 1:
+        un = u[iz + 1]
+        for ix in range(nx - 1):
+            gx = np.float64(ur[ix + 1]) - ur[ix]
+            gz = np.float64(un[ix]) - ur[ix]
+            s += np.sqrt(gx * gx + gz * gz)
+        s += abs(np.float64(un[nx - 1]) - ur[nx - 1])
+    else:
+        for ix in range(nx - 1):
+            s += abs(np.float64(ur[ix + 1]) - ur[ix])
+    return s
+
+
+@jit
 def _chambolle_slice(f, pz, px, u, w, tau, n_inner, nonneg):
-    """``n_inner`` fused dual iterations on one slice, then ``u = P_K(f - w div p)``."""
+    """``n_inner`` fused dual iterations on one slice, then ``u = P_K(f - w div p)``.
+
+    Returns the 2-D TV of the result (accumulated in the final pass, no extra sweep)."""
     nz = f.shape[0]
     k = tau / w
     for _ in range(n_inner):
@@ -108,16 +129,22 @@ def _chambolle_slice(f, pz, px, u, w, tau, n_inner, nonneg):
             if iz + 1 < nz:
                 _u_row(f, pz, px, u, iz + 1, w, nonneg)
             _p_row(u, pz, px, iz, k)
+    _u_row(f, pz, px, u, 0, w, nonneg)
+    s = 0.0
     for iz in range(nz):
-        _u_row(f, pz, px, u, iz, w, nonneg)
+        if iz + 1 < nz:
+            _u_row(f, pz, px, u, iz + 1, w, nonneg)
+        s += _row_tv(u, iz)
+    return s
 
 
 @jit(parallel=True)
-def chambolle_2d(f, p, u, w, tau, n_inner, nonneg):
+def chambolle_2d(f, p, u, w, tau, n_inner, nonneg, tv_out):
     """Per-slice 2-D TV prox of every slice of ``f (ny, nz, nx)`` into ``u``; dual ``p
-    (ny, 2, nz, nx)`` is read as warm start and updated in place.  ``w > 0``."""
+    (ny, 2, nz, nx)`` is read as warm start and updated in place.  ``w > 0``.
+    ``tv_out[y]`` (float64) receives the 2-D TV of ``u[y]``; reduce it serially."""
     for y in prange(f.shape[0]):
-        _chambolle_slice(f[y], p[y, 0], p[y, 1], u[y], w, tau, n_inner, nonneg)
+        tv_out[y] = _chambolle_slice(f[y], p[y, 0], p[y, 1], u[y], w, tau, n_inner, nonneg)
 
 
 @jit
@@ -197,13 +224,19 @@ def chambolle_3d(f, p, u, w, tau, n_inner, nonneg):
 @jit(parallel=True)
 def tv_value(u, three_d, rowsum):
     """Isotropic TV per slice: ``rowsum[y] = sum_{z,x} |grad u|`` (float64; the y difference
-    ``u[y+1] - u[y]`` is included when ``three_d``).  Reduce ``rowsum`` serially."""
+    ``u[y+1] - u[y]`` is included when ``three_d``).  Reduce ``rowsum`` serially.  The 2-D
+    value is summed row by row exactly as :func:`chambolle_2d` reports it."""
     ny, nz, nx = u.shape
     for y in prange(ny):
         us = u[y]
-        un = u[_next_index(y, ny)]
-        use_y = three_d and y < ny - 1
         s = 0.0
+        if not three_d:
+            for iz in range(nz):
+                s += _row_tv(us, iz)
+            rowsum[y] = s
+            continue
+        un = u[_next_index(y, ny)]
+        use_y = y < ny - 1
         for iz in range(nz):
             ur = us[iz]
             for ix in range(nx):

@@ -112,22 +112,28 @@ class TVSolver:
         return float(self._rows_vol.sum())
 
     def _prox(self, f, u):
+        """``u = prox(f)``; returns ``TV(u)`` when the kernel computed it (2-D), else None."""
         w = self.lam / self.L
         if w > 0.0:
             if self._three_d:
                 _ktv.chambolle_3d(f, self._p, u, w, self._tau, self.n_inner, self.nonneg)
-            else:
-                _ktv.chambolle_2d(f, self._p, u, w, self._tau, self.n_inner, self.nonneg)
-        else:
-            _k.copy3(u, f)
-            if self.nonneg:
-                _k.clip_nonneg(u)
+                return None
+            _ktv.chambolle_2d(f, self._p, u, w, self._tau, self.n_inner, self.nonneg,
+                              self._rows_vol)
+            return float(self._rows_vol.sum())
+        _k.copy3(u, f)
+        if self.nonneg:
+            _k.clip_nonneg(u)
+        return None
 
-    def _objective(self, x, ax, b):
+    def _objective(self, x, ax, b, tv_x=None):
+        """``(F(x), ||A x - b||^2)``; ``tv_x`` = TV(x) if already known."""
         _k.diff_sumsq(ax, b, self._rows_data)
         data = float(self._rows_data.sum())
-        reg = self.tv_value(x) if self.lam > 0.0 else 0.0
-        return 0.5 * data + self.lam * reg, data
+        if self.lam > 0.0 and tv_x is None:
+            tv_x = self.tv_value(x)
+        reg = self.lam * tv_x if self.lam > 0.0 else 0.0
+        return 0.5 * data + reg, data
 
     def run(self, b, x=None, n_iter=50, *, callback=None, Ax=None):
         """Run ``n_iter`` monotone-FISTA iterations on data ``b``, warm-started from ``x``.
@@ -182,24 +188,23 @@ class TVSolver:
         axb, azb, ayb = self._ax, self._az, self._ay
         f_x, data_x = self._objective(xb, axb, b)
         _k.copy3(yb, xb)
-        _k.copy3(ayb, axb)
+        _k.extrapolate_residual(ayb, axb, axb, axb, 0.0, b)   # A y - b
         t = 1.0
         residuals, objective = [], []
         n_rejected = 0
         stopped = False
         for k in range(n_iter):
-            _k.sub_inplace(ayb, b)                   # A y - b
             A._adjoint(ayb, gb)                      # A^T (A y - b)
             _k.gradient_step(yb, gb, inv_L)          # y - (1/L) grad
-            self._prox(gb, zb)                       # z
+            tv_z = self._prox(gb, zb)                # z (and TV(z) for 2-D TV)
             A._forward(zb, azb)
-            f_z, data_z = self._objective(zb, azb, b)
+            f_z, data_z = self._objective(zb, azb, b, tv_z)
             t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
             accepted = f_z <= f_x
             if accepted:
                 beta = (t - 1.0) / t_new             # y = z + beta (z - x_old)
                 _k.extrapolate(yb, zb, zb, xb, beta)
-                _k.extrapolate(ayb, azb, azb, axb, beta)
+                _k.extrapolate_residual(ayb, azb, azb, axb, beta, b)
                 xb, zb = zb, xb
                 axb, azb = azb, axb
                 f_x, data_x = f_z, data_z
@@ -207,7 +212,7 @@ class TVSolver:
                 n_rejected += 1
                 gamma = t / t_new                    # y = x + gamma (z - x)
                 _k.extrapolate(yb, xb, zb, xb, gamma)
-                _k.extrapolate(ayb, axb, azb, axb, gamma)
+                _k.extrapolate_residual(ayb, axb, azb, axb, gamma, b)
             t = t_new
             rel = float(np.sqrt(data_x)) * scale
             residuals.append(rel)
@@ -326,7 +331,8 @@ def denoise_tv(image, weight, *, n_iter=100, tv="2d", nonneg=False):
         _ktv.chambolle_3d(f, p, u, weight, 1.0 / 6.0, n_iter, bool(nonneg))
     else:
         p = np.zeros((f.shape[0], 2) + f.shape[1:], np.float32)
-        _ktv.chambolle_2d(f, p, u, weight, 0.25, n_iter, bool(nonneg))
+        _ktv.chambolle_2d(f, p, u, weight, 0.25, n_iter, bool(nonneg),
+                          np.empty(f.shape[0], np.float64))
     return u if arr.ndim == 3 else u[0]
 
 
