@@ -29,48 +29,36 @@ log = logging.getLogger("fastalign.align")
 
 # --------------------------------------------------------------------------- solvers
 class _SIRT:
-    """Warm-startable SIRT: ``x <- x + C A^T R (b - A x)``, weights computed once."""
+    """Warm-startable over-relaxed SIRT: ``x <- x + relax C A^T R (b - A x)``.
 
-    def __init__(self, A, nonneg=True, relax=1.0, momentum=False):
+    Kept apart from :class:`fastalign.recon.SIRTSolver` (relaxation 1) because the alignment
+    loop's convergence was measured with ``relax = 1.9`` (about twice as fast per outer
+    iteration); weights are computed once.
+    """
+
+    def __init__(self, A, nonneg=True, relax=1.0):
         self.A = A
         self.nonneg = nonneg
         self.relax = relax
-        self.momentum = momentum
-        ones_v = np.ones(A.domain_shape, np.float32)
-        row = A(ones_v)
+        row = A(np.ones(A.domain_shape, np.float32))
         self.R = np.where(row > 1e-6, 1.0 / np.maximum(row, 1e-6), 0.0).astype(np.float32)
-        ones_d = np.ones(A.range_shape, np.float32)
-        col = A.T(ones_d)
-        self.C = np.where(col > 1e-6, 1.0 / np.maximum(col, 1e-6), 0.0).astype(np.float32)
+        col = A.T(np.ones(A.range_shape, np.float32))
+        self.C = (relax * np.where(col > 1e-6, 1.0 / np.maximum(col, 1e-6), 0.0)).astype(
+            np.float32)
         self._r = np.empty(A.range_shape, np.float32)
         self._g = np.empty(A.domain_shape, np.float32)
 
     def run(self, b, x, n_iter):
         A, r, g = self.A, self._r, self._g
-        if self.momentum:
-            z = x.copy()
-            x_old = x.copy()
-            tk = 1.0
         for _ in range(n_iter):
-            y = z if self.momentum else x
-            A._forward(y, r)
+            A._forward(x, r)
             np.subtract(b, r, out=r)
             r *= self.R
             A._adjoint(r, g)
-            g *= self.C * self.relax
-            if self.momentum:
-                x_old[...] = x
-                np.add(y, g, out=x)
-            else:
-                x += g
+            g *= self.C
+            x += g
             if self.nonneg:
                 np.maximum(x, 0.0, out=x)
-            if self.momentum:
-                tn = 0.5 * (1 + np.sqrt(1 + 4 * tk * tk))
-                np.subtract(x, x_old, out=z)
-                z *= (tk - 1) / tn
-                z += x
-                tk = tn
         return x
 
 
