@@ -288,8 +288,10 @@ def _cmd_align(args):
     align = _library_function("align")
     _say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} ({args.method}, {args.recon}; "
                f"estimated peak memory {format_bytes(need)})")
+    kwargs.update(_supported_kwargs(align, callback=_checkpoint))
     t0 = time.perf_counter()
     result = align(data, angles, **kwargs)
+    _checkpoint()
     timings["align_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -317,6 +319,7 @@ def _cmd_align(args):
                                   command=["fastalign"] + list(args.argv),
                                   extra={"memory_estimate_bytes": need})
         report.write_report(outputs.path(names["report"]), rep)
+        _checkpoint()
         outputs.commit()
     state = "converged" if result.converged else "did NOT converge"
     _say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
@@ -372,16 +375,20 @@ def _cmd_recon(args):
                 total = default.default if default is not None and isinstance(
                     default.default, int) else None
             bar = tqdm(total=total, desc=method, unit="it", file=sys.stderr)
-            extra = {"callback": lambda *a, **k: bar.update(1)}
+            extra = {"callback": lambda *a, **k: (_checkpoint(), bar.update(1))}
+        else:
+            extra.update(_supported_kwargs(func, callback=_checkpoint))
         kwargs.update(extra)
     try:
         volume = func(data, angles, **kwargs)
+        _checkpoint()
     finally:
         if bar is not None:
             bar.close()
     del data
     with outputs:
         io.write_volume(outputs.path(name), volume, voxel_size_A=meta["pixel_size_A"])
+        _checkpoint()
         outputs.commit()
     _say(args, f"fastalign: wrote {os.path.join(out_dir, name)}")
     return EXIT_OK
@@ -568,8 +575,33 @@ def build_parser():
 # ------------------------------------------------------------------------------ main
 
 
+# Signals received during this run.  The handlers raise at once, but an exception raised while
+# Python runs a C callback (numba's compiler calls back into Python through ctypes) is printed
+# and swallowed; _checkpoint re-raises it at the next safe point (each iteration, before writing).
+_PENDING_SIGNALS = []
+
+
+def _on_sigint(signum, frame):
+    _PENDING_SIGNALS.append(signum)
+    raise KeyboardInterrupt()
+
+
 def _on_sigterm(signum, frame):
+    _PENDING_SIGNALS.append(signum)
     raise _Terminated()
+
+
+def _quiet_unraisable(unraisable):
+    """Keep a swallowed Ctrl-C/SIGTERM quiet (it is re-raised by :func:`_checkpoint`)."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _checkpoint(*_args, **_kwargs):
+    """Raise again for a signal whose exception was swallowed; usable as a library callback."""
+    if _PENDING_SIGNALS:
+        raise _Terminated() if signal.SIGTERM in _PENDING_SIGNALS else KeyboardInterrupt()
 
 
 def _message(exc):
@@ -599,7 +631,9 @@ def main(argv=None):
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         # Explicit handlers: a parent that ignores SIGINT must not make us uninterruptible.
-        handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        _PENDING_SIGNALS.clear()
+        handlers[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigint)
+        old_hook, sys.unraisablehook = sys.unraisablehook, _quiet_unraisable
         handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with warnings.catch_warnings():
@@ -629,3 +663,5 @@ def main(argv=None):
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
+        if handlers:
+            sys.unraisablehook = old_hook
