@@ -361,7 +361,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                         since_jump_a = -1
                     prev_eps = eps
                     since_jump_a += 1
-                    eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny)  # motion at the edge
+                    # convergence: motion at the image edge of the remaining geometric tail
+                    tail = 1.0 / (1.0 - min(max(rho_a, 0.0), 0.95))
+                    eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny) * tail
                 # Aitken-type extrapolation of the slow, geometrically decaying modes: when
                 # successive updates are nearly parallel with ratio rho, jump by the rest of
                 # the geometric series u * rho / (1 - rho).
