@@ -209,24 +209,33 @@ def rotation_update(measured, reprojected, row_coords, col_coords, center):
     r = np.asarray(measured, dtype=np.float64) - P
     yv = np.asarray(row_coords, dtype=np.float64)
     xv = np.asarray(col_coords, dtype=np.float64)
-    gy = np.gradient(P, yv, axis=1)
-    gx = np.gradient(P, xv, axis=2)
+    if P.shape[1] < 2 or P.shape[2] < 2:
+        return 0.0
+    # uniform spacing (rows/columns of a binning level) -> the fast scalar-spacing gradient
+    dy = yv[1] - yv[0] if np.allclose(np.diff(yv), yv[1] - yv[0]) else yv
+    dx = xv[1] - xv[0] if np.allclose(np.diff(xv), xv[1] - xv[0]) else xv
+    gy = np.gradient(P, dy, axis=1)
+    gx = np.gradient(P, dx, axis=2)
+    del P
     xc, yc = center
     grot = -(xv[None, None, :] - xc) * gy
     G = (grot, -gx, -gy)
+    # per-tilt 3x3 normal equations H a = v, summed over pixels in float64
+    H = np.empty((r.shape[0], 3, 3))
+    v = np.empty((r.shape[0], 3))
+    for i in range(3):
+        v[:, i] = np.einsum("nij,nij->n", G[i], r)
+        for j in range(i, 3):
+            H[:, i, j] = H[:, j, i] = np.einsum("nij,nij->n", G[i], G[j])
     num = 0.0
     den = 0.0
-    for i in range(P.shape[0]):
-        g = [q[i].ravel() for q in G]
-        H = np.array([[np.dot(a, b) for b in g] for a in g])
-        v = np.array([np.dot(a, r[i].ravel()) for a in g])
-        Hss = H[1:, 1:]
-        try:
-            sol = np.linalg.solve(Hss, np.stack([H[1:, 0], v[1:]], axis=1))
-        except np.linalg.LinAlgError:
+    for i in range(r.shape[0]):
+        Hss = H[i, 1:, 1:]
+        if abs(np.linalg.det(Hss)) <= 1e-12 * max(float(np.trace(Hss)) ** 2, 1e-300):
             continue
-        num += v[0] - H[0, 1:] @ sol[:, 1]
-        den += H[0, 0] - H[0, 1:] @ sol[:, 0]
+        sol = np.linalg.solve(Hss, np.stack([H[i, 1:, 0], v[i, 1:]], axis=1))
+        num += v[i, 0] - H[i, 0, 1:] @ sol[:, 1]
+        den += H[i, 0, 0] - H[i, 0, 1:] @ sol[:, 0]
     return float(num / den) if den > 0 else 0.0
 
 
