@@ -281,9 +281,11 @@ def _cmd_align(args):
 
     kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
               "progress": _progress_enabled(args)}
-    for key in ("max_iter", "tol", "nz", "estimator", "lam"):
+    for key in ("max_iter", "tol", "nz", "estimator", "lam", "axis_angle_deg"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
+    if args.refine is not None:
+        kwargs["refine"] = tuple(r.strip() for r in args.refine.split(",") if r.strip())
     n, ny, nx = meta["shape"]
     align = _library_function("align")
     _say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} ({args.method}, {args.recon}; "
@@ -304,7 +306,8 @@ def _cmd_align(args):
         t0 = time.perf_counter()
         io.write_aligned_stack(outputs.path(names["aligned"]), result.aligned, pixel_size_A=px)
         io.write_volume(outputs.path(names["volume"]), result.volume, voxel_size_A=px)
-        io.write_xf(outputs.path(names["xf"]), result.shifts)
+        io.write_xf(outputs.path(names["xf"]), result.shifts,
+                    axis_angle_deg=getattr(result, "axis_angle_deg", 0.0))
         io.write_tlt(outputs.path(names["tlt"]), angles)
         report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
                            title=f"{stem}: shifts ({result.method})")
@@ -526,6 +529,14 @@ def build_parser():
     p.add_argument("--tol", type=float, metavar="PX",
                    help="stop when the largest shift update is below PX pixels (default: "
                         "library's)")
+    p.add_argument("--refine", metavar="LIST",
+                   help="comma-separated parameters to estimate, among shifts (required), "
+                        "axis_angle (in-plane tilt-axis angle) and center (rotation-centre "
+                        "offset), e.g. 'shifts,axis_angle,center' (default: shifts)")
+    p.add_argument("--axis-angle", type=float, metavar="DEG", dest="axis_angle_deg",
+                   help="tilt-axis angle in degrees, counter-clockwise from +y with y up "
+                        "(IMOD): fixed, or the starting value with --refine ...,axis_angle "
+                        "(default: 0, or a coarse estimate when refined)")
     p.set_defaults(func=_cmd_align)
 
     p = sub.add_parser(

@@ -175,6 +175,17 @@ def build_report(*, inputs, options, result=None, timings=None, outputs=None, co
             "dx": shifts[:, 0],
             "dy": shifts[:, 1],
         }
+        if getattr(result, "axis_angle_deg", 0.0) or "refine" in getattr(result, "options", {}):
+            report["geometry"] = {
+                "axis_angle_deg": float(result.axis_angle_deg),
+                "center_offset": float(result.center_offset),
+                "convention": ("axis angle: counter-clockwise from +y with y up (IMOD), "
+                               "measured = ideal translated by (dx, dy) then rotated about the "
+                               "image centre ((nx-1)/2, (ny-1)/2); centre offset: the axis "
+                               "projects to column (nx-1)/2 + center_offset of the aligned "
+                               "stack; the .xf holds R(-angle) and (-dx, -dy) "
+                               "(fastalign.align.axis)"),
+            }
         report["history"] = summary.pop("history")
         summary.pop("shifts", None)
         report["result"] = summary

@@ -77,7 +77,9 @@ def align(tilt_series, angles_deg, **kwargs):
     return AlignResult(shifts=stub_shifts(n), aligned=tilt_series.copy(), volume=volume,
                        history=history, converged=True, angles_deg=np.asarray(angles_deg),
                        method=kwargs.get("method", "autofocus"), options=dict(kwargs),
-                       timings={"total_s": 0.01})
+                       timings={"total_s": 0.01},
+                       axis_angle_deg=float(kwargs.get("axis_angle_deg") or 0.0),
+                       center_offset=1.5 if "center" in kwargs.get("refine", ()) else 0.0)
 
 
 def _iterate(name, tilt_series, kwargs):

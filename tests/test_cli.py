@@ -261,6 +261,27 @@ def test_align_passes_options_and_quiet(dataset, tmp_path):
     assert rep["inputs"]["angles_source"].endswith("other.tlt")
 
 
+def test_align_refine_axis_and_center(dataset, tmp_path):
+    # --refine / --axis-angle reach the library; the .xf carries the rotation R(-angle) and
+    # the report the geometry
+    record = tmp_path / "kwargs.json"
+    out = tmp_path / "rot"
+    proc = run("align", dataset["mrc"], "--out", out, "--refine", "shifts,axis_angle,center",
+               "--axis-angle", "2.5", "-q", stub=True, env={"STUB_RECORD": str(record)})
+    assert proc.returncode == 0, proc.stderr
+    kwargs = json.loads(record.read_text())["align"]["kwargs"]
+    assert kwargs["refine"] == ["shifts", "axis_angle", "center"]
+    assert kwargs["axis_angle_deg"] == 2.5
+    shifts, mats = read_xf(out / "ts.xf", return_matrices=True)
+    a = np.deg2rad(2.5)
+    np.testing.assert_allclose(mats[0], [[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]],
+                               atol=1e-7)
+    np.testing.assert_allclose(shifts, stub_shifts(len(shifts)), atol=1e-4)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["geometry"]["axis_angle_deg"] == 2.5
+    assert rep["geometry"]["center_offset"] == 1.5
+
+
 def test_existing_results_refused_unless_overwrite(dataset, tmp_path):
     assert run("align", dataset["mrc"], stub=True).returncode == 0
     out = dataset["dir"] / "ts_fastalign"

@@ -20,6 +20,7 @@ import scipy.ndimage as ndi
 from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
                          as_positive_int)
 from ..operator import Projector
+from . import axis as _axis
 from .gauge import fix_gauge
 from .result import AlignResult
 from .shift import cross_power, estimate_shift, fourier_shift, tukey
@@ -111,7 +112,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           axes="xy", max_iter=40, tol=0.002, levels=None, n_inner=10, coarse_iter=15,
           slices=None, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
-          pad_x=0,
+          pad_x=0, refine=("shifts",), axis_angle_deg=None, axis_search_deg=10.0,
           callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
@@ -166,6 +167,19 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         oblique rays through material outside the field are explained, and only the central
         ``nx`` columns enter the shift estimate.  ``"auto"``: ``nx // 4`` when the outermost
         columns carry more than 10 % of the mean signal, else 0.
+    refine : sequence of {"shifts", "axis_angle", "center"}
+        What the loop estimates.  ``"shifts"`` (required) are the per-tilt translations;
+        ``"axis_angle"`` adds a global in-plane tilt-axis angle (coarse estimate from the
+        tilt invariance of the axis profiles, then Gauss-Newton steps on the reprojection
+        residual each outer iteration); ``"center"`` reports the constant part of dx as a
+        rotation-centre offset (with free shifts the two are the same thing; see
+        :mod:`fastalign.align.axis` for the model, signs and the convention separating them).
+    axis_angle_deg : float, optional
+        Tilt-axis angle (degrees, sign as in :mod:`fastalign.align.axis`): fixed when
+        ``"axis_angle"`` is not refined (default 0), the starting value when it is (default:
+        :func:`fastalign.align.axis.coarse_axis_angle`).
+    axis_search_deg : float
+        Half-width of the coarse axis-angle search (degrees).
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -175,8 +189,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     Returns
     -------
     AlignResult
-        ``shifts`` in the fixed gauge (sinusoid removed from dx, mean from dy), ``aligned``
-        (raw data resampled once), ``volume``, ``history``, ``converged``.
+        ``shifts`` in the fixed gauge (sinusoid removed from dx, mean from dy; with
+        ``"center"`` also the constant), ``aligned`` (raw data resampled once, rotation and
+        shift), ``volume``, ``history``, ``converged``, ``axis_angle_deg``, ``center_offset``.
     """
     t_start = time.perf_counter()
     data = as_float32_array(tilt_series, 3, "tilt_series")
@@ -186,7 +201,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         raise ValueError("alignment needs at least 2 tilts")
     if not np.any(data):
         raise ValueError("tilt_series is all zero: nothing to align")
+    refine = _check_refine(refine)
+    do_axis = "axis_angle" in refine
+    do_center = "center" in refine
     if method in ("xcorr", "com"):
+        if refine != ("shifts",) or axis_angle_deg is not None:
+            raise ValueError("refine and axis_angle_deg apply to method='autofocus' only")
         return _baseline(method, data, angles, nz=nz, n_inner=n_inner, recon=recon, lam=lam,
                          nonneg=nonneg, center_offset=center_offset, t_start=t_start)
     if method != "autofocus":
@@ -234,12 +254,27 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         edge = float(np.abs(data[:, :, [0, -1]]).mean())
         pad_x = nx // 4 if edge > 0.1 * float(np.abs(data).mean()) else 0
     pad_x = as_positive_int(pad_x, "pad_x", minimum=0)
+    axis_search_deg = as_finite_float(axis_search_deg, "axis_search_deg", minimum=0.0)
+    if do_axis and slices is not None and np.any(np.diff(slices) != 1):
+        raise ValueError("refine='axis_angle' needs contiguous slices (it uses y gradients)")
+    t_axis = 0.0
+    if axis_angle_deg is not None:
+        alpha = as_finite_float(axis_angle_deg, "axis_angle_deg")
+    elif do_axis:
+        t0 = time.perf_counter()
+        alpha = _axis.coarse_axis_angle(data, search_deg=axis_search_deg)
+        t_axis = time.perf_counter() - t0
+        log.info("coarse axis angle %.3f deg", alpha)
+    else:
+        alpha = 0.0
     opts = dict(pad_x=pad_x, method=method, recon=recon, estimator=estimator, axes=axes,
                 max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
                 coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
                 center_offset=center_offset, min_coherence=min_coherence, taper=taper,
                 final_iter=final_iter,
                 slices=None if slices is None else slices.tolist())
+    if refine != ("shifts",) or alpha != 0.0:
+        opts.update(refine=list(refine), axis_angle_deg_start=alpha)
 
     history = []
     converged = False
@@ -283,9 +318,15 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             tol_l = tol if final_level else max(tol, 0.05 * f)
             prev_upd = None
             since_jump = 0
+            prev_eps = 0.0
+            since_jump_a = 0
             for it in range(n_outer):
                 t0 = time.perf_counter()
-                corrected = fourier_shift(raw_l, -total / scale)
+                if alpha == 0.0:
+                    corrected = fourier_shift(raw_l, -total / scale)
+                else:
+                    corrected = _axis.rotate_shift(raw_l, alpha, total, scale=(f, fy),
+                                                   full_shape=(ny, nx))
                 b = np.ascontiguousarray(corrected[:, rows, :])
                 if pl:
                     b = np.pad(b, ((0, 0), (0, 0), (pl, pl)), mode="edge")
@@ -305,6 +346,24 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                                                min_coherence=min_coherence)
                 # measured ~ reprojection shifted by upd: the raw data carry total + upd
                 total += upd * scale
+                eps_px = 0.0
+                if (do_axis and rows.size > 2 and contiguous
+                        and float(np.abs(upd * scale).max()) < 0.5 * f):
+                    # the rotation step is only meaningful once the shifts are sub-pixel
+                    eps = float(np.rad2deg(_axis.rotation_update(
+                        bc, Pc, rows * fy + 0.5 * (fy - 1), np.arange(nxl) * f + 0.5 * (f - 1),
+                        (0.5 * (nx - 1), 0.5 * (ny - 1)))))
+                    alpha += eps
+                    # the axis angle converges geometrically: Aitken jump as for the shifts
+                    rho_a = eps / prev_eps if prev_eps else 0.0
+                    if extrapolate and since_jump_a >= 3 and 0.3 < rho_a < 0.97:
+                        alpha += eps * min(rho_a / (1.0 - rho_a), 20.0)
+                        since_jump_a = -1
+                    prev_eps = eps
+                    since_jump_a += 1
+                    # convergence: motion at the image edge of the remaining geometric tail
+                    tail = 1.0 / (1.0 - min(max(rho_a, 0.0), 0.95))
+                    eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny) * tail
                 # Aitken-type extrapolation of the slow, geometrically decaying modes: when
                 # successive updates are nearly parallel with ratio rho, jump by the rest of
                 # the geometric series u * rho / (1 - rho).
@@ -323,10 +382,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 t_shift += t1 - t0
                 t_rec += t2 - t1
                 t_est += t3 - t2
-                max_upd = float(np.abs(upd * scale).max())
+                max_upd = max(float(np.abs(upd * scale).max()), eps_px)
                 entry = dict(iteration=len(history) + 1, level=int(f), max_update=max_upd,
                              rms_update=float(np.sqrt(np.mean((upd * scale) ** 2))),
                              residual=res, time_s=time.perf_counter() - t_start)
+                if do_axis:
+                    entry["axis_angle_deg"] = alpha
                 history.append(entry)
                 log.info("level %d it %d: max update %.4g px, residual %.4g", f, it + 1,
                          max_upd, res)
@@ -353,8 +414,16 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     # Report in the fixed gauge; translate the warm start accordingly (object moves by (a, b)
     # in (x, z) and by mean dy along y when the sinusoid and mean are taken out of the shifts).
     t0 = time.perf_counter()
-    shifts, (ga, gb, gy) = fix_gauge(total, angles)
-    aligned = fourier_shift(data, -shifts)
+    if do_center:
+        # with free shifts the centre offset is the constant part of dx (axis.split_center)
+        shifts, c0, (ga, gb, gy) = _axis.split_center(total, angles)
+        center_offset = center_offset + c0
+    else:
+        shifts, (ga, gb, gy) = fix_gauge(total, angles)
+    if alpha == 0.0:
+        aligned = fourier_shift(data, -shifts)
+    else:
+        aligned = _axis.rotate_shift(data, alpha, shifts)
     full = (ny, nz, nx + 2 * pad_x)
     A = Projector(angles, full, center_offset)
     x0 = np.zeros(full, np.float32)
@@ -374,9 +443,31 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     t_final = time.perf_counter() - t0
     timings = dict(total_s=time.perf_counter() - t_start, reconstruct_s=t_rec,
                    estimate_s=t_est, resample_s=t_shift, final_s=t_final)
+    if do_axis:
+        timings["axis_coarse_s"] = t_axis
     return AlignResult(shifts=shifts, aligned=aligned, volume=volume, history=history,
                        converged=converged, angles_deg=angles, method="autofocus",
-                       options=opts, timings=timings)
+                       options=opts, timings=timings, axis_angle_deg=float(alpha),
+                       center_offset=float(center_offset))
+
+
+_REFINE = ("shifts", "axis_angle", "center")
+
+
+def _check_refine(refine):
+    """``refine`` as a tuple in canonical order; ``"shifts"`` is required."""
+    if isinstance(refine, str):
+        refine = (refine,)
+    try:
+        items = [str(r) for r in refine]
+    except TypeError:
+        raise TypeError(f"refine must be a sequence of {_REFINE}, got {refine!r}") from None
+    bad = [r for r in items if r not in _REFINE]
+    if bad:
+        raise ValueError(f"refine entries must be among {_REFINE}, got {bad}")
+    if "shifts" not in items:
+        raise ValueError("refine must include 'shifts' (the per-tilt translations)")
+    return tuple(r for r in _REFINE if r in items)
 
 
 def _baseline(method, data, angles, *, nz, n_inner, recon, lam, nonneg, center_offset,
@@ -397,5 +488,5 @@ def _baseline(method, data, angles, *, nz, n_inner, recon, lam, nonneg, center_o
     volume = solver.run(aligned, np.zeros(A.domain_shape, np.float32), 2 * n_inner)
     return AlignResult(shifts=shifts, aligned=aligned, volume=volume, history=[],
                        converged=True, angles_deg=angles, method=method,
-                       options=dict(method=method, recon=recon),
+                       options=dict(method=method, recon=recon), center_offset=center_offset,
                        timings=dict(total_s=time.perf_counter() - t_start))

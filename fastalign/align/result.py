@@ -30,6 +30,14 @@ class AlignResult:
         The options the run used (for reports).
     timings : dict
         Wall-clock seconds per phase.
+    axis_angle_deg : float
+        In-plane tilt-axis angle in degrees (estimated with ``refine=(..., "axis_angle")``,
+        else the given one, default 0).  Positive: counter-clockwise with y up (IMOD's
+        display); model and signs in :mod:`fastalign.align.axis`.  With a non-zero angle
+        ``shifts`` are in the aligned frame and ``aligned`` is rotated by ``-axis_angle_deg``.
+    center_offset : float
+        Rotation-centre offset (pixels, DESIGN.md) of ``volume``: estimated with
+        ``refine=(..., "center")`` (the constant part of dx), else the given one.
     """
 
     shifts: np.ndarray
@@ -41,6 +49,8 @@ class AlignResult:
     method: str = "autofocus"
     options: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    axis_angle_deg: float = 0.0
+    center_offset: float = 0.0
 
     @property
     def n_iter(self):
@@ -57,4 +67,6 @@ class AlignResult:
             "history": self.history,
             "options": self.options,
             "timings": self.timings,
+            "axis_angle_deg": float(self.axis_angle_deg),
+            "center_offset": float(self.center_offset),
         }
