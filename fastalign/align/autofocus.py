@@ -33,16 +33,23 @@ class _SIRT:
 
     Kept apart from :class:`fastalign.recon.SIRTSolver` (relaxation 1) because the alignment
     loop's convergence was measured with ``relax = 1.9`` (about twice as fast per outer
-    iteration); weights are computed once.
+    iteration); weights are computed once.  ``pad`` detector columns on each side carry no
+    measurement: their rows get weight ``R = 0`` and ``C = 1 / (A^T w)`` counts only measured
+    rays (a volume wider than the field of view, constrained by the rays that reach it).
     """
 
-    def __init__(self, A, nonneg=True, relax=1.0):
+    def __init__(self, A, nonneg=True, relax=1.0, pad=0):
         self.A = A
         self.nonneg = nonneg
         self.relax = relax
         row = A(np.ones(A.domain_shape, np.float32))
         self.R = np.where(row > 1e-6, 1.0 / np.maximum(row, 1e-6), 0.0).astype(np.float32)
-        col = A.T(np.ones(A.range_shape, np.float32))
+        w = np.ones(A.range_shape, np.float32)
+        if pad:
+            w[:, :, :pad] = 0.0
+            w[:, :, -pad:] = 0.0
+            self.R *= w
+        col = A.T(w)
         self.C = (relax * np.where(col > 1e-6, 1.0 / np.maximum(col, 1e-6), 0.0)).astype(
             np.float32)
         self._r = np.empty(A.range_shape, np.float32)
@@ -62,9 +69,9 @@ class _SIRT:
         return x
 
 
-def _make_solver(recon, A, *, nonneg, lam, relax=1.9):
+def _make_solver(recon, A, *, nonneg, lam, relax=1.9, pad=0):
     if recon == "sirt":
-        return _SIRT(A, nonneg=nonneg, relax=relax)
+        return _SIRT(A, nonneg=nonneg, relax=relax, pad=pad)
     if recon == "tv":
         from ..recon.tv import TVSolver
         return TVSolver(A, lam=lam, nonneg=nonneg)
@@ -97,6 +104,14 @@ def _auto_levels(ny, nx, max_shift_px):
         levels.insert(0, f)
         f *= 2
     return levels
+
+
+def _pad_columns(b, pad, recon):
+    """Extend the detector by ``pad`` columns per side: zeros that the SIRT weights ignore,
+    or (TV, which has no data weights) replicated edge values."""
+    if not pad:
+        return b
+    return np.pad(b, ((0, 0), (0, 0), (pad, pad)), mode="constant" if recon == "sirt" else "edge")
 
 
 def _relative_residual(A, x, b, buf):
@@ -161,11 +176,14 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     final_iter : int, optional
         Iterations of the final reconstruction (default ``2 * n_inner``).
     pad_x : int or "auto"
-        Columns of edge-replicated data added on each side (full resolution) for specimens
-        wider than the field of view: the reconstruction then spans ``nx + 2 pad_x`` so that
-        oblique rays through material outside the field are explained, and only the central
-        ``nx`` columns enter the shift estimate.  ``"auto"``: ``nx // 4`` when the outermost
-        columns carry more than 10 % of the mean signal, else 0.
+        For specimens wider than the field of view: the reconstruction spans
+        ``nx + 2 pad_x`` columns (full resolution) so that material outside the field, seen by
+        oblique rays, is represented; the added detector columns carry no data (SIRT gives
+        them weight 0; TV, which has no data weights, sees edge-replicated values) and only
+        the central ``nx`` columns enter the shift estimate.  ``"auto"``: ``nx // 4`` when
+        the outermost columns carry more than 10 % of the mean signal, else 0.  Works best
+        with ``nz`` close to the specimen thickness (the lamella test: ``pad_x = nx // 2``,
+        ``nz`` 1.5 x the thickness).
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -265,7 +283,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             nzl = max(1, int(round(nz / f)))
             pl = int(np.ceil(pad_x / f))
             A = Projector(angles, (rows.size, nzl, nxl + 2 * pl), co_l)
-            solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+            solver = _make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pl)
             if x is None:
                 x = np.zeros(A.domain_shape, np.float32)
                 first_inner = 3 * n_inner
@@ -287,8 +305,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 t0 = time.perf_counter()
                 corrected = fourier_shift(raw_l, -total / scale)
                 b = np.ascontiguousarray(corrected[:, rows, :])
-                if pl:
-                    b = np.pad(b, ((0, 0), (0, 0), (pl, pl)), mode="edge")
+                b = _pad_columns(b, pl, recon)
                 t1 = time.perf_counter()
                 solver.run(b, x, first_inner if it == 0 else n_inner)
                 t2 = time.perf_counter()
@@ -365,9 +382,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             moved = ndi.zoom(moved, np.array(full) / np.array(x.shape), order=1)
         if moved.shape == full:
             x0 = np.ascontiguousarray(moved, dtype=np.float32)
-    b = aligned if not pad_x else np.pad(aligned, ((0, 0), (0, 0), (pad_x, pad_x)),
-                                         mode="edge")
-    solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+    b = _pad_columns(aligned, pad_x, recon)
+    solver = _make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pad_x)
     volume = solver.run(b, x0, final_iter)
     if pad_x:
         volume = np.ascontiguousarray(volume[:, :, pad_x:pad_x + nx])
