@@ -34,16 +34,23 @@ class _SIRT:
 
     Kept apart from :class:`fastalign.recon.SIRTSolver` (relaxation 1) because the alignment
     loop's convergence was measured with ``relax = 1.9`` (about twice as fast per outer
-    iteration); weights are computed once.
+    iteration); weights are computed once.  ``pad`` detector columns on each side carry no
+    measurement: their rows get weight ``R = 0`` and ``C = 1 / (A^T w)`` counts only measured
+    rays (a volume wider than the field of view, constrained by the rays that reach it).
     """
 
-    def __init__(self, A, nonneg=True, relax=1.0):
+    def __init__(self, A, nonneg=True, relax=1.0, pad=0):
         self.A = A
         self.nonneg = nonneg
         self.relax = relax
         row = A(np.ones(A.domain_shape, np.float32))
         self.R = np.where(row > 1e-6, 1.0 / np.maximum(row, 1e-6), 0.0).astype(np.float32)
-        col = A.T(np.ones(A.range_shape, np.float32))
+        w = np.ones(A.range_shape, np.float32)
+        if pad:
+            w[:, :, :pad] = 0.0
+            w[:, :, -pad:] = 0.0
+            self.R *= w
+        col = A.T(w)
         self.C = (relax * np.where(col > 1e-6, 1.0 / np.maximum(col, 1e-6), 0.0)).astype(
             np.float32)
         self._r = np.empty(A.range_shape, np.float32)
@@ -63,9 +70,9 @@ class _SIRT:
         return x
 
 
-def _make_solver(recon, A, *, nonneg, lam, relax=1.9):
+def _make_solver(recon, A, *, nonneg, lam, relax=1.9, pad=0):
     if recon == "sirt":
-        return _SIRT(A, nonneg=nonneg, relax=relax)
+        return _SIRT(A, nonneg=nonneg, relax=relax, pad=pad)
     if recon == "tv":
         from ..recon.tv import TVSolver
         return TVSolver(A, lam=lam, nonneg=nonneg)
@@ -100,6 +107,52 @@ def _auto_levels(ny, nx, max_shift_px):
     return levels
 
 
+def _pad_columns(b, pad, recon):
+    """Extend the detector by ``pad`` columns per side: zeros that the SIRT weights ignore,
+    or (TV, which has no data weights) replicated edge values."""
+    if not pad:
+        return b
+    return np.pad(b, ((0, 0), (0, 0), (pad, pad)), mode="constant" if recon == "sirt" else "edge")
+
+
+def _level_rows(nyl, fy, slices, max_rows):
+    """Rows (binned) used on one level: the binned ``slices``; else all rows, or when there are
+    more than ``max_rows``, evenly spaced contiguous blocks of 32 rows (about ``max_rows`` in
+    all) so that y shifts stay measurable inside each block."""
+    if slices is not None:
+        return np.unique(np.clip(slices // fy, 0, nyl - 1))
+    if max_rows is None or nyl <= max_rows:
+        return np.arange(nyl)
+    blk = min(32, max_rows)
+    nblk = max(1, max_rows // blk)
+    starts = np.round(np.linspace(0, nyl - blk, nblk + 2)[1:-1]).astype(np.int64)
+    return np.unique(np.concatenate([np.arange(s0, s0 + blk) for s0 in starts]))
+
+
+def _row_runs(rows, min_len=8):
+    """``(start, stop)`` index ranges of runs of consecutive rows at least ``min_len`` long."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    edges = np.concatenate([[0], breaks, [rows.size]])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b - a >= min_len
+            or rows.size < min_len and b - a == rows.size]
+
+
+def _warm_start(x, pos_old, pos_new, shape):
+    """Volume ``x`` (rows at full-resolution positions ``pos_old``) resampled to ``shape``
+    with rows at ``pos_new``: linear along y between the old rows, zoom in (z, x)."""
+    zx = np.array(shape[1:]) / np.array(x.shape[1:])
+    if np.any(zx != 1):
+        x = ndi.zoom(x, (1.0, zx[0], zx[1]), order=1)
+        if x.shape[1:] != tuple(shape[1:]):  # zoom rounding
+            return np.zeros(shape, np.float32)
+    if x.shape[0] == 1:
+        return np.ascontiguousarray(np.repeat(x, shape[0], axis=0), dtype=np.float32)
+    t = np.interp(pos_new, pos_old, np.arange(pos_old.size))
+    i0 = np.clip(np.floor(t).astype(np.int64), 0, pos_old.size - 2)
+    w = (t - i0).astype(np.float32)[:, None, None]
+    return np.ascontiguousarray((1 - w) * x[i0] + w * x[i0 + 1], dtype=np.float32)
+
+
 def _relative_residual(A, x, b, buf):
     A._forward(x, buf)
     np.subtract(buf, b, out=buf)
@@ -112,7 +165,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           axes="xy", max_iter=40, tol=0.002, levels=None, n_inner=10, coarse_iter=15,
           slices=None, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
-          pad_x=0, refine=("shifts",), axis_angle_deg=None, axis_search_deg=10.0,
+          pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
+          axis_search_deg=10.0,
           callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
@@ -160,13 +214,23 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     taper : float
         Tukey taper fraction applied along x and y before the FFTs (edges of wide specimens).
     final_iter : int, optional
-        Iterations of the final reconstruction (default ``2 * n_inner``).
+        Iterations of the final reconstruction (default ``2 * n_inner`` from the loop's
+        volume, or ``n_inner // 2`` from an FBP start when the loop used a subset of rows).
     pad_x : int or "auto"
-        Columns of edge-replicated data added on each side (full resolution) for specimens
-        wider than the field of view: the reconstruction then spans ``nx + 2 pad_x`` so that
-        oblique rays through material outside the field are explained, and only the central
-        ``nx`` columns enter the shift estimate.  ``"auto"``: ``nx // 4`` when the outermost
-        columns carry more than 10 % of the mean signal, else 0.
+        For specimens wider than the field of view: the reconstruction spans
+        ``nx + 2 pad_x`` columns (full resolution) so that material outside the field, seen by
+        oblique rays, is represented; the added detector columns carry no data (SIRT gives
+        them weight 0; TV, which has no data weights, sees edge-replicated values) and only
+        the central ``nx`` columns enter the shift estimate.  ``"auto"``: ``nx // 4`` when
+        the outermost columns carry more than 10 % of the mean signal, else 0.  Works best
+        with ``nz`` close to the specimen thickness (the lamella test: ``pad_x = nx // 2``,
+        ``nz`` 1.5 x the thickness).
+    max_rows : int or None
+        Row budget per level: when a level (after binning) has more rows than this and
+        ``slices`` is not given, only evenly spaced blocks of 32 consecutive rows (about
+        ``max_rows`` in all) are reconstructed and enter the estimates; the final volume then
+        starts from FBP.  ``None``: every row.  Not applied when ``"axis_angle"`` is refined
+        (its step needs contiguous rows).
     refine : sequence of {"shifts", "axis_angle", "center"}
         What the loop estimates.  ``"shifts"`` (required) are the per-tilt translations;
         ``"axis_angle"`` adds a global in-plane tilt-axis angle (coarse estimate from the
@@ -223,8 +287,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     tol = as_finite_float(tol, "tol", minimum=0.0)
     center_offset = as_finite_float(center_offset, "center_offset")
     nz = nx if nz is None else as_positive_int(nz, "nz")
-    final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
-                                                                         "final_iter", 0)
+    if final_iter is not None:
+        final_iter = as_positive_int(final_iter, "final_iter", 0)
     if isinstance(initial_shifts, str):
         if initial_shifts not in ("xcorr", "com"):
             raise ValueError("initial_shifts must be an array, 'xcorr' or 'com'")
@@ -267,7 +331,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         log.info("coarse axis angle %.3f deg", alpha)
     else:
         alpha = 0.0
-    opts = dict(pad_x=pad_x, method=method, recon=recon, estimator=estimator, axes=axes,
+    if max_rows is not None:
+        max_rows = as_positive_int(max_rows, "max_rows")
+    opts = dict(pad_x=pad_x, max_rows=max_rows, method=method, recon=recon, estimator=estimator,
+                axes=axes,
                 max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
                 coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
                 center_offset=center_offset, min_coherence=min_coherence, taper=taper,
@@ -285,7 +352,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         bar = tqdm(total=coarse_iter * (len(levels) - 1) + max_iter, desc="align",
                    unit="it", leave=False)
     x = None
-    prev_shape = None
+    prev_pos = None
     t_rec = t_est = t_shift = 0.0
     try:
         for f in levels:
@@ -295,25 +362,23 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             scale = np.array([f, fy], dtype=np.float64)
             _, nyl, nxl = raw_l.shape
             co_l = (center_offset + 0.5 * (nx - (nx // f) * f)) / f
-            rows = np.arange(nyl) if slices is None else np.unique(
-                np.clip(slices // fy, 0, nyl - 1))
+            # the axis-angle step needs y gradients over contiguous rows: no row budget then
+            rows = _level_rows(nyl, fy, slices, None if do_axis else max_rows)
+            pos = (rows + 0.5) * fy - 0.5  # full-resolution row positions
             nzl = max(1, int(round(nz / f)))
             pl = int(np.ceil(pad_x / f))
             A = Projector(angles, (rows.size, nzl, nxl + 2 * pl), co_l)
-            solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+            solver = _make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pl)
             if x is None:
                 x = np.zeros(A.domain_shape, np.float32)
                 first_inner = 3 * n_inner
             else:
-                zoom = np.array(A.domain_shape) / np.array(prev_shape)
-                x = np.ascontiguousarray(ndi.zoom(x, zoom, order=1), dtype=np.float32)
-                if x.shape != A.domain_shape:  # zoom rounding
-                    x = np.zeros(A.domain_shape, np.float32)
+                x = _warm_start(x, prev_pos, pos, A.domain_shape)
                 first_inner = n_inner
-            prev_shape = A.domain_shape
+            prev_pos = pos
             wx = tukey(nxl, taper)
-            wy = tukey(rows.size, taper) if rows.size > 2 else None
-            contiguous = rows.size == nyl or np.all(np.diff(rows) == 1)
+            runs = _row_runs(rows) if rows.size > 1 else []
+            contiguous = len(runs) == 1
             n_outer = max_iter if final_level else coarse_iter
             tol_l = tol if final_level else max(tol, 0.05 * f)
             prev_upd = None
@@ -328,8 +393,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                     corrected = _axis.rotate_shift(raw_l, alpha, total, scale=(f, fy),
                                                    full_shape=(ny, nx))
                 b = np.ascontiguousarray(corrected[:, rows, :])
-                if pl:
-                    b = np.pad(b, ((0, 0), (0, 0), (pl, pl)), mode="edge")
+                b = _pad_columns(b, pl, recon)
                 t1 = time.perf_counter()
                 solver.run(b, x, first_inner if it == 0 else n_inner)
                 t2 = time.perf_counter()
@@ -340,9 +404,15 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                     C, pb, pp = cross_power(bc, Pc, 2, wx)
                     upd[:, 0] = estimate_shift(C, pb, pp, nxl, estimator=estimator,
                                                min_coherence=min_coherence)
-                if "y" in axes and rows.size > 1 and contiguous:
-                    C, pb, pp = cross_power(bc, Pc, 1, wy)
-                    upd[:, 1] = estimate_shift(C, pb, pp, rows.size, estimator=estimator,
+                if "y" in axes and runs:
+                    for k, (r0, r1) in enumerate(runs):  # spectra of equal-length runs add up
+                        Ck, pbk, ppk = cross_power(bc[:, r0:r1], Pc[:, r0:r1], 1,
+                                                   tukey(r1 - r0, taper))
+                        if k == 0:
+                            C, pb, pp, ly = Ck, pbk, ppk, r1 - r0
+                        elif r1 - r0 == ly:
+                            C, pb, pp = C + Ck, pb + pbk, pp + ppk
+                    upd[:, 1] = estimate_shift(C, pb, pp, ly, estimator=estimator,
                                                min_coherence=min_coherence)
                 # measured ~ reprojection shifted by upd: the raw data carry total + upd
                 total += upd * scale
@@ -427,16 +497,20 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     full = (ny, nz, nx + 2 * pad_x)
     A = Projector(angles, full, center_offset)
     x0 = np.zeros(full, np.float32)
-    if x is not None:
-        moved = ndi.shift(x, (gy * x.shape[0] / ny, gb * x.shape[1] / nz,
-                              ga * x.shape[2] / full[2]), order=1)
-        if x.shape != full:
-            moved = ndi.zoom(moved, np.array(full) / np.array(x.shape), order=1)
-        if moved.shape == full:
-            x0 = np.ascontiguousarray(moved, dtype=np.float32)
-    b = aligned if not pad_x else np.pad(aligned, ((0, 0), (0, 0), (pad_x, pad_x)),
-                                         mode="edge")
-    solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+    b = _pad_columns(aligned, pad_x, recon)
+    fbp_start = x is not None and prev_pos.size < ny
+    if fbp_start:
+        # the loop saw a subset of rows: start the whole volume from FBP instead
+        from ..recon.fbp import fbp
+        x0 = fbp(b, angles, nz=nz, center_offset=center_offset)
+        if nonneg:
+            np.maximum(x0, 0.0, out=x0)
+    elif x is not None:
+        moved = ndi.shift(x, (0.0, gb * x.shape[1] / nz, ga * x.shape[2] / full[2]), order=1)
+        x0 = _warm_start(moved, prev_pos + gy, np.arange(ny, dtype=np.float64), full)
+    solver = _make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pad_x)
+    if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
+        final_iter = max(1, n_inner // 2) if fbp_start else 2 * n_inner
     volume = solver.run(b, x0, final_iter)
     if pad_x:
         volume = np.ascontiguousarray(volume[:, :, pad_x:pad_x + nx])
