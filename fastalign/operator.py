@@ -35,7 +35,8 @@ class Projector:
             geom = TiltGeometry(angles_deg, tuple(shape), center_offset)
         self.geometry = geom
         self._cos, self._sin, self._zmaj = geom.ray_tables()
-        self._zlist, self._xlist = _k._angle_lists(self._zmaj)
+        self._wts, self._zlist, self._xlist = _k.angle_tables(self._cos, self._sin,
+                                                              self._zmaj)
         self._norm_sq = None
         self.T = _Transpose(self)
 
@@ -73,14 +74,14 @@ class Projector:
         """Unchecked forward into ``out`` (both float32 C-contiguous, right shapes)."""
         cu = self.geometry.detector_center
         kernel = _k.forward_blocks if self._many_blocks(x.shape[0]) else _k.forward_within
-        kernel(x, self._cos, self._sin, self._zmaj, self._zlist, self._xlist, cu, out)
+        kernel(x, self._cos, self._sin, self._wts, self._zlist, self._xlist, cu, out)
         return out
 
     def _adjoint(self, y, out):
         """Unchecked transpose into ``out`` (both float32 C-contiguous, right shapes)."""
         cu = self.geometry.detector_center
         kernel = _k.back_blocks if self._many_blocks(y.shape[1]) else _k.back_within
-        kernel(y, self._cos, self._sin, self._zmaj, self._zlist, self._xlist, cu, out)
+        kernel(y, self._cos, self._sin, self._wts, self._zlist, self._xlist, cu, out)
         return out
 
     def norm(self, n_iter=30, seed=0):

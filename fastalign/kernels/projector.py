@@ -155,55 +155,36 @@ def _support(p0, dp, n, nt):
 
 
 @_kernel
-def _inside(p0, dp, t, n):
-    p = p0 + t * dp
-    return p >= -1.0 and p < n
-
-
-@_kernel
 def _t_range(p0, dp, n, nt):
     """``[lo, hi)``: the rays t whose sample ``p0 + t*dp`` on this line lies in ``[-1, n)``,
     i.e. touches one of the line's ``n`` pixels (``p`` is monotonic in t)."""
     lo, hi = _support(p0, dp, n, nt)
-    while lo < hi and not _inside(p0, dp, lo, n):
+    while lo < hi and not (-1.0 <= p0 + lo * dp < n):
         lo += 1
-    while hi > lo and not _inside(p0, dp, hi - 1, n):
+    while hi > lo and not (-1.0 <= p0 + (hi - 1) * dp < n):
         hi -= 1
     return lo, hi
 
 
 @_kernel
 def _ray_line(c, s, zmajor, k, nz, nx, cu):
-    """Start, step and weight of the interpolation line for row/column ``k`` at one angle."""
+    """Start and step of the interpolation line for row/column ``k`` at one angle."""
     if zmajor:
         z = k - 0.5 * (nz - 1)
-        return (-cu - z * s) / c + 0.5 * (nx - 1), 1.0 / c, 1.0 / abs(c)
+        return (-cu - z * s) / c + 0.5 * (nx - 1), 1.0 / c
     x = k - 0.5 * (nx - 1)
-    return (-cu - x * c) / s + 0.5 * (nz - 1), 1.0 / s, 1.0 / abs(s)
+    return (-cu - x * c) / s + 0.5 * (nz - 1), 1.0 / s
 
 
-@_kernel
-def _step_weight(c, s, zmajor):
-    return 1.0 / abs(c) if zmajor else 1.0 / abs(s)
-
-
-def _angle_lists(zmaj):
-    """Indices of the z-major and of the x-major angles (int64 arrays)."""
+def angle_tables(cosv, sinv, zmaj):
+    """Per-angle tables of the kernels: the step weights ``1/|cos|`` (z-major) or ``1/|sin|``
+    (float64) and the indices of the z-major and of the x-major angles (int64)."""
     zmaj = np.asarray(zmaj, bool)
-    return (np.flatnonzero(zmaj).astype(np.int64), np.flatnonzero(~zmaj).astype(np.int64))
+    wts = 1.0 / np.where(zmaj, np.abs(cosv), np.abs(sinv))
+    return (wts, np.flatnonzero(zmaj).astype(np.int64), np.flatnonzero(~zmaj).astype(np.int64))
 
 
 # --------------------------------------------------------------------------- line buffers
-
-@_kernel
-def _line_width(zmajor, nz, nx):
-    return (nx if zmajor else nz) + 2 * PAD
-
-
-@_kernel
-def _new_buffer(nz, nx):
-    return np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
-
 
 @_kernel
 def _load_rows(vol, y0, k0, nk, buf):
@@ -260,7 +241,7 @@ def _gather(buf, k0, nk, c, s, zmajor, nz, nx, cu, acc, ka):
     w = n + 2 * PAD
     nt = nx
     for l in range(nk):
-        p0, dp, _ = _ray_line(c, s, zmajor, k0 + l, nz, nx, cu)
+        p0, dp = _ray_line(c, s, zmajor, k0 + l, nz, nx, cu)
         lo, hi = _t_range(p0, dp, n, nt)
         base = l * w + PAD
         for t in range(lo, hi):
@@ -304,7 +285,7 @@ def _acc_of_block(out, y0, na, scratch):
 
 
 @_kernel
-def _forward_block(vol, y0, cosv, sinv, zmaj, zlist, xlist, cu, out, buf, scratch, tmp):
+def _forward_block(vol, y0, cosv, sinv, wts, zlist, xlist, cu, out, buf, scratch, tmp):
     """Forward projection of the slices ``y0 .. y0+LANES-1`` (serial)."""
     nz, nx = vol.shape[1], vol.shape[2]
     na = cosv.shape[0]
@@ -325,12 +306,11 @@ def _forward_block(vol, y0, cosv, sinv, zmaj, zlist, xlist, cu, out, buf, scratc
             for a in xlist:
                 _gather(buf, k0, nk, cosv[a], sinv[a], False, nz, nx, cu, acc, ab + a * ast)
     for a in range(na):
-        wgt = _step_weight(cosv[a], sinv[a], zmaj[a])
-        _finish_angle(acc, ab + a * ast, wgt, out, a, y0, tmp)
+        _finish_angle(acc, ab + a * ast, wts[a], out, a, y0, tmp)
 
 
 @_kernel(parallel=True)
-def forward_blocks(vol, cosv, sinv, zmaj, zlist, xlist, cu, out):
+def forward_blocks(vol, cosv, sinv, wts, zlist, xlist, cu, out):
     """Forward projection, parallel over blocks of ``LANES`` slices.
     ``vol (ny, nz, nx)``, ``out (na, ny, nb)``; ``zlist``/``xlist``: z-/x-major angles."""
     ny, nz, nx = vol.shape
@@ -338,21 +318,21 @@ def forward_blocks(vol, cosv, sinv, zmaj, zlist, xlist, cu, out):
     nt = out.shape[2]
     nblocks = (ny + LANES - 1) // LANES
     for b in prange(nblocks):
-        buf = _new_buffer(nz, nx)
+        buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
         scratch = np.empty(na * nt * LANES if (b + 1) * LANES > ny else 0, np.float32)
         tmp = np.empty(nt * LANES, np.float32)
-        _forward_block(vol, b * LANES, cosv, sinv, zmaj, zlist, xlist, cu, out, buf, scratch, tmp)
+        _forward_block(vol, b * LANES, cosv, sinv, wts, zlist, xlist, cu, out, buf, scratch, tmp)
 
 
 @_kernel(parallel=True)
-def forward_within(vol, cosv, sinv, zmaj, zlist, xlist, cu, out):
+def forward_within(vol, cosv, sinv, wts, zlist, xlist, cu, out):
     """Forward projection, blocks in turn, parallel over the angles of each chunk of lines
     (for fewer blocks than threads).  Same arithmetic as :func:`forward_blocks`."""
     ny, nz, nx = vol.shape
     na = cosv.shape[0]
     nt = out.shape[2]
     nblocks = (ny + LANES - 1) // LANES
-    buf = _new_buffer(nz, nx)
+    buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
     scratch = np.empty(na * nt * LANES if nblocks * LANES > ny else 0, np.float32)
     nzl = zlist.shape[0]
     nxl = xlist.shape[0]
@@ -379,8 +359,7 @@ def forward_within(vol, cosv, sinv, zmaj, zlist, xlist, cu, out):
                             ab + a * ast)
         for a in prange(na):
             tmp = np.empty(nt * LANES, np.float32)
-            wgt = _step_weight(cosv[a], sinv[a], zmaj[a])
-            _finish_angle(acc, ab + a * ast, wgt, out, a, y0, tmp)
+            _finish_angle(acc, ab + a * ast, wts[a], out, a, y0, tmp)
 
 
 # --------------------------------------------------------------------------- transpose
@@ -413,7 +392,7 @@ def _scatter(buf, k0, nk, c, s, zmajor, nz, nx, cu, pb, kp, lo, hi, p0s):
     tmin = nt
     tmax = 0
     for l in range(nk):
-        p0, dp, _ = _ray_line(c, s, zmajor, k0 + l, nz, nx, cu)
+        p0, dp = _ray_line(c, s, zmajor, k0 + l, nz, nx, cu)
         p0s[l] = p0
         lo[l], hi[l] = _t_range(p0, dp, n, nt)
         if hi[l] > lo[l]:
@@ -478,14 +457,8 @@ def _back_chunk(pb, cosv, sinv, alist, zmajor, k0, cu, out, y0, buf, lo, hi, p0s
         _store_columns(buf, y0, k0, nk, out, add)
 
 
-@_kernel
-def _new_line_scratch():
-    return (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
-            np.empty(LINES, np.float64))
-
-
 @_kernel(parallel=True)
-def back_blocks(proj, cosv, sinv, zmaj, zlist, xlist, cu, out):
+def back_blocks(proj, cosv, sinv, wts, zlist, xlist, cu, out):
     """Transpose, parallel over blocks of ``LANES`` slices.
     ``proj (na, ny, nb)``, ``out (ny, nz, nx)``."""
     ny, nz, nx = out.shape
@@ -494,12 +467,12 @@ def back_blocks(proj, cosv, sinv, zmaj, zlist, xlist, cu, out):
     nblocks = (ny + LANES - 1) // LANES
     for b in prange(nblocks):
         y0 = b * LANES
-        buf = _new_buffer(nz, nx)
-        lo, hi, p0s = _new_line_scratch()
+        buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
+        lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
+                           np.empty(LINES, np.float64))
         pb = np.empty(na * nt * LANES, np.float32)
         for a in range(na):
-            wgt = _step_weight(cosv[a], sinv[a], zmaj[a])
-            _load_proj_angle(proj, y0, a, wgt, pb)
+            _load_proj_angle(proj, y0, a, wts[a], pb)
         if zlist.shape[0] > 0:
             for k0 in range(0, nz, LINES):
                 _back_chunk(pb, cosv, sinv, zlist, True, k0, cu, out, y0, buf, lo, hi, p0s,
@@ -511,7 +484,7 @@ def back_blocks(proj, cosv, sinv, zmaj, zlist, xlist, cu, out):
 
 
 @_kernel(parallel=True)
-def back_within(proj, cosv, sinv, zmaj, zlist, xlist, cu, out):
+def back_within(proj, cosv, sinv, wts, zlist, xlist, cu, out):
     """Transpose, blocks in turn, parallel over chunks of lines (for fewer blocks than
     threads).  Same arithmetic as :func:`back_blocks`."""
     ny, nz, nx = out.shape
@@ -524,15 +497,16 @@ def back_within(proj, cosv, sinv, zmaj, zlist, xlist, cu, out):
     for b in range(nblocks):
         y0 = b * LANES
         for a in prange(na):
-            wgt = _step_weight(cosv[a], sinv[a], zmaj[a])
-            _load_proj_angle(proj, y0, a, wgt, pb)
+            _load_proj_angle(proj, y0, a, wts[a], pb)
         for c in prange(nzc):
-            buf = _new_buffer(nz, nx)
-            lo, hi, p0s = _new_line_scratch()
+            buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
+            lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
+                           np.empty(LINES, np.float64))
             _back_chunk(pb, cosv, sinv, zlist, True, c * LINES, cu, out, y0, buf, lo, hi,
                         p0s, False)
         for c in prange(nxc):
-            buf = _new_buffer(nz, nx)
-            lo, hi, p0s = _new_line_scratch()
+            buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
+            lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
+                           np.empty(LINES, np.float64))
             _back_chunk(pb, cosv, sinv, xlist, False, c * LINES, cu, out, y0, buf, lo, hi,
                         p0s, nzc > 0)
