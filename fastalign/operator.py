@@ -12,9 +12,10 @@ class Projector:
 
     ``A(x)`` maps a volume ``(ny, nz, nx)`` to a tilt series ``(n_tilts, ny, nx)``;
     ``A.T(y)`` is its exact transpose (adjoint to float32 round-off).  Slices y are
-    processed in blocks of ``kernels.projector.LANES`` (vectorised over the slices of a block) and
-    the blocks distributed over Numba threads; with fewer blocks than threads each block is split
-    over angles (forward) or chunks of output lines (transpose).  Results are bit-identical for any thread count.
+    processed in blocks of ``kernels.projector.LANES`` (vectorised over the slices of a
+    block) and the blocks distributed over Numba threads; with fewer blocks than threads each
+    block is split over angles (forward) or chunks of output lines (transpose).  Results are
+    bit-identical for any thread count.
 
     Parameters
     ----------

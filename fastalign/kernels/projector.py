@@ -274,7 +274,7 @@ def _finish_angle(acc, ka, wgt, out, a, y0, tmp):
 
 
 @_kernel
-def _acc_of_block(out, y0, na, scratch):
+def _acc_of_block(out, y0, scratch):
     """Accumulator of the block at ``y0``: ``(array, base, stride per angle)``: ``out`` itself
     for a full block, else ``scratch`` (``na * nt * LANES``)."""
     ny = out.shape[1]
@@ -290,7 +290,7 @@ def _forward_block(vol, y0, cosv, sinv, wts, zlist, xlist, cu, out, buf, scratch
     nz, nx = vol.shape[1], vol.shape[2]
     na = cosv.shape[0]
     nt = out.shape[2]
-    acc, ab, ast = _acc_of_block(out, y0, na, scratch)
+    acc, ab, ast = _acc_of_block(out, y0, scratch)
     for a in range(na):
         _zero(acc, ab + a * ast, nt * LANES)
     if zlist.shape[0] > 0:
@@ -321,7 +321,8 @@ def forward_blocks(vol, cosv, sinv, wts, zlist, xlist, cu, out):
         buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
         scratch = np.empty(na * nt * LANES if (b + 1) * LANES > ny else 0, np.float32)
         tmp = np.empty(nt * LANES, np.float32)
-        _forward_block(vol, b * LANES, cosv, sinv, wts, zlist, xlist, cu, out, buf, scratch, tmp)
+        _forward_block(vol, b * LANES, cosv, sinv, wts, zlist, xlist, cu, out, buf, scratch,
+                       tmp)
 
 
 @_kernel(parallel=True)
@@ -338,7 +339,7 @@ def forward_within(vol, cosv, sinv, wts, zlist, xlist, cu, out):
     nxl = xlist.shape[0]
     for b in range(nblocks):
         y0 = b * LANES
-        acc, ab, ast = _acc_of_block(out, y0, na, scratch)
+        acc, ab, ast = _acc_of_block(out, y0, scratch)
         for a in prange(na):
             _zero(acc, ab + a * ast, nt * LANES)
         if nzl > 0:
