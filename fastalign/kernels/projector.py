@@ -293,18 +293,20 @@ def _forward_block(vol, y0, cosv, sinv, wts, zlist, xlist, cu, out, buf, scratch
     acc, ab, ast = _acc_of_block(out, y0, scratch)
     for a in range(na):
         _zero(acc, ab + a * ast, nt * LANES)
-    if zlist.shape[0] > 0:
-        for k0 in range(0, nz, LINES):
-            nk = min(LINES, nz - k0)
-            _load_rows(vol, y0, k0, nk, buf)
-            for a in zlist:
-                _gather(buf, k0, nk, cosv[a], sinv[a], True, nz, nx, cu, acc, ab + a * ast)
-    if xlist.shape[0] > 0:
-        for k0 in range(0, nx, LINES):
-            nk = min(LINES, nx - k0)
-            _load_columns(vol, y0, k0, nk, buf)
-            for a in xlist:
-                _gather(buf, k0, nk, cosv[a], sinv[a], False, nz, nx, cu, acc, ab + a * ast)
+    for zpass in range(2):  # z-major angles along rows, then x-major ones along columns
+        zmajor = zpass == 0
+        alist = zlist if zmajor else xlist
+        if alist.shape[0] == 0:
+            continue
+        nlines = nz if zmajor else nx
+        for k0 in range(0, nlines, LINES):
+            nk = min(LINES, nlines - k0)
+            if zmajor:
+                _load_rows(vol, y0, k0, nk, buf)
+            else:
+                _load_columns(vol, y0, k0, nk, buf)
+            for a in alist:
+                _gather(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, cu, acc, ab + a * ast)
     for a in range(na):
         _finish_angle(acc, ab + a * ast, wts[a], out, a, y0, tmp)
 
@@ -335,28 +337,27 @@ def forward_within(vol, cosv, sinv, wts, zlist, xlist, cu, out):
     nblocks = (ny + LANES - 1) // LANES
     buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
     scratch = np.empty(na * nt * LANES if nblocks * LANES > ny else 0, np.float32)
-    nzl = zlist.shape[0]
-    nxl = xlist.shape[0]
     for b in range(nblocks):
         y0 = b * LANES
         acc, ab, ast = _acc_of_block(out, y0, scratch)
         for a in prange(na):
             _zero(acc, ab + a * ast, nt * LANES)
-        if nzl > 0:
-            for k0 in range(0, nz, LINES):
-                nk = min(LINES, nz - k0)
-                _load_rows(vol, y0, k0, nk, buf)
-                for i in prange(nzl):
-                    a = zlist[i]
-                    _gather(buf, k0, nk, cosv[a], sinv[a], True, nz, nx, cu, acc,
-                            ab + a * ast)
-        if nxl > 0:
-            for k0 in range(0, nx, LINES):
-                nk = min(LINES, nx - k0)
-                _load_columns(vol, y0, k0, nk, buf)
-                for i in prange(nxl):
-                    a = xlist[i]
-                    _gather(buf, k0, nk, cosv[a], sinv[a], False, nz, nx, cu, acc,
+        for zpass in range(2):
+            zmajor = zpass == 0
+            alist = zlist if zmajor else xlist
+            nal = alist.shape[0]
+            if nal == 0:
+                continue
+            nlines = nz if zmajor else nx
+            for k0 in range(0, nlines, LINES):
+                nk = min(LINES, nlines - k0)
+                if zmajor:
+                    _load_rows(vol, y0, k0, nk, buf)
+                else:
+                    _load_columns(vol, y0, k0, nk, buf)
+                for i in prange(nal):
+                    a = alist[i]
+                    _gather(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, cu, acc,
                             ab + a * ast)
         for a in prange(na):
             tmp = np.empty(nt * LANES, np.float32)
@@ -470,18 +471,19 @@ def back_blocks(proj, cosv, sinv, wts, zlist, xlist, cu, out):
         y0 = b * LANES
         buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
         lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
-                           np.empty(LINES, np.float64))
+                       np.empty(LINES, np.float64))
         pb = np.empty(na * nt * LANES, np.float32)
         for a in range(na):
             _load_proj_angle(proj, y0, a, wts[a], pb)
-        if zlist.shape[0] > 0:
-            for k0 in range(0, nz, LINES):
-                _back_chunk(pb, cosv, sinv, zlist, True, k0, cu, out, y0, buf, lo, hi, p0s,
-                            False)
-        if xlist.shape[0] > 0:
-            for k0 in range(0, nx, LINES):
-                _back_chunk(pb, cosv, sinv, xlist, False, k0, cu, out, y0, buf, lo, hi, p0s,
-                            zlist.shape[0] > 0)
+        for zpass in range(2):  # rows for the z-major angles, then columns (added)
+            zmajor = zpass == 0
+            alist = zlist if zmajor else xlist
+            if alist.shape[0] == 0:
+                continue
+            add = not zmajor and zlist.shape[0] > 0
+            for k0 in range(0, nz if zmajor else nx, LINES):
+                _back_chunk(pb, cosv, sinv, alist, zmajor, k0, cu, out, y0, buf, lo, hi, p0s,
+                            add)
 
 
 @_kernel(parallel=True)
@@ -493,21 +495,20 @@ def back_within(proj, cosv, sinv, wts, zlist, xlist, cu, out):
     nt = proj.shape[2]
     nblocks = (ny + LANES - 1) // LANES
     pb = np.empty(na * nt * LANES, np.float32)
-    nzc = (nz + LINES - 1) // LINES if zlist.shape[0] > 0 else 0
-    nxc = (nx + LINES - 1) // LINES if xlist.shape[0] > 0 else 0
     for b in range(nblocks):
         y0 = b * LANES
         for a in prange(na):
             _load_proj_angle(proj, y0, a, wts[a], pb)
-        for c in prange(nzc):
-            buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
-            lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
-                           np.empty(LINES, np.float64))
-            _back_chunk(pb, cosv, sinv, zlist, True, c * LINES, cu, out, y0, buf, lo, hi,
-                        p0s, False)
-        for c in prange(nxc):
-            buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
-            lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
-                           np.empty(LINES, np.float64))
-            _back_chunk(pb, cosv, sinv, xlist, False, c * LINES, cu, out, y0, buf, lo, hi,
-                        p0s, nzc > 0)
+        for zpass in range(2):
+            zmajor = zpass == 0
+            alist = zlist if zmajor else xlist
+            if alist.shape[0] == 0:
+                continue
+            add = not zmajor and zlist.shape[0] > 0
+            nch = ((nz if zmajor else nx) + LINES - 1) // LINES
+            for c in prange(nch):
+                buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
+                lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
+                               np.empty(LINES, np.float64))
+                _back_chunk(pb, cosv, sinv, alist, zmajor, c * LINES, cu, out, y0, buf, lo,
+                            hi, p0s, add)
