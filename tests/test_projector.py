@@ -21,9 +21,10 @@ needs_two_threads = pytest.mark.skipif(not TWO_THREADS, reason="needs 2 Numba th
 ADJ_TOL = 1e-5
 
 
-# The operator is slice-parallel when ny >= numba.get_num_threads(), else angle-parallel
-# (forward) / row-parallel (transpose).  With 2 threads ny=1 takes the angle/row path and
-# ny=5 the slice path.
+# The kernels work on blocks of kernels.projector.LANES (16) slices: parallel over blocks when
+# there are at least as many blocks as threads, else within each block (over angles for the
+# forward, chunks of output lines for the transpose).  With 2 threads ny <= 16 takes the
+# within-block path, with 1 thread the block path.
 PATH_THREADS = 2 if TWO_THREADS else 1
 
 
