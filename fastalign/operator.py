@@ -12,8 +12,10 @@ class Projector:
 
     ``A(x)`` maps a volume ``(ny, nz, nx)`` to a tilt series ``(n_tilts, ny, nx)``;
     ``A.T(y)`` is its exact transpose (adjoint to float32 round-off).  Slices y are
-    distributed over Numba threads; a single slice is split over angles (forward) or output
-    rows (transpose).  Results are bit-identical for any thread count.
+    processed in blocks of ``kernels.projector.LANES`` (vectorised over the slices of a
+    block) and the blocks distributed over Numba threads; with fewer blocks than threads each
+    block is split over angles (forward) or chunks of output lines (transpose).  Results are
+    bit-identical for any thread count.
 
     Parameters
     ----------
@@ -34,6 +36,8 @@ class Projector:
             geom = TiltGeometry(angles_deg, tuple(shape), center_offset)
         self.geometry = geom
         self._cos, self._sin, self._zmaj = geom.ray_tables()
+        self._wts, self._zlist, self._xlist = _k.angle_tables(self._cos, self._sin,
+                                                              self._zmaj)
         self._norm_sq = None
         self.T = _Transpose(self)
 
@@ -62,21 +66,23 @@ class Projector:
         self._forward(x, out)
         return out
 
+    def _many_blocks(self, ny):
+        """Enough blocks of ``LANES`` slices to keep every thread busy?  Otherwise the kernels
+        parallelise within each block (same arithmetic, so the result is the same)."""
+        return -(-ny // _k.LANES) >= numba.get_num_threads()
+
     def _forward(self, x, out):
         """Unchecked forward into ``out`` (both float32 C-contiguous, right shapes)."""
         cu = self.geometry.detector_center
-        if x.shape[0] >= numba.get_num_threads():
-            _k.forward_slices(x, self._cos, self._sin, self._zmaj, cu, out)
-        else:
-            _k.forward_angles(x, self._cos, self._sin, self._zmaj, cu, out)
+        kernel = _k.forward_blocks if self._many_blocks(x.shape[0]) else _k.forward_within
+        kernel(x, self._cos, self._sin, self._wts, self._zlist, self._xlist, cu, out)
         return out
 
     def _adjoint(self, y, out):
+        """Unchecked transpose into ``out`` (both float32 C-contiguous, right shapes)."""
         cu = self.geometry.detector_center
-        if y.shape[1] >= numba.get_num_threads():
-            _k.back_slices(y, self._cos, self._sin, self._zmaj, cu, out)
-        else:
-            _k.back_rows(y, self._cos, self._sin, self._zmaj, cu, out)
+        kernel = _k.back_blocks if self._many_blocks(y.shape[1]) else _k.back_within
+        kernel(y, self._cos, self._sin, self._wts, self._zlist, self._xlist, cu, out)
         return out
 
     def norm(self, n_iter=30, seed=0):

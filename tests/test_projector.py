@@ -21,9 +21,10 @@ needs_two_threads = pytest.mark.skipif(not TWO_THREADS, reason="needs 2 Numba th
 ADJ_TOL = 1e-5
 
 
-# The operator is slice-parallel when ny >= numba.get_num_threads(), else angle-parallel
-# (forward) / row-parallel (transpose).  With 2 threads ny=1 takes the angle/row path and
-# ny=5 the slice path.
+# The kernels work on blocks of kernels.projector.LANES (16) slices: parallel over blocks when
+# there are at least as many blocks as threads, else within each block (over angles for the
+# forward, chunks of output lines for the transpose).  With 2 threads ny <= 16 takes the
+# within-block path, with 1 thread the block path.
 PATH_THREADS = 2 if TWO_THREADS else 1
 
 
@@ -230,7 +231,7 @@ def test_angle_periodicity():
 # --------------------------------------------------------------------------- threads
 
 @needs_two_threads
-@pytest.mark.parametrize("ny", [1, 6])
+@pytest.mark.parametrize("ny", [1, 6, 16])
 @pytest.mark.parametrize("angles", [pytest.param(MIXED, id="mixed"),
                                     pytest.param(np.array([60.0, 90.0, 120.0]),
                                                  id="x-major-only")])
@@ -245,6 +246,38 @@ def test_bit_identical_across_thread_counts(ny, angles):
     b2 = run_with_threads(A.T, 2, y)
     assert np.array_equal(_bits(f1), _bits(f2))
     assert np.array_equal(_bits(b1), _bits(b2))
+
+
+@pytest.mark.parametrize("angles", [pytest.param(MIXED, id="mixed"),
+                                    pytest.param(np.array([60.0, 90.0, 120.0]),
+                                                 id="x-major-only"),
+                                    pytest.param(np.array([0.0, 10.0, 170.0]),
+                                                 id="z-major-only")])
+def test_slices_in_blocks_match_single_slices(angles):
+    """The kernels process blocks of ``LANES`` slices together (full blocks accumulate in
+    the output, the last partial block in scratch memory) on two schedules (parallel over
+    blocks, or within a block).  Every slice must come out bit-identical to projecting that
+    slice alone, on both schedules."""
+    from fastalign.kernels import projector as kp
+    ny = 2 * kp.LANES + 3  # two full blocks and a partial one
+    rng = np.random.default_rng(9)
+    A = Projector(angles, (ny, 19, 21), -0.75)
+    A1 = Projector(angles, (1, 19, 21), -0.75)
+    x = rng.standard_normal(A.domain_shape).astype(np.float32)
+    y = rng.standard_normal(A.range_shape).astype(np.float32)
+    want_f = np.concatenate([A1(x[k:k + 1]) for k in range(ny)], axis=1)
+    want_b = np.concatenate([A1.T(y[:, k:k + 1]) for k in range(ny)], axis=0)
+    args = (A._cos, A._sin, A._wts, A._zlist, A._xlist, A.geometry.detector_center)
+    for fwd, back in [(kp.forward_blocks, kp.back_blocks), (kp.forward_within, kp.back_within)]:
+        f = np.full(A.range_shape, np.nan, np.float32)
+        b = np.full(A.domain_shape, np.nan, np.float32)
+        fwd(x, *args, f)
+        back(y, *args, b)
+        assert np.array_equal(_bits(f), _bits(want_f)), fwd.__name__
+        assert np.array_equal(_bits(b), _bits(want_b)), back.__name__
+    want = np.stack([ref.forward_slice(x[k], angles, -0.75) for k in (0, 17, ny - 1)], axis=1)
+    got = A(x)[:, [0, 17, ny - 1]]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
 
 
 def test_run_with_threads_restores_count():

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from ..kernels import linalg as _k
+from ..kernels import projector as _kp
 from ..operator import Projector
 from ._common import (ReconResult, call_back, check_Ax, check_callback, check_data,
                       check_n_iter, check_projector, check_x, log, prepare_mask,
@@ -62,9 +63,10 @@ class SIRTSolver:
         m = prepare_mask(mask, A.domain_shape, g.center_offset)
         self.mask = m
         # Every slice sees the same 2-D operator, so the sums need one slice; k slices are
-        # projected (k = min(ny, threads)) so that the projector takes the same dispatch path
-        # (slice- or angle-parallel) as the main problem and compiles nothing extra.
-        k = max(1, min(ny, numba.get_num_threads()))
+        # projected (k = min(ny, threads * LANES): as many blocks of slices as threads, which
+        # cost no more than one slice) so that the projector takes the same dispatch path
+        # (block- or within-block-parallel) as the main problem and compiles nothing extra.
+        k = max(1, min(ny, numba.get_num_threads() * _kp.LANES))
         sub = Projector(g.with_shape((k, nz, nx)))
         # R = 1 / (A m): one slice unless the mask varies along y.
         if m is None or m.shape[0] == 1:
