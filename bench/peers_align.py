@@ -19,8 +19,9 @@ Cases (tilt series ``(n_tilts, ny, nx)``, tilt axis along y, DESIGN.md shift con
   ``dx ~ U[-3, 3]`` (no y shift: the slab fills every row, so a y shift has no reference);
 * ``rotated``: a tilt axis rotated in the image plane, with a centre offset
   (``phantoms.rotated_axis_experiment``, when this fastalign has it; otherwise skipped);
-* ``target256`` and ``target600`` (full run only; one timed call per method, the slowest
-  methods skip ``target600``): the issue-4 time target, a ``(90, N, N)``
+* ``target256`` (full run only) and ``target600`` (opt-in: ``--case target600``): one timed
+  call per method; fastalign's alignment is stopped (``converged=False``, reported) when it
+  runs past ``BIG_BUDGET_S`` = 240 s, so that the full run stays bounded: the issue-4 time target, a ``(90, N, N)``
   particle series, -89..89 step 2, ``dx, dy ~ U[-10, 10]``, aligned in x and y.
 
 Methods:
@@ -99,13 +100,13 @@ def _shifted(ideal, true, rng, noise):
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-def case_seed(quick=False):
+def case_seed(mode="full"):
     from fastalign.phantoms import seed_experiment
-    n = 128 if quick else 256
-    data, angles, true = seed_experiment(n=n, seed=0)
+    n, rng_px = {"full": (256, 20), "quick": (128, 20), "tiny": (48, 3)}[mode]
+    data, angles, true = seed_experiment(n=n, shift_range=rng_px, seed=0)
     return Case("seed", data, angles, true, "x",
-                f"seed experiment: binary phantom {n} px, 0..178 step 2, dx~U[-20,20], "
-                "noise-free")
+                f"seed experiment: binary phantom {n} px, 0..178 step 2, "
+                f"dx~U[-{rng_px},{rng_px}], noise-free")
 
 
 def particle_volume(ny, n, n_particles, seed):
@@ -117,22 +118,23 @@ def particle_volume(ny, n, n_particles, seed):
     return vol
 
 
-def case_particles(quick=False):
+def case_particles(mode="full"):
     import fastalign
-    ny, n = (48, 64) if quick else (64, 128)
+    ny, n = {"full": (64, 128), "quick": (48, 64), "tiny": (16, 32)}[mode]
     angles = np.arange(-70.0, 70.0 + 1e-9, 2.0)
     ideal = fastalign.project(particle_volume(ny, n, 12, 3), angles)
     rng = np.random.default_rng(7)
-    true = rng.uniform(-10, 10, (angles.size, 2))
+    amp = 2 if mode == "tiny" else 10
+    true = rng.uniform(-amp, amp, (angles.size, 2))
     return Case("particles", _shifted(ideal, true, rng, 0.01), angles, true, "xy",
-                f"3-D particles, {ny} rows x {n} px, -70..70 step 2, dx,dy~U[-10,10], "
-                "1 % Gaussian noise")
+                f"3-D particles, {ny} rows x {n} px, -70..70 step 2, "
+                f"dx,dy~U[-{amp},{amp}], 1 % Gaussian noise")
 
 
-def case_lamella(quick=False):
+def case_lamella(mode="full"):
     import fastalign
     from fastalign.phantoms import thin_film_3d
-    ny, n = (16, 64) if quick else (32, 128)
+    ny, n = {"full": (32, 128), "quick": (16, 64), "tiny": (8, 32)}[mode]
     wide_n = n + n // 2
     angles = np.arange(-60.0, 60.0 + 1e-9, 2.0)
     wide = fastalign.project(thin_film_3d((ny, n, wide_n), seed=2), angles)
@@ -147,7 +149,7 @@ def case_lamella(quick=False):
                 "-60..60 step 2, dx~U[-3,3]")
 
 
-def case_rotated(quick=False):
+def case_rotated(mode="full"):
     import fastalign
     make = getattr(fastalign.phantoms, "rotated_axis_experiment", None)
     if make is None:
@@ -165,7 +167,7 @@ def case_rotated(quick=False):
 
 
 def case_target(n):
-    def build(quick=False):
+    def build(mode="full"):
         import fastalign
         angles = np.arange(-89.0, 89.0 + 1e-9, 2.0)
         ideal = fastalign.project(particle_volume(n, n, max(12, n // 6), 5), angles)
@@ -186,6 +188,9 @@ CASES = {
     "target600": case_target(600),
 }
 BIG_CASES = ("target256", "target600")   # skipped by --quick
+DESCRIPTIONS = {}                        # case -> description, filled by run_align
+DEFAULT_CASES = ("seed", "particles", "lamella", "rotated", "target256")  # target600: opt-in
+BIG_BUDGET_S = 240.0   # fastalign.align on a big case stops (converged=False) past this
 
 
 # ----------------------------------------------------------------------------------------
@@ -198,6 +203,15 @@ def _fa_align(recon):
         kw = {}
         if case.name == "rotated":
             kw["refine"] = ("shifts", "axis_angle", "center")
+        stopped = []
+        if case.name in BIG_CASES:
+            t0 = time.perf_counter()
+
+            def budget(info):
+                if time.perf_counter() - t0 > BIG_BUDGET_S:
+                    stopped.append(info["iteration"])
+                    raise StopIteration
+            kw["callback"] = budget
         try:
             r = fastalign.align(case.data, case.angles, recon=recon, axes=case.axes, **kw)
         except TypeError as exc:
@@ -205,6 +219,8 @@ def _fa_align(recon):
                 raise Skip(f"align() has no axis refinement here ({exc})") from None
             raise
         info = {"iterations": len(r.history), "converged": r.converged}
+        if stopped:
+            info["stopped"] = f"time budget {BIG_BUDGET_S:g} s"
         for k in ("axis_angle_deg", "center_offset"):
             if getattr(r, k, None) is not None:
                 info[k] = float(getattr(r, k))
@@ -389,7 +405,7 @@ def _measure(method, case, repeats, warmup=True):
     return est, info, times, mem.delta
 
 
-def run_align(cases=None, methods=None, quick=False, repeats=None, first_call=True,
+def run_align(cases=None, methods=None, mode="full", repeats=None, first_call=True,
               threads=0):
     """Run every method on every case; returns a list of :class:`AlignRow` (skips included).
 
@@ -397,8 +413,9 @@ def run_align(cases=None, methods=None, quick=False, repeats=None, first_call=Tr
     ----------
     cases, methods : sequence of str, optional
         Names (``CASES`` keys, ``Method.name``); default all (``--quick``: no big cases).
-    quick : bool
-        Small sizes, one timed repeat, big cases skipped.
+    mode : {"full", "quick", "tiny"}
+        Case sizes; ``quick`` and ``tiny`` (the smoke test's) also skip the big cases and
+        time one call.
     repeats : int, optional
         Timed calls per method and case after one untimed call (default 3, quick 1); big
         cases get one call, timed.
@@ -408,7 +425,9 @@ def run_align(cases=None, methods=None, quick=False, repeats=None, first_call=Tr
     from benchmarks.bench_jit import first_call_latency
     set_numba_threads(threads)
     import fastalign
-    names = list(cases) if cases else [c for c in CASES if not (quick and c in BIG_CASES)]
+    quick = mode != "full"
+    names = list(cases) if cases else [c for c in DEFAULT_CASES
+                                       if not (quick and c in BIG_CASES)]
     sel = [m for m in METHODS if not methods or m.name in methods]
     reps = repeats if repeats is not None else (1 if quick else 3)
     jit = {}
@@ -422,13 +441,15 @@ def run_align(cases=None, methods=None, quick=False, repeats=None, first_call=Tr
     rows = []
     for cname in names:
         try:
-            case = CASES[cname](quick=quick)
+            case = CASES[cname](mode=mode)
         except Skip as exc:
             _log(f"[align] case {cname}: skipped ({exc})")
+            DESCRIPTIONS[cname] = f"skipped: {exc}"
             for m in sel:
                 rows.append(AlignRow(cname, "-", m.name, m.config, status=f"skipped: {exc}"))
             continue
         _log(f"[align] case {cname} {case.shape}: {case.description}")
+        DESCRIPTIONS[cname] = case.description
         for m in sel:
             row = AlignRow(cname, case.shape, m.name, m.config,
                            first_call=jit.get(m.jit_op, math.nan))
@@ -459,8 +480,8 @@ def run_align(cases=None, methods=None, quick=False, repeats=None, first_call=Tr
                 row.rms_y = None  # no y misalignment in this case: y not scored
             for k, v in case.extra.items():
                 row.info["true_" + k] = v
-            _log(f"  {m.name:<28} rms x {row.rms_x:8.4f} y {row.rms_y:8.4f} px, "
-                 f"median {row.median:7.2f} s")
+            _log(f"  {m.name:<28} rms x {fmt_rms(row.rms_x, row, 0):>7} "
+                 f"y {fmt_rms(row.rms_y, row, 1):>7} px, median {row.median:7.2f} s")
     return rows
 
 
@@ -489,7 +510,7 @@ def suite(cfg):
     """The ``align`` suite of ``bench/peers.py``: returns ``peers.Row`` objects (time only)
     and keeps the full :class:`AlignRow` list in ``suite.last_rows`` for the report."""
     quick = getattr(cfg, "quick", False)
-    rows = run_align(quick=quick, threads=cfg.threads,
+    rows = run_align(mode="quick" if quick else "full", threads=cfg.threads,
                      repeats=1 if quick else max(1, min(cfg.repeats, 3)))
     suite.last_rows = rows
     print()
@@ -499,7 +520,8 @@ def suite(cfg):
         if r.status == "ok":
             out.append(Row(suite="align", op=r.case, method=r.method, threads="-",
                            times=r.times, peak_rss=r.peak_rss,
-                           note=f"rms x {r.rms_x:.3g} y {r.rms_y:.3g} px",
+                           note=f"rms x {fmt_rms(r.rms_x, r, 0)} y "
+                                f"{fmt_rms(r.rms_y, r, 1)} px",
                            baseline=r.method == "fastalign autofocus sirt"))
     return out
 
@@ -518,7 +540,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="fastalign threads (0 = all)")
     args = p.parse_args(argv)
     print(peers._machine_line())
-    rows = run_align(args.case, args.method, quick=args.quick, repeats=args.repeats,
+    rows = run_align(args.case, args.method, mode="quick" if args.quick else "full",
+                     repeats=args.repeats,
                      first_call=not args.no_first_call, threads=args.threads)
     print()
     print_align_table(rows)
