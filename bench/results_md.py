@@ -20,7 +20,10 @@ CONFIG_NOTES = [
     "images), `ProjMatch` (projection matching via ASTRA, one sinogram, x only) with its "
     "defaults and with the settings of ETSpy's own test, and `tilt_align('CoM')` after "
     "`stack_register('PC')` on the rotated-axis case (ETSpy's documented example).  The "
-    "stack is our data transposed (ETSpy's tilt axis is along image x).",
+    "stack is our data transposed (ETSpy's tilt axis is along image x).  ProjMatch aligns "
+    "x on the middle sinogram only: where the case also has y shifts (particles, targets), "
+    "that row shows a different part of the object in every tilt, so its x estimate is not "
+    "expected to hold there; it is reported as measured.",
     "**svmbir**: installed but not benchmarked (model-based iterative reconstruction: no "
     "workload here matches it yet).",
 ]
