@@ -44,8 +44,9 @@ Methods:
 Accuracy: RMS error in x and y (pixels) after removing the gauge (``fastalign.gauge_error``);
 ``n/e`` when the method does not estimate that component on a case that has y shifts, ``-``
 for y on the x-only cases (seed, lamella).
-Time: median (min/max) wall seconds of ``repeats`` calls after one untimed call; the first-call
-(JIT compile) latency of fastalign is measured separately in fresh interpreters.
+Time: median (min/max) wall seconds of up to ``repeats`` calls (fewer once they add up to 30 s);
+fastalign's kernels are compiled beforehand on tiny cases, and its first-call (JIT compile)
+latency is measured separately in fresh interpreters.
 """
 import argparse
 import logging
@@ -120,7 +121,7 @@ def particle_volume(ny, n, n_particles, seed):
 
 def case_particles(mode="full"):
     import fastalign
-    ny, n = {"full": (64, 128), "quick": (48, 64), "tiny": (16, 32)}[mode]
+    ny, n = {"full": (48, 96), "quick": (48, 64), "tiny": (16, 32)}[mode]
     angles = np.arange(-70.0, 70.0 + 1e-9, 2.0)
     ideal = fastalign.project(particle_volume(ny, n, 12, 3), angles)
     rng = np.random.default_rng(7)
@@ -134,7 +135,7 @@ def case_particles(mode="full"):
 def case_lamella(mode="full"):
     import fastalign
     from fastalign.phantoms import thin_film_3d
-    ny, n = {"full": (32, 128), "quick": (16, 64), "tiny": (8, 32)}[mode]
+    ny, n = {"full": (16, 96), "quick": (16, 64), "tiny": (8, 32)}[mode]
     wide_n = n + n // 2
     angles = np.arange(-60.0, 60.0 + 1e-9, 2.0)
     wide = fastalign.project(thin_film_3d((ny, n, wide_n), seed=2), angles)
@@ -386,28 +387,37 @@ def _available(pkg):
         return f"{pkg} not importable ({type(exc).__name__}: {exc})"
 
 
-def _measure(method, case, repeats, warmup=True):
-    """Untimed first call (its peak RSS recorded), then ``repeats`` timed calls.  Without
-    ``warmup`` a single call is both timed and measured (big cases: the kernels are already
-    compiled by the smaller cases that run first)."""
-    if not warmup:
-        with peers.PeakRSS() as mem:
-            t0 = time.perf_counter()
-            est, info = method.fn(case)
-            times = [time.perf_counter() - t0]
-        return est, info, times, mem.delta
-    with peers.PeakRSS() as mem:
-        est, info = method.fn(case)
+TIME_CAP_S = 30.0   # no further repeat once the timed calls of one cell add up to this
+
+
+def _measure(method, case, repeats):
+    """Up to ``repeats`` timed calls, fewer once they add up to ``TIME_CAP_S``; the peak RSS
+    growth of the first.  Kernels are compiled beforehand (:func:`_warm_up`), so every call
+    is a steady-state call."""
     times = []
-    for _ in range(repeats):
+    with peers.PeakRSS() as mem:
+        t0 = time.perf_counter()
+        est, info = method.fn(case)
+        times.append(time.perf_counter() - t0)
+    while len(times) < repeats and sum(times) < TIME_CAP_S:
         t0 = time.perf_counter()
         est, info = method.fn(case)
         times.append(time.perf_counter() - t0)
     return est, info, times, mem.delta
 
 
+def _warm_up(methods):
+    """Compile every fastalign kernel the methods use (x-only and x+y paths) on tiny cases,
+    untimed, so that no timed call includes JIT compilation."""
+    tiny = [CASES["seed"](mode="tiny"), CASES["particles"](mode="tiny")]
+    for m in methods:
+        if m.peer == "fastalign":
+            for c in tiny:
+                m.fn(c)
+
+
 def run_align(cases=None, methods=None, mode="full", repeats=None, first_call=True,
-              threads=0):
+              threads=0, warm_up=True):
     """Run every method on every case; returns a list of :class:`AlignRow` (skips included).
 
     Parameters
@@ -418,10 +428,14 @@ def run_align(cases=None, methods=None, mode="full", repeats=None, first_call=Tr
         Case sizes; ``quick`` and ``tiny`` (the smoke test's) also skip the big cases and
         time one call.
     repeats : int, optional
-        Timed calls per method and case after one untimed call (default 3, quick 1); big
-        cases get one call, timed.
+        Timed calls per method and case (default 3, quick 1; fewer once they add up to
+        ``TIME_CAP_S``); big cases get one.  fastalign's kernels are compiled beforehand on
+        tiny cases.
     first_call : bool
         Measure fastalign's first-call latency per method in a fresh interpreter.
+    warm_up : bool
+        Compile fastalign's kernels on tiny cases before the timed calls (off only in the
+        smoke test, whose timings do not matter).
     """
     from benchmarks.bench_jit import first_call_latency
     set_numba_threads(threads)
@@ -440,6 +454,8 @@ def run_align(cases=None, methods=None, mode="full", repeats=None, first_call=Tr
                 except Exception as exc:  # noqa: BLE001 - report, do not abort the suite
                     _log(f"  first-call latency of {m.jit_op} failed: {exc}")
     rows = []
+    if warm_up:
+        _warm_up(sel)
     for cname in names:
         try:
             case = CASES[cname](mode=mode)
@@ -464,8 +480,7 @@ def run_align(cases=None, methods=None, mode="full", repeats=None, first_call=Tr
                 row.status = f"skipped: {why}"
                 continue
             try:
-                big = cname in BIG_CASES
-                est, info, times, mem = _measure(m, case, 1 if big else reps, warmup=not big)
+                est, info, times, mem = _measure(m, case, 1 if cname in BIG_CASES else reps)
             except Skip as exc:
                 row.status = f"skipped: {exc}"
                 continue

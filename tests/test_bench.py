@@ -64,7 +64,7 @@ def test_asv_params_are_consistent():
 def test_align_suite_tiny_scores_and_reports_skips():
     methods = ["fastalign autofocus sirt", "fastalign com", "ETSpy PC", "ETSpy StackReg"]
     rows = peers_align.run_align(cases=["seed", "rotated"], methods=methods, mode="tiny",
-                                 first_call=False)
+                                 first_call=False, warm_up=False)
     by = {(r.case, r.method): r for r in rows}
     fa = by[("seed", "fastalign autofocus sirt")]
     assert fa.status == "ok" and len(fa.times) == 1
@@ -97,7 +97,7 @@ def test_scaling_and_results_md(tmp_path, monkeypatch):
     peers_scaling.suite.last_result = res
     peers_align.suite.last_rows = peers_align.run_align(
         cases=["lamella"], methods=["fastalign com", "ETSpy COM"], mode="tiny",
-        first_call=False)
+        first_call=False, warm_up=False)
     rows = [peers.Row("recon", "fbp", "fastalign fbp", "2", [0.1, 0.2], 1e6, 1.9, "", True),
             peers.Row("recon", "fbp", "peer", "2", [0.3, 0.4], math.nan, math.nan, "")]
     cfg = peers.Config(N=16, S=2, repeats=2, quick=True)
