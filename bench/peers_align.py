@@ -19,10 +19,11 @@ Cases (tilt series ``(n_tilts, ny, nx)``, tilt axis along y, DESIGN.md shift con
   ``dx ~ U[-3, 3]`` (no y shift: the slab fills every row, so a y shift has no reference);
 * ``rotated``: a tilt axis rotated in the image plane, with a centre offset
   (``phantoms.rotated_axis_experiment``, when this fastalign has it; otherwise skipped);
-* ``target256`` (full run only) and ``target600`` (opt-in: ``--case target600``): one timed
-  call per method; fastalign's alignment is stopped (``converged=False``, reported) when it
-  runs past ``BIG_BUDGET_S`` = 240 s, so that the full run stays bounded: the issue-4 time target, a ``(90, N, N)``
-  particle series, -89..89 step 2, ``dx, dy ~ U[-10, 10]``, aligned in x and y.
+* ``target256`` (full run only) and ``target600`` (opt-in: ``--case target600``): the
+  issue-4 time target, a ``(90, N, N)`` particle series, -89..89 step 2,
+  ``dx, dy ~ U[-10, 10]``, aligned in x and y.  One timed call per method; fastalign's
+  alignment is stopped (``converged=False``, reported) when it runs past ``BIG_BUDGET_S`` =
+  240 s, so that the full run stays bounded.
 
 Methods:
 

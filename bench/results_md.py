@@ -151,8 +151,9 @@ def write(path, *, cfg, rows, suite_log, machine_before, machine_after, started,
               "(`fastalign.gauge_error`: sinusoid from x, mean from y); `n/e`: component not "
               "estimated by the method; `-` in y: x-only case.  Time: median (min/max) of up "
               "to 3 timed calls (quick: 1; fewer once they add up to 30 s; big cases: 1), "
-              "fastalign's kernels compiled beforehand on tiny cases; first call: fastalign's first call in a fresh interpreter (JIT "
-              "compile, small problem), `-` for peers without JIT.", ""]
+              "fastalign's kernels compiled beforehand on tiny cases; first call: "
+              "fastalign's first call in a fresh interpreter (JIT compile, small problem), "
+              "`-` for peers without JIT.", ""]
         for c, desc in peers_align.DESCRIPTIONS.items():
             L.append(f"- `{c}`: {desc}")
         L += [""] + align_tables(arows) + ["### Time targets (issue 4)", ""] + \

@@ -10,8 +10,6 @@ import math
 import os
 import sys
 
-import numpy as np
-import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 sys.path.insert(0, BENCH)
