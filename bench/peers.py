@@ -3,7 +3,8 @@
 
 Usage (from the repository root)::
 
-    python bench/peers.py                        # every available suite, full size
+    python bench/peers.py                        # every suite, full size -> bench/RESULTS.md
+    python bench/peers.py --quick                # smoke run (small sizes, ~5 min)
     python bench/peers.py --suite projector      # one suite (repeatable option)
     python bench/peers.py --suite projector --small --repeats 3
     python bench/peers.py --list                 # registered suites and their status
@@ -76,6 +77,7 @@ class Config:
     astra_pool: str = "auto"       # auto | thread | process
     skimage: bool = True
     seed: int = 0
+    quick: bool = False            # smoke-test sizes (suites shrink their cases)
 
     @property
     def n_angles(self):
@@ -671,6 +673,8 @@ register_suite("projector", suite_projector,
                "forward/back projection vs ASTRA CPU linear and scikit-image radon/iradon")
 register_suite("recon", "peers_recon:suite", "SIRT/TV/FBP vs peers (bench/peers_recon.py)")
 register_suite("align", "peers_align:suite", "alignment vs peers (bench/peers_align.py)")
+register_suite("scaling", "peers_scaling:suite",
+               "projector cost vs N, tilts, slices, threads (bench/peers_scaling.py)")
 
 
 # ----------------------------------------------------------------------------------------
@@ -690,6 +694,44 @@ def print_table(rows):
         cpu = f"{r.cpu_per_wall:8.2f}" if np.isfinite(r.cpu_per_wall) else f"{'-':>8}"
         print(f"{r.suite:<10} {r.op:<9} {r.method:<34} {r.threads:>3} {r.median:9.3f} "
               f"{r.min:8.3f} {r.max:8.3f} {ratio} {mem} {cpu}  {r.note}")
+
+
+PACKAGES = ("fastalign", "numpy", "scipy", "numba", "llvmlite", "pyFFTW", "mrcfile",
+            "matplotlib", "astra-toolbox", "scikit-image", "etspy", "hyperspy", "pystackreg",
+            "svmbir", "asv")
+
+
+def machine_description():
+    """CPU model, cores, RAM, load, Python and package versions (a dict of strings)."""
+    import importlib.metadata as md
+    import numba
+    d = {"host": platform.node(), "os": platform.platform(),
+         "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            d["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f
+                             if ln.startswith("model name")), platform.processor())
+    except OSError:
+        d["cpu"] = platform.processor() or platform.machine()
+    d["cores"] = f"{n_cores()} usable ({os.cpu_count()} online)"
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1])
+        d["ram"] = f"{kb / 2**20:.1f} GiB"
+    except (OSError, StopIteration):
+        d["ram"] = "unknown"
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
+    d["load"] = f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)"
+    d["numba threads"] = (f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}, "
+                          f"layer {numba.config.THREADING_LAYER}")
+    vers = {}
+    for pkg in PACKAGES:
+        try:
+            vers[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            vers[pkg] = "not installed"
+    d["packages"] = vers
+    return d
 
 
 def _machine_line():
@@ -720,6 +762,10 @@ def main(argv=None):
                    help="thread pool if ASTRA releases the GIL (auto-detected), else processes")
     p.add_argument("--no-skimage", action="store_true", help="skip scikit-image")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: N=128, S=8, 3 repeats, small alignment cases, no big ones")
+    p.add_argument("--output", default=os.path.join(_BENCH_DIR, "RESULTS.md"),
+                   help="Markdown report (default bench/RESULTS.md; '' to skip)")
     args = p.parse_args(argv)
 
     if args.list:
@@ -732,32 +778,47 @@ def main(argv=None):
             print(f"{name:<10} {desc}  [{status}]")
         return 0
 
-    N = args.N or (256 if args.small else 512)
-    cfg = Config(N=N, S=args.slices, repeats=args.repeats, warmup=args.warmup,
+    N = args.N or (128 if args.quick else 256 if args.small else 512)
+    S = 8 if args.quick and args.slices == 64 else args.slices
+    repeats = 3 if args.quick and args.repeats == 5 else args.repeats
+    cfg = Config(N=N, S=S, repeats=repeats, warmup=args.warmup,
                  threads=args.threads, peer_threads=args.peer_threads,
-                 astra_pool=args.astra_pool, skimage=not args.no_skimage)
+                 astra_pool=args.astra_pool, skimage=not args.no_skimage, quick=args.quick)
+    t_run = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    machine_before = machine_description()
     names = args.suite or list(SUITES)
     explicit = bool(args.suite)
     print(_machine_line())
     print(f"N={cfg.N}, S={cfg.S}, {cfg.n_angles} tilts "
           f"({cfg.angles_deg[0]:g}..{cfg.angles_deg[-1]:g} deg), repeats={cfg.repeats}, "
           f"warmup={cfg.warmup}")
-    rows, status = [], 0
+    rows, status, suite_log = [], 0, {}
     for name in names:
         try:
             fn = load_suite(name)
         except LookupError as exc:
             print(f"suite {name}: skipped ({exc})")
+            suite_log[name] = f"skipped ({exc})"
             if explicit:
                 status = 2
             continue
         t0 = time.perf_counter()
         rows.extend(fn(cfg))
-        print(f"suite {name}: {time.perf_counter() - t0:.0f} s")
+        suite_log[name] = f"{time.perf_counter() - t0:.0f} s"
+        print(f"suite {name}: {suite_log[name]}")
     if rows:
         print()
         print_table(rows)
     print(_machine_line())
+    if args.output:
+        import results_md
+        cmd = "python bench/peers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        results_md.write(args.output, cfg=cfg, rows=rows, suite_log=suite_log,
+                         machine_before=machine_before, machine_after=machine_description(),
+                         started=started, wall_s=time.perf_counter() - t_run,
+                         command=cmd.strip())
+        print(f"wrote {args.output}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": _machine_line(), "config": {
