@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -347,6 +348,58 @@ def _write_block(writer, start, data):
 
 
 @contextlib.contextmanager
+def run_scope(client):
+    """Track the futures of one run; on error, cancel them and wait until none of them is
+    still executing on a worker (so that no late write lands in a deleted temporary)."""
+    tracked = _Tracked(client)
+    try:
+        yield tracked
+    except BaseException:
+        drain(client, tracked.futures)
+        raise
+
+
+class _Tracked:
+    """A client whose ``submit``/``compute`` futures are remembered (for :func:`drain`)."""
+
+    def __init__(self, client):
+        self._client = client
+        self.futures = []
+
+    def submit(self, *args, **kwargs):
+        f = self._client.submit(*args, **kwargs)
+        self.futures.append(f)
+        return f
+
+    def compute(self, *args, **kwargs):
+        f = self._client.compute(*args, **kwargs)
+        self.futures.append(f)
+        return f
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def drain(client, futures, timeout=60.0):
+    keys = {f.key for f in futures}
+    client.cancel(futures)
+
+    def executing(dask_worker=None):
+        state = getattr(dask_worker, "state", None)
+        return [ts.key for ts in getattr(state, "executing", ())]
+
+    deadline = time.monotonic() + timeout
+    while keys and time.monotonic() < deadline:
+        try:
+            running = client.run(executing)
+        except Exception:  # workers gone or shutting down: nothing left to wait for
+            return
+        if not any(k in keys for ks in running.values() for k in ks):
+            return
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
 def maybe_writer(path, shape, block, **kw):
     """:class:`VolumeWriter` for ``path`` (None: yield None), aborted on any exception."""
     if path is None:
@@ -355,9 +408,6 @@ def maybe_writer(path, shape, block, **kw):
     w = VolumeWriter(path, shape, block, **kw)
     try:
         yield w
-    except BaseException:
-        w.abort()
-        raise
     finally:
         if os.path.lexists(w.tmp):  # not committed
             w.abort()

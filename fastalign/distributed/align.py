@@ -37,7 +37,8 @@ from ..align.gauge import fix_gauge
 from ..align.result import AlignResult
 from ..align.shift import estimate_shift, shift_padding, tukey
 from . import _slabs
-from ._common import Source, VolumeWriter, client_workers, maybe_writer, plan, slab_rows_for
+from ._common import (Source, client_workers, maybe_writer, plan, run_scope,
+                      slab_rows_for)
 from .recon import run_tv
 
 log = logging.getLogger("fastalign.distributed")
@@ -122,162 +123,159 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
     if levels[-1] != 1 or any(a <= b for a, b in zip(levels, levels[1:])):
         raise ValueError(f"levels must decrease strictly and end with 1, got {levels}")
 
-    tchunks = plan(n, tilt_chunk, parts=2 * n_workers)
-    raw_full = [src.submit(client, t0, t1) for t0, t1 in tchunks]
-    stats = client.gather([client.submit(_slabs.chunk_stats, r, pure=False)
-                           for r in raw_full])
-    if not any(s[0] for s in stats):
-        raise ValueError("tilt_series is all zero: nothing to align")
-    mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
-    if recon == "tv" and lam is None:
-        lam = 0.02 * mean_abs
-    if isinstance(pad_x, str):
-        if pad_x != "auto":
-            raise ValueError(f"pad_x must be an integer or 'auto', got {pad_x!r}")
-        edge = sum(s[2] for s in stats) / (n * ny * 2)
-        pad_x = nx // 4 if edge > 0.1 * mean_abs else 0
-    pad_x = as_positive_int(pad_x, "pad_x", minimum=0)
-    opts = dict(pad_x=pad_x, method="autofocus", recon=recon, estimator=estimator, axes=axes,
-                max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
-                coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
-                center_offset=center_offset, min_coherence=min_coherence, taper=taper,
-                final_iter=final_iter, slices=None, distributed=True)
-    per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
-    rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
-    ctx = _Ctx(client, angles, recon, nonneg, lam, tchunks)
+    with run_scope(client) as client:
+        tchunks = plan(n, tilt_chunk, parts=2 * n_workers)
+        raw_full = [src.submit(client, t0, t1) for t0, t1 in tchunks]
+        stats = client.gather([client.submit(_slabs.chunk_stats, r, pure=False)
+                               for r in raw_full])
+        if not any(s[0] for s in stats):
+            raise ValueError("tilt_series is all zero: nothing to align")
+        mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
+        if recon == "tv" and lam is None:
+            lam = 0.02 * mean_abs
+        if isinstance(pad_x, str):
+            if pad_x != "auto":
+                raise ValueError(f"pad_x must be an integer or 'auto', got {pad_x!r}")
+            edge = sum(s[2] for s in stats) / (n * ny * 2)
+            pad_x = nx // 4 if edge > 0.1 * mean_abs else 0
+        pad_x = as_positive_int(pad_x, "pad_x", minimum=0)
+        opts = dict(pad_x=pad_x, method="autofocus", recon=recon, estimator=estimator, axes=axes,
+                    max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
+                    coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
+                    center_offset=center_offset, min_coherence=min_coherence, taper=taper,
+                    final_iter=final_iter, slices=None, distributed=True)
+        per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
+        rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
+        ctx = _Ctx(client, angles, recon, nonneg, lam, tchunks)
 
-    history = []
-    converged = stopped = False
-    states = None          # futures of (state, info) per slab
-    prev = None            # (slabs, domain shape) of the previous level
-    t_rec = t_est = t_shift = 0.0
-    for f in levels:
-        final_level = f == 1
-        fy = _y_factor(ny, f)
-        if f == 1:
-            raw_l = raw_full
-        else:
-            raw_l = [client.submit(_slabs.read_binned, r, f, fy, pure=False) for r in raw_full]
-        scale = np.array([f, fy], dtype=np.float64)
-        nyl, nxl = ny // fy, nx // f
-        co_l = (center_offset + 0.5 * (nx - (nx // f) * f)) / f
-        nzl = max(1, int(round(nz / f)))
-        pl = int(np.ceil(pad_x / f))
-        shape = (nyl, nzl, nxl + 2 * pl)
-        slabs = plan(nyl, max(1, rows_full // fy))
-        if states is None:
-            states = ctx.new_states(slabs, shape, co_l, [None] * len(slabs))
-            first_inner = 3 * n_inner
-        else:
-            states = ctx.zoomed_states(states, prev, slabs, shape, co_l)
-            first_inner = n_inner
-        prev = (slabs, shape)
-        wx = tukey(nxl, taper)
-        wy = tukey(nyl, taper) if nyl > 2 else None
-        n_outer = max_iter if final_level else coarse_iter
-        tol_l = tol if final_level else max(tol, 0.05 * f)
-        prev_upd = None
-        since_jump = 0
-        it = -1
-        for it in range(n_outer):
-            t0 = time.perf_counter()
-            shifts_l = -total / scale
-            corr = [client.submit(_slabs.shift_chunk, r, shifts_l[a:b],
-                                  shift_padding(shifts_l), pure=False)
-                    for r, (a, b) in zip(raw_l, tchunks)]
-            t1 = time.perf_counter()
-            states = ctx.set_data(states, corr, slabs, pl)
-            states = ctx.reconstruct(states, first_inner if it == 0 else n_inner)
-            states = [client.submit(_slabs.measure, s, ctx.next_gen(), pl, nxl, wx,
-                                    "x" in axes, pure=False) for s in states]
-            ctx.gen_done()
-            upd = np.zeros((n, 2))
-            want_y = "y" in axes and nyl > 1
-            res_f = [client.submit(_slabs.pick, s, "res", pure=False) for s in states]
-            cx_f = ([client.submit(_slabs.pick, s, "cx", pure=False) for s in states]
-                    if "x" in axes else [])
-            cy_f = []
-            if want_y:
-                for j, (a, b) in enumerate(tchunks):
-                    pieces = [client.submit(_slabs.tilts_of, s, "P", a, b, pure=False)
-                              for s in states]
-                    cy_f.append(client.submit(_slabs.cross_y, corr[j], pieces, wy,
-                                              pure=False))
-            res_p, cx_p, cy_p = client.gather([res_f, cx_f, cy_f])
-            t2 = time.perf_counter()
-            if "x" in axes:
-                C, pb, pp = (_sum_in_order([p[i] for p in cx_p]) for i in range(3))
-                upd[:, 0] = estimate_shift(C, pb, pp, nxl, estimator=estimator,
-                                           min_coherence=min_coherence)
-            if want_y:
-                C, pb, pp = (np.concatenate([p[i] for p in cy_p]) for i in range(3))
-                upd[:, 1] = estimate_shift(C, pb, pp, nyl, estimator=estimator,
-                                           min_coherence=min_coherence)
-            total += upd * scale
-            if extrapolate and prev_upd is not None and since_jump >= 3:
-                den = float(np.vdot(prev_upd, prev_upd))
-                rho = float(np.vdot(upd, prev_upd)) / den if den > 0 else 0.0
-                cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
-                    den * float(np.vdot(upd, upd)) + 1e-300)
-                if 0.3 < rho < 0.97 and cosang > 0.9:
-                    total += upd * scale * min(rho / (1.0 - rho), 10.0)
-                    since_jump = -1
-            prev_upd = upd
-            since_jump += 1
-            num = sum(r[0] for r in res_p)
-            den_b = sum(r[1] for r in res_p)
-            res = float(np.sqrt(num) / max(np.sqrt(den_b), 1e-30))
-            t3 = time.perf_counter()
-            t_shift += t1 - t0
-            t_rec += t2 - t1
-            t_est += t3 - t2
-            max_upd = float(np.abs(upd * scale).max())
-            entry = dict(iteration=len(history) + 1, level=int(f), max_update=max_upd,
-                         rms_update=float(np.sqrt(np.mean((upd * scale) ** 2))),
-                         residual=res, time_s=time.perf_counter() - t_start)
-            history.append(entry)
-            log.info("level %d it %d: max update %.4g px, residual %.4g", f, it + 1,
-                     max_upd, res)
-            if callback is not None:
-                try:
-                    callback(dict(entry, shifts=fix_gauge(total, angles)[0]))
-                except StopIteration:
-                    stopped = True
+        history = []
+        converged = stopped = False
+        states = None          # futures of (state, info) per slab
+        prev = None            # (slabs, domain shape) of the previous level
+        t_rec = t_est = t_shift = 0.0
+        for f in levels:
+            final_level = f == 1
+            fy = _y_factor(ny, f)
+            if f == 1:
+                raw_l = raw_full
+            else:
+                raw_l = [client.submit(_slabs.read_binned, r, f, fy, pure=False) for r in raw_full]
+            scale = np.array([f, fy], dtype=np.float64)
+            nyl, nxl = ny // fy, nx // f
+            co_l = (center_offset + 0.5 * (nx - (nx // f) * f)) / f
+            nzl = max(1, int(round(nz / f)))
+            pl = int(np.ceil(pad_x / f))
+            shape = (nyl, nzl, nxl + 2 * pl)
+            slabs = plan(nyl, max(1, rows_full // fy))
+            if states is None:
+                states = ctx.new_states(slabs, shape, co_l, [None] * len(slabs))
+                first_inner = 3 * n_inner
+            else:
+                states = ctx.zoomed_states(states, prev, slabs, shape, co_l)
+                first_inner = n_inner
+            prev = (slabs, shape)
+            wx = tukey(nxl, taper)
+            wy = tukey(nyl, taper) if nyl > 2 else None
+            n_outer = max_iter if final_level else coarse_iter
+            tol_l = tol if final_level else max(tol, 0.05 * f)
+            prev_upd = None
+            since_jump = 0
+            it = -1
+            for it in range(n_outer):
+                t0 = time.perf_counter()
+                shifts_l = -total / scale
+                corr = [client.submit(_slabs.shift_chunk, r, shifts_l[a:b],
+                                      shift_padding(shifts_l), pure=False)
+                        for r, (a, b) in zip(raw_l, tchunks)]
+                t1 = time.perf_counter()
+                states = ctx.set_data(states, corr, slabs, pl)
+                states = ctx.reconstruct(states, first_inner if it == 0 else n_inner)
+                states = [client.submit(_slabs.measure, s, ctx.next_gen(), pl, nxl, wx,
+                                        "x" in axes, pure=False) for s in states]
+                ctx.gen_done()
+                upd = np.zeros((n, 2))
+                want_y = "y" in axes and nyl > 1
+                res_f = [client.submit(_slabs.pick, s, "res", pure=False) for s in states]
+                cx_f = ([client.submit(_slabs.pick, s, "cx", pure=False) for s in states]
+                        if "x" in axes else [])
+                cy_f = []
+                if want_y:
+                    for j, (a, b) in enumerate(tchunks):
+                        pieces = [client.submit(_slabs.tilts_of, s, "P", a, b, pure=False)
+                                  for s in states]
+                        cy_f.append(client.submit(_slabs.cross_y, corr[j], pieces, wy,
+                                                  pure=False))
+                res_p, cx_p, cy_p = client.gather([res_f, cx_f, cy_f])
+                t2 = time.perf_counter()
+                if "x" in axes:
+                    C, pb, pp = (_sum_in_order([p[i] for p in cx_p]) for i in range(3))
+                    upd[:, 0] = estimate_shift(C, pb, pp, nxl, estimator=estimator,
+                                               min_coherence=min_coherence)
+                if want_y:
+                    C, pb, pp = (np.concatenate([p[i] for p in cy_p]) for i in range(3))
+                    upd[:, 1] = estimate_shift(C, pb, pp, nyl, estimator=estimator,
+                                               min_coherence=min_coherence)
+                total += upd * scale
+                if extrapolate and prev_upd is not None and since_jump >= 3:
+                    den = float(np.vdot(prev_upd, prev_upd))
+                    rho = float(np.vdot(upd, prev_upd)) / den if den > 0 else 0.0
+                    cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
+                        den * float(np.vdot(upd, upd)) + 1e-300)
+                    if 0.3 < rho < 0.97 and cosang > 0.9:
+                        total += upd * scale * min(rho / (1.0 - rho), 10.0)
+                        since_jump = -1
+                prev_upd = upd
+                since_jump += 1
+                num = sum(r[0] for r in res_p)
+                den_b = sum(r[1] for r in res_p)
+                res = float(np.sqrt(num) / max(np.sqrt(den_b), 1e-30))
+                t3 = time.perf_counter()
+                t_shift += t1 - t0
+                t_rec += t2 - t1
+                t_est += t3 - t2
+                max_upd = float(np.abs(upd * scale).max())
+                entry = dict(iteration=len(history) + 1, level=int(f), max_update=max_upd,
+                             rms_update=float(np.sqrt(np.mean((upd * scale) ** 2))),
+                             residual=res, time_s=time.perf_counter() - t_start)
+                history.append(entry)
+                log.info("level %d it %d: max update %.4g px, residual %.4g", f, it + 1,
+                         max_upd, res)
+                if callback is not None:
+                    try:
+                        callback(dict(entry, shifts=fix_gauge(total, angles)[0]))
+                    except StopIteration:
+                        stopped = True
+                        break
+                if max_upd < tol_l:
+                    converged = final_level
                     break
-            if max_upd < tol_l:
-                converged = final_level
+            del raw_l
+            if stopped:
                 break
-        del raw_l
-        if stopped:
-            break
 
-    # Final: gauge, aligned stack (tilt chunks), warm start moved into the gauge, volume.
-    t0 = time.perf_counter()
-    shifts, (ga, gb, gy) = fix_gauge(total, angles)
-    pads = shift_padding(-shifts)
-    aligned = [client.submit(_slabs.shift_chunk, r, -shifts[a:b], pads, pure=False)
-               for r, (a, b) in zip(raw_full, tchunks)]
-    full = (ny, nz, nx + 2 * pad_x)
-    slabs = plan(ny, rows_full)
-    with maybe_writer(out, (ny, nz, nx), rows_full, overwrite=overwrite, inputs=src.files,
-                      voxel_size_A=src.pixel_size_A) as vwriter:
+        # Final: gauge, aligned stack (tilt chunks), warm start moved into the gauge, volume.
+        t0 = time.perf_counter()
+        shifts, (ga, gb, gy) = fix_gauge(total, angles)
+        pads = shift_padding(-shifts)
+        aligned = [client.submit(_slabs.shift_chunk, r, -shifts[a:b], pads, pure=False)
+                   for r, (a, b) in zip(raw_full, tchunks)]
+        full = (ny, nz, nx + 2 * pad_x)
+        slabs = plan(ny, rows_full)
         keep_aligned = aligned_out is not None or out is None
-        awriter = None
-        if aligned_out is not None:
-            awriter = VolumeWriter(aligned_out, (n, ny, nx), tchunks[0][1] - tchunks[0][0],
-                                   overwrite=overwrite, inputs=src.files, mrc_volume=False,
-                                   voxel_size_A=src.pixel_size_A)
-        try:
+        with maybe_writer(out, (ny, nz, nx), rows_full, overwrite=overwrite, inputs=src.files,
+                          voxel_size_A=src.pixel_size_A) as vwriter, \
+                maybe_writer(aligned_out, (n, ny, nx), tchunks[0][1] - tchunks[0][0],
+                             overwrite=overwrite, inputs=src.files, mrc_volume=False,
+                             voxel_size_A=src.pixel_size_A) as awriter, \
+                run_scope(client) as client:
+            ctx.client = client
             a_res = None
             if keep_aligned:
                 a_res = [client.submit(_write_or_return, a, awriter, t0_, pure=False)
                          for a, (t0_, _) in zip(aligned, tchunks)]
-            x_shape = prev[1]
-            if x_shape == full:
-                states = ctx.shifted_states(states, prev[0], slabs, full, center_offset,
-                                            (gy, gb, ga))
-            else:  # pragma: no cover - levels always end with 1
-                states = ctx.new_states(slabs, full, center_offset, [None] * len(slabs))
+            # levels end with 1, so the last iterate has the full shape: only the gauge move
+            states = ctx.shifted_states(states, prev[0], slabs, full, center_offset,
+                                        (gy, gb, ga))
             states = ctx.set_data(states, aligned, slabs, pad_x)
             states = ctx.reconstruct(states, final_iter)
             crop = (pad_x, pad_x + nx) if pad_x else None
@@ -297,9 +295,6 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
                 else:
                     awriter.commit(a_parts)
                     aligned_arr = awriter.open()
-        finally:
-            if awriter is not None:
-                awriter.abort()
     t_final = time.perf_counter() - t0
     timings = dict(total_s=time.perf_counter() - t_start, reconstruct_s=t_rec,
                    estimate_s=t_est, resample_s=t_shift, final_s=t_final)

@@ -15,7 +15,7 @@ from .._validate import as_finite_float, as_positive_int
 from ..recon.tv import L_MARGIN
 from ..operator import Projector
 from . import _slabs
-from ._common import Source, client_workers, maybe_writer, plan, slab_rows_for
+from ._common import Source, client_workers, maybe_writer, plan, run_scope, slab_rows_for
 
 __all__ = ["sirt", "tv"]
 
@@ -78,11 +78,11 @@ def sirt(client, source, angles_deg=None, *, out=None, n_iter=50, nz=None, nonne
     n, ny, nx = src.shape
     m = _mask_array(mask, (ny, nz, nx), center_offset)
     with maybe_writer(out, (ny, nz, nx), rows, overwrite=overwrite, inputs=src.files,
-                      voxel_size_A=src.pixel_size_A) as writer:
+                      voxel_size_A=src.pixel_size_A) as writer, run_scope(client) as client:
         futures = []
         for r0, r1 in slabs:
             block = src.submit(client, 0, n, r0, r1)
-            mk = m if m is None or m.shape[0] == 1 else m[r0:r1]
+            mk = None if m is None else (m[0] if m.shape[0] == 1 else m[r0:r1])
             futures.append(client.submit(_slabs.sirt_slab, block, src.angles_deg, nz,
                                          center_offset, n_iter, nonneg, mk, writer, r0,
                                          pure=False))
@@ -127,7 +127,7 @@ def tv(client, source, angles_deg=None, *, lam, out=None, n_iter=50, nz=None, no
     n, ny, nx = src.shape
     L = L_MARGIN * Projector(src.angles_deg, (1, nz, nx), center_offset).norm() ** 2
     with maybe_writer(out, (ny, nz, nx), rows, overwrite=overwrite, inputs=src.files,
-                      voxel_size_A=src.pixel_size_A) as writer:
+                      voxel_size_A=src.pixel_size_A) as writer, run_scope(client) as client:
         states = []
         for r0, r1 in slabs:
             block = src.submit(client, 0, n, r0, r1)
