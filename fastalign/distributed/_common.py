@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 
 from .._validate import as_angles_deg, as_positive_int
-from ..io._atomic import check_output_path
+from ..io._atomic import check_output_path, same_file
 
 __all__ = ["Source", "VolumeWriter", "numba_section", "plan", "client_workers"]
 
@@ -240,9 +240,14 @@ class VolumeWriter:
         else:
             raise ValueError(f"output {path}: use a .zarr directory or an MRC file "
                              f"({', '.join(_MRC_SUFFIXES)})")
-        check_output_path(self.path, overwrite=overwrite, inputs=inputs)
-        if os.path.isdir(self.path) and self.kind == "mrc":
-            raise IsADirectoryError(f"cannot write {self.path}: it is a directory")
+        if self.kind == "zarr" and os.path.isdir(self.path):
+            if not overwrite:
+                raise FileExistsError(f"{self.path} already exists (use overwrite=True to "
+                                      "replace it)")
+            if any(inp is not None and same_file(self.path, inp) for inp in inputs):
+                raise ValueError(f"refusing to write {self.path}: it is an input")
+        else:
+            check_output_path(self.path, overwrite=overwrite, inputs=inputs)
         self.overwrite = overwrite
         self.mrc_volume = mrc_volume
         self.voxel_size_A = voxel_size_A
@@ -340,7 +345,10 @@ class VolumeWriter:
             import zarr
             return zarr.open_array(self.path, mode="r")
         import mrcfile
-        return mrcfile.mmap(self.path, mode="r").data
+        with mrcfile.open(self.path, mode="r", header_only=True) as mrc:
+            offset = 1024 + int(mrc.header.nsymbt)
+        return np.memmap(self.path, dtype=np.float32, mode="r", offset=offset,
+                         shape=self.shape)
 
 
 def _write_block(writer, start, data):
