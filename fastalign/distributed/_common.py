@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 
 import numpy as np
 
@@ -156,6 +157,15 @@ class Source:
             raise ValueError("angles_deg is required (no tilt angles found with the source)")
         self.angles_deg = as_angles_deg(a, n_expected=self.shape[0])
 
+    def block(self, client, t0, t1, r0, r1):
+        """Argument for a task that needs ``float32[t0:t1, r0:r1, :]``: for files, a small
+        :class:`BlockRef` the task reads itself (nothing is read ahead or kept), for dask
+        arrays a future of the computed block.  Resolve it in the task with
+        :func:`resolve`."""
+        if self.array is not None:
+            return self.submit(client, t0, t1, r0, r1)
+        return BlockRef(self, t0, t1, r0, r1)
+
     def __getstate__(self):
         d = dict(self.__dict__)
         d["array"] = None  # the graph is submitted from the client, never pickled
@@ -198,6 +208,22 @@ class Source:
 
 def _read_block(src, t0, t1, r0, r1):
     return src.read(t0, t1, r0, r1)
+
+
+class BlockRef:
+    """A block of a file source, read by the task that receives it."""
+
+    def __init__(self, src, t0, t1, r0, r1):
+        self.args = (src, t0, t1, r0, r1)
+
+    def read(self):
+        src, t0, t1, r0, r1 = self.args
+        return src.read(t0, t1, r0, r1)
+
+
+def resolve(block):
+    """The array of a :meth:`Source.block` argument (read now if it is a file block)."""
+    return block.read() if isinstance(block, BlockRef) else block
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -372,16 +398,20 @@ class _Tracked:
 
     def __init__(self, client):
         self._client = client
-        self.futures = []
+        self._futures = weakref.WeakSet()  # never keeps a result alive
+
+    @property
+    def futures(self):
+        return list(self._futures)
 
     def submit(self, *args, **kwargs):
         f = self._client.submit(*args, **kwargs)
-        self.futures.append(f)
+        self._futures.add(f)
         return f
 
     def compute(self, *args, **kwargs):
         f = self._client.compute(*args, **kwargs)
-        self.futures.append(f)
+        self._futures.add(f)
         return f
 
     def __getattr__(self, name):

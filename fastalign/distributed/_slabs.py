@@ -20,7 +20,7 @@ from ..kernels import linalg as _k
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from ..recon.tv import TVSolver
-from ._common import numba_section
+from ._common import numba_section, resolve
 
 
 class StaleStateError(RuntimeError):
@@ -59,6 +59,7 @@ def _sizeof_state(s):
 # ----------------------------------------------------------------------------- recon
 def sirt_slab(block, angles, nz, center_offset, n_iter, nonneg, mask, writer, r0):
     """SIRT of one slab from zero, exactly as :func:`fastalign.sirt`; written or returned."""
+    block = resolve(block)
     rows, nx = block.shape[1], block.shape[2]
     with numba_section():
         A = Projector(angles, (rows, nz, nx), center_offset)
@@ -71,6 +72,7 @@ def sirt_slab(block, angles, nz, center_offset, n_iter, nonneg, mask, writer, r0
 
 def tv_init(block, angles, nz, center_offset, lam, nonneg, n_inner, L):
     """A TV slab state from zero (as :func:`fastalign.tv` without ``x0``), begun."""
+    block = resolve(block)
     rows, nx = block.shape[1], block.shape[2]
     with numba_section():
         A = Projector(angles, (rows, nz, nx), center_offset)

@@ -86,6 +86,14 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
     AlignResult
         As :func:`fastalign.align`; ``volume`` and ``aligned`` are in-memory arrays when
         gathered, else the written files opened read-only (or None).
+
+    Notes
+    -----
+    Cluster memory: the raw series (and its binned copy on coarse levels), the shifted series
+    and the reprojection are held on the workers in pieces (about three series copies in
+    all, spread over the workers), plus each slab's solver (two volume- and two
+    series-sized buffers per slab for SIRT, about nine for TV).  Nothing of full size is
+    held by the client or by any one task.
     """
     t_start = time.perf_counter()
     n_workers, mem = client_workers(client)

@@ -81,7 +81,7 @@ def sirt(client, source, angles_deg=None, *, out=None, n_iter=50, nz=None, nonne
                       voxel_size_A=src.pixel_size_A) as writer, run_scope(client) as client:
         futures = []
         for r0, r1 in slabs:
-            block = src.submit(client, 0, n, r0, r1)
+            block = src.block(client, 0, n, r0, r1)
             mk = None if m is None else (m[0] if m.shape[0] == 1 else m[r0:r1])
             futures.append(client.submit(_slabs.sirt_slab, block, src.angles_deg, nz,
                                          center_offset, n_iter, nonneg, mk, writer, r0,
@@ -130,7 +130,7 @@ def tv(client, source, angles_deg=None, *, lam, out=None, n_iter=50, nz=None, no
                       voxel_size_A=src.pixel_size_A) as writer, run_scope(client) as client:
         states = []
         for r0, r1 in slabs:
-            block = src.submit(client, 0, n, r0, r1)
+            block = src.block(client, 0, n, r0, r1)
             states.append(client.submit(_slabs.tv_init, block, src.angles_deg, nz,
                                         center_offset, lam, nonneg, n_inner, L, pure=False))
         states, _ = run_tv(client, states, n_iter, lam, gen=0)
