@@ -188,8 +188,8 @@ def test_memory_limited_run(client, cache_dir, tmp_path):
 
     (``client`` only ensures that the shared JIT cache is filled: workers that compile
     everything themselves need ~130 MB more.)"""
-    n, ny, nx, nz = 16, 150000, 64, 8
-    limit = 512 * 2**20
+    n, ny, nx, nz = 16, 110000, 64, 8
+    limit = 400 * 2**20
     src = str(tmp_path / "big.mrc")
     rng = np.random.default_rng(2)
     with mrcfile.new_mmap(src, shape=(n, ny, nx), mrc_mode=2) as m:
