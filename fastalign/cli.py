@@ -272,6 +272,8 @@ def _cmd_align(args):
     outputs = io.OutputSet(out_dir, names.values(), overwrite=args.overwrite,
                            inputs=meta["files"])
     outputs.check()
+    if _distributed(args):
+        return _cmd_align_distributed(args, meta, angles, names, outputs, t_start)
     vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.recon == "tv" else 0)
     need = _check_memory(args, meta, volume_copies=vol_copies)
 
@@ -350,6 +352,8 @@ def _cmd_recon(args):
     out_dir = _out_dir(args, meta)
     outputs = io.OutputSet(out_dir, [name], overwrite=args.overwrite, inputs=meta["files"])
     outputs.check()
+    if _distributed(args):
+        return _cmd_recon_distributed(args, meta, angles, name, outputs)
     vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if method == "tv" else 0)
     need = _check_memory(args, meta, volume_copies=vol_copies)
     data = _load_input(args, meta, info)
@@ -394,6 +398,143 @@ def _cmd_recon(args):
         _checkpoint()
         outputs.commit()
     _say(args, f"fastalign: wrote {os.path.join(out_dir, name)}")
+    return EXIT_OK
+
+
+def _distributed(args):
+    """Whether to run on Dask (``--scheduler``/``--workers``); checks the options first."""
+    if args.scheduler is None and args.workers is None:
+        return False
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.fill_nonfinite:
+        raise ValueError("--fill-nonfinite is not available with --scheduler/--workers "
+                         "(the data are never loaded in one process)")
+    if args.max_memory is not None:
+        raise ValueError("--max-memory checks this process's memory; with --scheduler/"
+                         "--workers the workers' memory limits apply (set them on the "
+                         "cluster)")
+    return True
+
+
+class _DaskClient:
+    """Connect to ``--scheduler`` or start a LocalCluster of ``--workers`` processes."""
+
+    def __init__(self, args):
+        self.args = args
+        self.cluster = self.client = None
+
+    def __enter__(self):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ImportError("--scheduler/--workers need dask.distributed: pip install "
+                              "'fastalign[dask]'") from None
+        a = self.args
+        if a.scheduler is not None:
+            self.client = Client(a.scheduler, timeout="30s")
+        else:
+            threads = a.threads or max(1, (os.cpu_count() or 1) // a.workers)
+            self.cluster = LocalCluster(n_workers=a.workers, threads_per_worker=threads,
+                                        processes=True, dashboard_address=None)
+            self.client = Client(self.cluster)
+        return self.client
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        return False
+
+
+class _SourceRows:
+    """Enough of an array for :func:`_slice_panels`: shape, and ``[:, c:c+1, :]`` read from
+    the file."""
+
+    def __init__(self, src):
+        self.src = src
+        self.shape = src.shape
+
+    def __getitem__(self, key):
+        rows = key[1]
+        return self.src.read(0, self.shape[0], rows.start, rows.stop)
+
+
+def _cmd_recon_distributed(args, meta, angles, name, outputs):
+    from . import distributed as fd
+
+    method = args.method
+    if method == "fbp":
+        raise ValueError("--method fbp is not available with --scheduler/--workers "
+                         "(use sirt or tv)")
+    kwargs = {}
+    for key in ("nz", "n_iter", "lam"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    n, ny, nx = meta["shape"]
+    _say(args, f"fastalign: distributed {method} reconstruction of {n} tilts of {ny} x {nx}")
+    with _DaskClient(args) as client, outputs:
+        func = fd.sirt if method == "sirt" else fd.tv
+        func(client, meta["source"], angles, out=outputs.path(name), **kwargs)
+        _checkpoint()
+        outputs.commit()
+    _say(args, f"fastalign: wrote {outputs.final_path(name)}")
+    return EXIT_OK
+
+
+def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
+    from . import distributed as fd
+    from . import io, report
+    from .distributed._common import Source
+
+    if args.method != "autofocus":
+        raise ValueError(f"--method {args.method} is not available with --scheduler/"
+                         "--workers (autofocus only)")
+    kwargs = {"recon": args.recon, "axes": args.axes, "callback": _checkpoint}
+    for key in ("max_iter", "tol", "nz", "estimator", "lam"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    n, ny, nx = meta["shape"]
+    stem = _stem(meta)
+    _say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} on Dask (autofocus, "
+               f"{args.recon})")
+    timings = {}
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
+    with _DaskClient(args) as client, outputs:
+        t0 = time.perf_counter()
+        result = fd.align(client, meta["source"], angles,
+                          out=outputs.path(names["volume"]),
+                          aligned_out=outputs.path(names["aligned"]), **kwargs)
+        _checkpoint()
+        timings["align_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        panels = _slice_panels(_SourceRows(Source(meta["source"], angles)), result, angles,
+                               result.volume.shape[1])
+        io.write_xf(outputs.path(names["xf"]), result.shifts)
+        io.write_tlt(outputs.path(names["tlt"]), angles)
+        report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
+                           title=f"{stem}: shifts ({result.method})")
+        report.plot_slices(outputs.path(names["slices_png"]), panels,
+                           title=f"{stem}: central slices")
+        report.plot_convergence(outputs.path(names["convergence_png"]), result.history,
+                                title=f"{stem}: convergence")
+        timings["write_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_start
+        rep = report.build_report(inputs=_input_record(meta, angles), options=options,
+                                  result=result, timings=timings, outputs=names,
+                                  command=["fastalign"] + list(args.argv),
+                                  extra={"dask_workers": len(
+                                      client.scheduler_info()["workers"])})
+        report.write_report(outputs.path(names["report"]), rep)
+        _checkpoint()
+        outputs.commit()
+    state = "converged" if result.converged else "did NOT converge"
+    _say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
+    if not result.converged:
+        warnings.warn("alignment did not converge within --max-iter; the shifts may be "
+                      "inaccurate")
+    _say(args, f"fastalign: wrote {', '.join(names.values())} to {outputs.out_dir}")
     return EXIT_OK
 
 
@@ -498,6 +639,16 @@ def build_parser():
     data.add_argument("--max-memory", metavar="SIZE", help=_MEMORY_HELP)
     data.add_argument("--nz", type=int, metavar="N",
                       help="volume thickness in pixels (default: the library's, nx)")
+    dask_opts = data.add_mutually_exclusive_group()
+    dask_opts.add_argument("--scheduler", metavar="ADDRESS",
+                           help="run on an existing Dask cluster (e.g. tcp://host:8786): the "
+                                "workers read the input in slabs and write the outputs "
+                                "slab-wise (needs the 'dask' extra; input MRC, HDF5, Zarr or "
+                                ".npy)")
+    dask_opts.add_argument("--workers", type=int, metavar="N",
+                           help="run distributed on a Dask LocalCluster of N worker processes "
+                                "on this machine (each with --threads threads, default "
+                                "cores / N), closed at exit")
 
     p = sub.add_parser(
         "align", parents=[common, data], formatter_class=fmt,

@@ -19,7 +19,8 @@ def fourier_shift(stack, shifts, *, pad=None, out=None):
     stack : ndarray, float32, shape (n, ny, nx)
     shifts : array_like, shape (n, 2)
         ``(sx, sy)`` in pixels.
-    pad : int, optional
+    pad : int or (int, int), optional
+        Padding per side, for both axes or as ``(pad_y, pad_x)``.
     out : ndarray, float32, shape (n, ny, nx), optional
 
     Returns
@@ -32,9 +33,10 @@ def fourier_shift(stack, shifts, *, pad=None, out=None):
     if out is None:
         out = np.empty_like(stack)
     pads = []
-    for col, length in ((1, ny), (0, nx)):
-        if pad is not None:
-            p = int(pad)
+    pad_yx = (None, None) if pad is None else tuple(np.broadcast_to(np.asarray(pad), 2))
+    for col, length, pad_axis in ((1, ny, pad_yx[0]), (0, nx, pad_yx[1])):
+        if pad_axis is not None:
+            p = int(pad_axis)
         elif np.any(s[:, col] != 0):
             p = int(np.ceil(np.abs(s[:, col]).max())) + 8
         else:
@@ -53,6 +55,17 @@ def fourier_shift(stack, shifts, *, pad=None, out=None):
         res = _fft.irfft2(spec, s=(Ny, Nx))
         out[a0:a1] = res[:, py0:py0 + ny, px0:px0 + nx]
     return out
+
+
+def shift_padding(shifts):
+    """The default ``(pad_y, pad_x)`` of :func:`fourier_shift` for these ``(sx, sy)`` shifts.
+
+    Lets a caller shifting a stack in several parts (e.g. tilt chunks on different workers)
+    use the padding the whole stack would get, so that the parts equal the whole.
+    """
+    s = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
+    return tuple(int(np.ceil(np.abs(s[:, c]).max())) + 8 if np.any(s[:, c] != 0) else 0
+                 for c in (1, 0))
 
 
 def tukey(n, alpha):

@@ -1,0 +1,326 @@
+"""Worker-side tasks: per-slab solver states and per-tilt-chunk operations.
+
+A slab state (:class:`SlabState`) holds one slab's solver (projector, weights, buffers, iterate
+``x``) in the memory of the worker that created it.  Every task that advances a state takes the
+previous task's result ``(state, info)`` and returns a new ``(state, info)``: ``state`` is the
+same object, changed in place (no copy of the slab), and ``info`` a fresh small record (partial
+sums, a fresh reprojection) that later tasks read without racing with the next update.  Each
+state carries a generation counter that every update checks and increments, so a state reused
+out of order (which in-place updates would make wrong) raises instead of computing silently
+wrong numbers.  After a lost worker, Dask recomputes the chain from the slab read, which is
+deterministic.
+"""
+import numpy as np
+import scipy.ndimage as ndi
+from dask.sizeof import sizeof
+
+from ..align.autofocus import _make_solver, bin_stack
+from ..align.shift import cross_power, fourier_shift
+from ..kernels import linalg as _k
+from ..operator import Projector
+from ..recon.sirt import SIRTSolver
+from ..recon.tv import TVSolver
+from ._common import numba_section, resolve
+
+
+class StaleStateError(RuntimeError):
+    """A slab state was used out of order (a task ran twice or on an outdated copy)."""
+
+
+class SlabState:
+    """One slab's solver, iterate and data, living on a worker."""
+
+    def __init__(self, solver, x, b=None):
+        self.solver = solver
+        self.x = x
+        self.b = b
+        self.gen = 0
+        self.tv = None  # MFISTA working references during a TV run
+
+    def advance(self, gen):
+        if self.gen != gen:
+            raise StaleStateError(f"slab state at generation {self.gen}, task expected {gen}: "
+                                  "a task was re-run on an already updated state")
+        self.gen += 1
+
+    def nbytes(self):
+        total = self.x.nbytes + (0 if self.b is None else self.b.nbytes)
+        for v in vars(self.solver).values():
+            if isinstance(v, np.ndarray):
+                total += v.nbytes
+        return total
+
+
+@sizeof.register(SlabState)
+def _sizeof_state(s):
+    return s.nbytes()
+
+
+# ----------------------------------------------------------------------------- recon
+def sirt_slab(block, angles, nz, center_offset, n_iter, nonneg, mask, writer, r0):
+    """SIRT of one slab from zero, exactly as :func:`fastalign.sirt`; written or returned."""
+    block = resolve(block)
+    rows, nx = block.shape[1], block.shape[2]
+    with numba_section():
+        A = Projector(angles, (rows, nz, nx), center_offset)
+        solver = SIRTSolver(A, mask=mask, nonneg=nonneg)
+        x = np.zeros(A.domain_shape, np.float32)
+        solver._ax.fill(0.0)
+        solver.run(block, x, n_iter, Ax=solver._ax)
+    return x if writer is None else writer.write(r0, x)
+
+
+def tv_init(block, angles, nz, center_offset, lam, nonneg, n_inner, L):
+    """A TV slab state from zero (as :func:`fastalign.tv` without ``x0``), begun."""
+    block = resolve(block)
+    rows, nx = block.shape[1], block.shape[2]
+    with numba_section():
+        A = Projector(angles, (rows, nz, nx), center_offset)
+        solver = TVSolver(A, lam=lam, nonneg=nonneg, tv="2d", n_inner=n_inner, L=L)
+        st = SlabState(solver, np.zeros(A.domain_shape, np.float32), block)
+        solver._ax.fill(0.0)
+        return st, _tv_begin(st, ax_known=True)
+
+
+def _tv_begin(st, ax_known=False):
+    """The part of :meth:`TVSolver.run` before its loop; returns partial sums."""
+    s, b, x = st.solver, st.b, st.x
+    if s.nonneg:
+        _k.clip_nonneg(x)
+    if not ax_known:
+        s.A._forward(x, s._ax)
+    s._has_reprojection = True
+    _k.sumsq(b, s._rows_data)
+    bn2 = float(s._rows_data.sum())
+    _k.diff_sumsq(s._ax, b, s._rows_data)
+    data_x = float(s._rows_data.sum())
+    tv_x = s.tv_value(x) if s.lam > 0.0 else 0.0
+    st.tv = dict(xb=x, zb=s._z, yb=s._y, gb=s._g, axb=s._ax, azb=s._az, ayb=s._ay)
+    r = st.tv
+    _k.copy3(r["yb"], r["xb"])
+    _k.extrapolate_residual(r["ayb"], r["axb"], r["axb"], r["axb"], 0.0, b)
+    return {"bn2": bn2, "data": data_x, "tv": tv_x}
+
+
+def _tv_decide(st, decision):
+    """Apply the client's accept/reject decision of the last MFISTA step."""
+    accepted, coef = decision
+    r, b = st.tv, st.b
+    if accepted:
+        _k.extrapolate(r["yb"], r["zb"], r["zb"], r["xb"], coef)
+        _k.extrapolate_residual(r["ayb"], r["azb"], r["azb"], r["axb"], coef, b)
+        r["xb"], r["zb"] = r["zb"], r["xb"]
+        r["axb"], r["azb"] = r["azb"], r["axb"]
+    else:
+        _k.extrapolate(r["yb"], r["xb"], r["zb"], r["xb"], coef)
+        _k.extrapolate_residual(r["ayb"], r["axb"], r["azb"], r["axb"], coef, b)
+
+
+def tv_step(prev, gen, decision):
+    """One MFISTA step of a slab: apply the previous decision, then compute ``z`` and the
+    partial objective ``(||A z - b||^2, TV(z))`` for the client's global decision."""
+    st = prev[0]
+    st.advance(gen)
+    with numba_section():
+        if decision is not None:
+            _tv_decide(st, decision)
+        s, r, b = st.solver, st.tv, st.b
+        s.A._adjoint(r["ayb"], r["gb"])
+        _k.gradient_step(r["yb"], r["gb"], 1.0 / s.L)
+        tv_z = s._prox(r["gb"], r["zb"])
+        s.A._forward(r["zb"], r["azb"])
+        _k.diff_sumsq(r["azb"], b, s._rows_data)
+        data_z = float(s._rows_data.sum())
+        if s.lam > 0.0 and tv_z is None:
+            tv_z = s.tv_value(r["zb"])
+    return st, {"data": data_z, "tv": tv_z if tv_z is not None else 0.0}
+
+
+def tv_end(prev, gen, decision):
+    """Apply the last decision and put the result into the slab's ``x`` and ``A x``."""
+    st = prev[0]
+    st.advance(gen)
+    with numba_section():
+        if decision is not None:
+            _tv_decide(st, decision)
+        s, r = st.solver, st.tv
+        if r["xb"] is not st.x:
+            _k.copy3(st.x, r["xb"])
+        if r["axb"] is not s._ax:
+            _k.copy3(s._ax, r["axb"])
+        st.tv = None
+    return st, {}
+
+
+def finish_volume(prev, writer, r0, crop):
+    """The slab's volume (columns ``crop`` = (c0, c1)), written or returned."""
+    x = prev[0].x
+    if crop is not None:
+        x = np.ascontiguousarray(x[:, :, crop[0]:crop[1]])
+    return x if writer is None else writer.write(r0, x)
+
+
+# ----------------------------------------------------------------------------- align
+def read_binned(block, f, fy):
+    """A tilt chunk of the raw data binned ``fy x f`` (as the local loop bins the stack)."""
+    with numba_section():
+        return bin_stack(block, f, fy)
+
+
+def shift_chunk(raw, shifts, pad):
+    """``fourier_shift`` of a tilt chunk with the whole stack's padding."""
+    with numba_section():
+        return fourier_shift(raw, shifts, pad=pad)
+
+
+def rows_of(arr, r0, r1):
+    return np.ascontiguousarray(arr[:, r0:r1])
+
+
+def tilts_of(res, key, t0, t1):
+    return np.ascontiguousarray(res[1][key][t0:t1])
+
+
+def pick(res, key):
+    return res[1][key]
+
+
+def pick_all(res):
+    return res[1]
+
+
+def chunk_stats(block):
+    """``(any non-zero, sum |v|, sum |v| over the first and last columns)`` in float64."""
+    a = np.abs(block, dtype=np.float64)
+    return bool(np.any(block)), float(a.sum()), float(a[:, :, [0, -1]].sum())
+
+
+def align_state(angles, shape, center_offset, recon, nonneg, lam, x):
+    """An alignment slab state: the local loop's solver for this slab, iterate ``x``."""
+    with numba_section():
+        A = Projector(angles, shape, center_offset)
+        solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+        if x is None:
+            x = np.zeros(A.domain_shape, np.float32)
+        return SlabState(solver, x), {}
+
+
+def set_data(prev, gen, pieces, pl):
+    """Assemble the slab's data ``b`` from tilt-chunk pieces (edge-padded by ``pl``)."""
+    st = prev[0]
+    st.advance(gen)
+    b = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    if pl:
+        b = np.pad(b, ((0, 0), (0, 0), (pl, pl)), mode="edge")
+    st.b = np.ascontiguousarray(b, dtype=np.float32)
+    return st, {}
+
+
+def sirt_run(prev, gen, n_iter):
+    """``n_iter`` warm-started iterations of the local loop's SIRT on the slab."""
+    st = prev[0]
+    st.advance(gen)
+    with numba_section():
+        st.solver.run(st.b, st.x, n_iter)
+    return st, {}
+
+
+def tv_begin(prev, gen):
+    st = prev[0]
+    st.advance(gen)
+    with numba_section():
+        return st, _tv_begin(st)
+
+
+def measure(prev, gen, pl, nxl, wx, want_x):
+    """Reproject the slab; partial x cross-power spectra and residual sums; cropped ``P``."""
+    st = prev[0]
+    st.advance(gen)
+    with numba_section():
+        P = st.solver.A(st.x)
+        b = st.b
+        if pl:
+            bc, Pc = b[:, :, pl:pl + nxl], np.ascontiguousarray(P[:, :, pl:pl + nxl])
+        else:
+            bc, Pc = b, P
+        info = {"P": Pc}
+        if want_x:
+            info["cx"] = cross_power(bc, Pc, 2, wx)
+        d = Pc.astype(np.float64) - bc
+        info["res"] = (float(np.square(d).sum()), float(np.square(bc, dtype=np.float64).sum()))
+    return st, info
+
+
+def cross_y(b_chunk, P_pieces, wy):
+    """Cross-power spectra along y of a tilt chunk (whole columns from all slabs)."""
+    P = np.concatenate(P_pieces, axis=1) if len(P_pieces) > 1 else P_pieces[0]
+    with numba_section():
+        return cross_power(b_chunk, np.ascontiguousarray(P), 1, wy)
+
+
+def x_rows(prev, a, b):
+    """Copy of rows ``[a, b)`` (slab-local) of a state's iterate."""
+    return np.array(prev[0].x[a:b])
+
+
+def zoom_rows(parts, i0, in_shape, out_shape, r0, r1):
+    """Rows ``[r0, r1)`` of ``ndi.zoom(x, out_shape / in_shape, order=1)`` (trilinear, the
+    ``grid_mode=False`` coordinate map), from input rows ``i0 ...`` given in ``parts``."""
+    src = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    fz = np.array(out_shape[1:], float) / np.array(in_shape[1:], float)
+    planes = {}
+
+    def plane(i):
+        if i not in planes:
+            planes[i] = ndi.zoom(src[i - i0], fz, order=1, output=np.float64)
+        return planes[i]
+
+    ny_in, ny_out = in_shape[0], out_shape[0]
+    step = (ny_in - 1) / (ny_out - 1) if ny_out > 1 else 1.0
+    out = np.empty((r1 - r0,) + tuple(out_shape[1:]), np.float32)
+    for j in range(r0, r1):
+        c = j * step
+        out[j - r0] = _lerp_rows(plane, c, ny_in)
+    return out
+
+
+def shift_rows(parts, i0, ny, shift, r0, r1):
+    """Rows ``[r0, r1)`` of ``ndi.shift(x, shift, order=1)`` (mode ``"constant"``) from the
+    input rows ``i0 ...`` given in ``parts``."""
+    src = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    planes = {}
+
+    def plane(i):
+        if i not in planes:
+            planes[i] = ndi.shift(src[i - i0], shift[1:], order=1, output=np.float64)
+        return planes[i]
+
+    out = np.zeros((r1 - r0,) + src.shape[1:], np.float32)
+    for j in range(r0, r1):
+        c = j - shift[0]
+        if -1e-9 <= c <= ny - 1 + 1e-9:
+            out[j - r0] = _lerp_rows(plane, c, ny)
+    return out
+
+
+def _lerp_rows(plane, c, n):
+    i = min(max(int(np.floor(c)), 0), max(n - 2, 0))
+    t = c - i
+    if n == 1 or t == 0.0:
+        return plane(i)
+    if t == 1.0:
+        return plane(i + 1)
+    return (1.0 - t) * plane(i) + t * plane(i + 1)
+
+
+def rows_needed_zoom(in_ny, out_ny, r0, r1):
+    step = (in_ny - 1) / (out_ny - 1) if out_ny > 1 else 1.0
+    lo = int(np.floor(r0 * step))
+    hi = int(np.floor((r1 - 1) * step)) + 2
+    return max(0, min(lo, in_ny - 1)), min(in_ny, hi)
+
+
+def rows_needed_shift(ny, sy, r0, r1):
+    lo = int(np.floor(r0 - sy)) - 1
+    hi = int(np.floor(r1 - 1 - sy)) + 2
+    return max(0, lo), min(ny, max(hi, 0))

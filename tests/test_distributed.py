@@ -1,0 +1,309 @@
+"""fastalign.distributed on a real LocalCluster: equality with the local path, slab-wise output
+under a worker memory limit, and a worker killed mid-run.
+
+The worker processes compile the Numba kernels themselves; to keep this file fast they share an
+on-disk JIT cache in a temporary directory (``FASTALIGN_CACHE=1``, ``NUMBA_CACHE_DIR``), filled
+by one worker before the other starts using it.  The test process itself keeps the default
+(no cache).
+"""
+import glob
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+zarr = pytest.importorskip("zarr")
+h5py = pytest.importorskip("h5py")
+mrcfile = pytest.importorskip("mrcfile")
+
+import fastalign  # noqa: E402
+import fastalign.distributed as fd  # noqa: E402
+
+N_TILTS, NY, NX, NZ = 20, 24, 48, 32
+ANGLES = np.linspace(-60.0, 60.0, N_TILTS)
+
+
+def _warm():
+    """Compile (or load from the shared cache) every kernel the distributed tasks use."""
+    rng = np.random.default_rng(1)
+    d = rng.random((6, 8, 16)).astype(np.float32)
+    a = np.linspace(-50, 50, 6)
+    fastalign.sirt(d, a, n_iter=1)
+    fastalign.tv(d, a, lam=0.1, n_iter=1)
+    fastalign.align(d, a, max_iter=1, levels=[1], n_inner=1, recon="sirt")
+    fastalign.align(d, a, max_iter=1, levels=[1], n_inner=1, recon="tv")
+    return os.getpid()
+
+
+def _cluster_kwargs(cache_dir, **kw):
+    env = {"FASTALIGN_CACHE": "1", "NUMBA_CACHE_DIR": str(cache_dir)}
+    return dict(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                env=env, **kw)
+
+
+def _warm_workers(client):
+    for addr in client.scheduler_info()["workers"]:  # one after the other: the second loads
+        client.submit(_warm, workers=[addr], pure=False).result()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("numba_cache")
+
+
+@pytest.fixture(scope="module")
+def client(cache_dir):
+    with distributed.LocalCluster(**_cluster_kwargs(cache_dir)) as cluster, \
+            distributed.Client(cluster) as c:
+        _warm_workers(c)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def series():
+    rng = np.random.default_rng(0)
+    vol = np.zeros((NY, NZ, NX), np.float32)
+    vol[4:20, 8:24, 10:38] = rng.random((16, 16, 28))
+    data = fastalign.project(vol, ANGLES)
+    shifts = rng.uniform(-2.5, 2.5, (N_TILTS, 2))
+    return fastalign.fourier_shift(data, shifts)
+
+
+def _no_temporaries(directory):
+    return not glob.glob(os.path.join(str(directory), ".*.tmp"))
+
+
+def test_sirt_zarr_equals_local(client, series, tmp_path):
+    src = tmp_path / "series.zarr"
+    z = zarr.open_array(str(src), mode="w", shape=series.shape, chunks=(N_TILTS, 5, NX),
+                        dtype="float32")
+    z[...] = series
+    ref = fastalign.sirt(series, ANGLES, n_iter=8, nz=NZ, mask=True)
+    out = tmp_path / "vol.zarr"
+    vol = fd.sirt(client, str(src), ANGLES, out=str(out), n_iter=8, nz=NZ, mask=True,
+                  slab_rows=5)
+    on_disk = zarr.open_array(str(out), mode="r")[...]
+    assert on_disk.shape == (NY, NZ, NX)
+    np.testing.assert_allclose(on_disk, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+    np.testing.assert_array_equal(np.asarray(vol[...]), on_disk)
+    assert _no_temporaries(tmp_path)
+    # the same from a dask array, gathered into memory
+    mem = fd.sirt(client, da.from_array(series, chunks=(N_TILTS, 7, NX)), ANGLES, n_iter=8,
+                  nz=NZ, mask=True, slab_rows=7)
+    np.testing.assert_allclose(mem, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+    with pytest.raises(FileExistsError):
+        fd.sirt(client, str(src), ANGLES, out=str(out), n_iter=1, nz=NZ)
+
+
+def test_tv_hdf5_to_mrc_equals_local(client, series, tmp_path):
+    src = tmp_path / "series.h5"
+    with h5py.File(src, "w") as f:
+        f["/data"] = series
+    ref = fastalign.tv(series, ANGLES, lam=0.02, n_iter=12, nz=NZ)
+    out = tmp_path / "vol.rec"
+    fd.tv(client, f"{src}:/data", ANGLES, lam=0.02, out=str(out), n_iter=12, nz=NZ,
+          slab_rows=6)
+    with mrcfile.open(str(out), permissive=True) as m:
+        on_disk = np.array(m.data)
+        assert m.header.ispg == 1
+        assert m.header.dmax == pytest.approx(float(ref.max()), rel=1e-6)
+    np.testing.assert_allclose(on_disk, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    assert _no_temporaries(tmp_path)
+    with pytest.raises(ValueError, match="2d"):
+        fd.tv(client, f"{src}:/data", ANGLES, lam=0.02, tv="3d")
+
+
+@pytest.mark.parametrize("recon", ["sirt", "tv"])
+def test_align_equals_local(client, series, tmp_path, recon):
+    kw = dict(recon=recon, levels=[2, 1], coarse_iter=2, max_iter=3, n_inner=3, nz=NZ,
+              tol=0.0)
+    ref = fastalign.align(series, ANGLES, **kw)
+    src = da.from_array(series, chunks=(N_TILTS, 8, NX))
+    res = fd.align(client, src, ANGLES, slab_rows=7, tilt_chunk=6, **kw)
+    # shifts to float32 round-off (TV's default lam comes from a float64 rather than a
+    # float32 mean), same history, same aligned stack and volume
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-5)
+    assert [h["level"] for h in res.history] == [h["level"] for h in ref.history]
+    np.testing.assert_allclose([h["residual"] for h in res.history],
+                               [h["residual"] for h in ref.history], rtol=1e-5)
+    np.testing.assert_allclose(res.aligned, ref.aligned, rtol=0,
+                               atol=1e-5 * np.abs(ref.aligned).max())
+    np.testing.assert_allclose(res.volume, ref.volume, rtol=0,
+                               atol=1e-5 * np.abs(ref.volume).max())
+    assert res.converged == ref.converged
+
+
+def test_align_writes_outputs_atomically(client, series, tmp_path):
+    kw = dict(levels=[1], max_iter=2, n_inner=2, nz=NZ, tol=0.0, axes="x", pad_x=4)
+    ref = fastalign.align(series, ANGLES, **kw)
+    src = tmp_path / "series.npy"
+    np.save(src, series)
+    res = fd.align(client, str(src), ANGLES, out=str(tmp_path / "v.zarr"),
+                   aligned_out=str(tmp_path / "s.ali"), **kw)
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "v.zarr"))[...], ref.volume,
+                               rtol=0, atol=1e-5 * np.abs(ref.volume).max())
+    with mrcfile.open(str(tmp_path / "s.ali")) as m:
+        np.testing.assert_allclose(m.data, ref.aligned, rtol=0,
+                                   atol=1e-5 * np.abs(ref.aligned).max())
+    assert _no_temporaries(tmp_path)
+
+
+def _failing_block(block, block_info=None):
+    if block_info[0]["array-location"][1][0] >= 12:
+        raise RuntimeError("injected read failure")
+    return block
+
+
+def test_failed_run_leaves_no_output(client, series, tmp_path):
+    src = da.from_array(series, chunks=(N_TILTS, 6, NX)).map_blocks(_failing_block,
+                                                                     dtype=np.float32)
+    with pytest.raises(RuntimeError, match="injected"):
+        fd.sirt(client, src, ANGLES, out=str(tmp_path / "v.zarr"), n_iter=2, nz=NZ,
+                slab_rows=6)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_input(client, series):
+    with pytest.raises(TypeError, match="Client"):
+        fd.sirt(object(), da.from_array(series), ANGLES)
+    with pytest.raises(ValueError, match="angles"):
+        fd.sirt(client, da.from_array(series), ANGLES[:-1])
+    with pytest.raises(ValueError, match="xcorr"):
+        fd.align(client, da.from_array(series), ANGLES, initial_shifts="xcorr")
+
+
+def _peak_memory(dask_worker=None):
+    """Largest process memory the worker's monitor sampled (every ~0.5 s) during its life."""
+    return max(dask_worker.monitor.quantities["memory"])
+
+
+def test_memory_limited_run(client, cache_dir, tmp_path):
+    """A series larger than a worker's memory limit is reconstructed slab by slab.
+
+    (``client`` only ensures that the shared JIT cache is filled: workers that compile
+    everything themselves need ~130 MB more.)"""
+    n, ny, nx, nz = 16, 110000, 64, 8
+    limit = 400 * 2**20
+    src = str(tmp_path / "big.mrc")
+    rng = np.random.default_rng(2)
+    with mrcfile.new_mmap(src, shape=(n, ny, nx), mrc_mode=2) as m:
+        for r in range(0, ny, 4096):
+            m.data[:, r:r + 4096] = rng.random((n, min(4096, ny - r), nx), np.float32)
+    size = os.path.getsize(src)
+    assert size > limit  # the series does not fit in a worker
+    import dask
+    cfg = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+           "distributed.worker.memory.pause": 0.9, "distributed.worker.memory.terminate": 0.95}
+    with dask.config.set(cfg), distributed.LocalCluster(
+            **_cluster_kwargs(cache_dir, memory_limit=limit)) as cluster, \
+            distributed.Client(cluster) as c:
+        pids = c.run(os.getpid)
+        out = str(tmp_path / "vol.rec")
+        fd.sirt(c, src, np.linspace(-60, 60, n), out=out, n_iter=2,
+                nz=nz, slab_rows=1024)
+        assert c.run(os.getpid) == pids  # no worker was killed for exceeding its limit
+        peak = c.run(_peak_memory)
+        assert max(peak.values()) < limit
+    with mrcfile.mmap(out, mode="r") as m:
+        assert m.data.shape == (ny, nz, nx)
+        with mrcfile.mmap(src, mode="r") as s:
+            for r0 in (0, 12345, ny - 700):  # local SIRT of row blocks (slices independent)
+                ref = fastalign.sirt(np.array(s.data[:, r0:r0 + 700]), np.linspace(-60, 60, n),
+                                     n_iter=2, nz=nz)
+                np.testing.assert_allclose(m.data[r0:r0 + 700], ref, rtol=0,
+                                           atol=1e-6 * np.abs(ref).max())
+
+
+def test_worker_killed_mid_run(client, tmp_path):
+    """SIGKILL a worker while slabs are being written: Dask reruns its tasks elsewhere (or
+    the call raises); the output is complete and right, or absent."""
+    rng = np.random.default_rng(3)
+    n, ny, nx, nz = 30, 400, 64, 64
+    data = rng.random((n, ny, nx)).astype(np.float32)
+    angles = np.linspace(-70, 70, n)
+    out = tmp_path / "vol.zarr"
+    pid = next(iter(client.run(os.getpid).values()))
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            tmp = glob.glob(str(tmp_path / ".vol.zarr.*.tmp" / "c" / "*"))
+            if tmp:
+                killed["done_before"] = len(glob.glob(str(tmp_path / ".vol.zarr.*.tmp"
+                                                          / "c" / "*")))
+                os.kill(pid, signal.SIGKILL)
+                killed["at"] = time.time()
+                return
+            time.sleep(0.02)
+
+    th = threading.Thread(target=killer)
+    th.start()
+    try:
+        fd.sirt(client, da.from_array(data, chunks=(n, 40, nx)), angles, out=str(out),
+                n_iter=6, nz=nz, slab_rows=10)
+        ok = True
+    except distributed.KilledWorker:
+        ok = False
+    th.join()
+    assert "at" in killed and killed["done_before"] < ny // 10  # killed mid-run
+    if ok:
+        ref = fastalign.sirt(data, angles, n_iter=6, nz=nz)
+        np.testing.assert_allclose(zarr.open_array(str(out))[...], ref, rtol=0,
+                                   atol=1e-6 * np.abs(ref).max())
+    else:
+        assert not out.exists()
+    assert _no_temporaries(tmp_path)
+    client.wait_for_workers(2, timeout=60)
+
+
+def _cli(*args, env=None):
+    import subprocess
+    import sys
+    full = dict(os.environ)
+    full.pop("FASTALIGN_DEBUG", None)
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "fastalign"] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=300, env=full)
+
+
+def test_cli_scheduler_and_workers(client, series, tmp_path, cache_dir):
+    src = tmp_path / "ts.mrc"
+    with mrcfile.new(str(src)) as m:
+        m.set_data(series)
+    np.savetxt(tmp_path / "ts.rawtlt", ANGLES)
+    addr = client.scheduler.address
+    proc = _cli("recon", src, "--scheduler", addr, "--n-iter", 4, "--nz", NZ, "-o",
+                tmp_path / "r", "-q")
+    assert proc.returncode == 0, proc.stderr
+    with mrcfile.open(str(tmp_path / "r" / "ts.rec")) as m:
+        ref = fastalign.sirt(series, ANGLES, n_iter=4, nz=NZ)
+        np.testing.assert_allclose(m.data, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+    proc = _cli("align", src, "--scheduler", addr, "--max-iter", 2, "--tol", 0, "--nz", NZ,
+                "-o", tmp_path / "a", "-q")
+    assert proc.returncode == 0, proc.stderr
+    ref = fastalign.align(series, ANGLES, max_iter=2, tol=0.0, nz=NZ)
+    shifts = fastalign.io.read_xf(tmp_path / "a" / "ts.xf")
+    np.testing.assert_allclose(shifts, ref.shifts, rtol=0, atol=1e-4)
+    assert sorted(os.listdir(tmp_path / "a")) == sorted(
+        ["ts.ali", "ts.rec", "ts.xf", "ts.tlt", "report.json", "shifts.png", "slices.png",
+         "convergence.png"])
+    with mrcfile.open(str(tmp_path / "a" / "ts.rec")) as m:
+        np.testing.assert_allclose(m.data, ref.volume, rtol=0,
+                                   atol=1e-5 * np.abs(ref.volume).max())
+    # --workers starts (and closes) its own LocalCluster
+    env = {"FASTALIGN_CACHE": "1", "NUMBA_CACHE_DIR": str(cache_dir)}
+    proc = _cli("recon", src, "--workers", 2, "--threads", 1, "--n-iter", 4, "--nz", NZ,
+                "-o", tmp_path / "w", "-q", env=env)
+    assert proc.returncode == 0, proc.stderr
+    with mrcfile.open(str(tmp_path / "w" / "ts.rec")) as m:
+        ref = fastalign.sirt(series, ANGLES, n_iter=4, nz=NZ)
+        np.testing.assert_allclose(m.data, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+    proc = _cli("recon", src, "--workers", 2, "--method", "fbp", "-o", tmp_path / "f")
+    assert proc.returncode == 2 and "fbp" in proc.stderr
