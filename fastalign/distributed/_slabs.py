@@ -14,7 +14,7 @@ import numpy as np
 import scipy.ndimage as ndi
 from dask.sizeof import sizeof
 
-from ..align.autofocus import _make_solver, bin_stack
+from ..align.autofocus import _make_solver, _pad_columns, bin_stack
 from ..align.shift import cross_power, fourier_shift
 from ..kernels import linalg as _k
 from ..operator import Projector
@@ -195,23 +195,23 @@ def chunk_stats(block):
     return bool(np.any(block)), float(a.sum()), float(a[:, :, [0, -1]].sum())
 
 
-def align_state(angles, shape, center_offset, recon, nonneg, lam, x):
+def align_state(angles, shape, center_offset, recon, nonneg, lam, x, pad=0):
     """An alignment slab state: the local loop's solver for this slab, iterate ``x``."""
     with numba_section():
         A = Projector(angles, shape, center_offset)
-        solver = _make_solver(recon, A, nonneg=nonneg, lam=lam)
+        solver = _make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pad)
         if x is None:
             x = np.zeros(A.domain_shape, np.float32)
         return SlabState(solver, x), {}
 
 
-def set_data(prev, gen, pieces, pl):
-    """Assemble the slab's data ``b`` from tilt-chunk pieces (edge-padded by ``pl``)."""
+def set_data(prev, gen, pieces, pl, recon):
+    """Assemble the slab's data ``b`` from tilt-chunk pieces (padded by ``pl`` columns as the
+    local loop pads them)."""
     st = prev[0]
     st.advance(gen)
     b = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
-    if pl:
-        b = np.pad(b, ((0, 0), (0, 0), (pl, pl)), mode="edge")
+    b = _pad_columns(b, pl, recon)
     st.b = np.ascontiguousarray(b, dtype=np.float32)
     return st, {}
 
@@ -263,64 +263,24 @@ def x_rows(prev, a, b):
     return np.array(prev[0].x[a:b])
 
 
-def zoom_rows(parts, i0, in_shape, out_shape, r0, r1):
-    """Rows ``[r0, r1)`` of ``ndi.zoom(x, out_shape / in_shape, order=1)`` (trilinear, the
-    ``grid_mode=False`` coordinate map), from input rows ``i0 ...`` given in ``parts``."""
+def warm_rows(parts, i0, pos_old, pos_new, shape, zx_shift=None):
+    """Rows at ``pos_new`` of the local loop's warm start
+    (:func:`fastalign.align.autofocus._warm_start`, after ``ndi.shift`` by ``(0,) + zx_shift``
+    when given) from the old rows ``i0 ...`` given in ``parts``.  Shift and zoom act on each
+    row independently (identity along y), so a block of rows gives the same values as the
+    whole volume."""
     src = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-    fz = np.array(out_shape[1:], float) / np.array(in_shape[1:], float)
-    planes = {}
-
-    def plane(i):
-        if i not in planes:
-            planes[i] = ndi.zoom(src[i - i0], fz, order=1, output=np.float64)
-        return planes[i]
-
-    ny_in, ny_out = in_shape[0], out_shape[0]
-    step = (ny_in - 1) / (ny_out - 1) if ny_out > 1 else 1.0
-    out = np.empty((r1 - r0,) + tuple(out_shape[1:]), np.float32)
-    for j in range(r0, r1):
-        c = j * step
-        out[j - r0] = _lerp_rows(plane, c, ny_in)
-    return out
-
-
-def shift_rows(parts, i0, ny, shift, r0, r1):
-    """Rows ``[r0, r1)`` of ``ndi.shift(x, shift, order=1)`` (mode ``"constant"``) from the
-    input rows ``i0 ...`` given in ``parts``."""
-    src = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-    planes = {}
-
-    def plane(i):
-        if i not in planes:
-            planes[i] = ndi.shift(src[i - i0], shift[1:], order=1, output=np.float64)
-        return planes[i]
-
-    out = np.zeros((r1 - r0,) + src.shape[1:], np.float32)
-    for j in range(r0, r1):
-        c = j - shift[0]
-        if -1e-9 <= c <= ny - 1 + 1e-9:
-            out[j - r0] = _lerp_rows(plane, c, ny)
-    return out
-
-
-def _lerp_rows(plane, c, n):
-    i = min(max(int(np.floor(c)), 0), max(n - 2, 0))
-    t = c - i
-    if n == 1 or t == 0.0:
-        return plane(i)
-    if t == 1.0:
-        return plane(i + 1)
-    return (1.0 - t) * plane(i) + t * plane(i + 1)
-
-
-def rows_needed_zoom(in_ny, out_ny, r0, r1):
-    step = (in_ny - 1) / (out_ny - 1) if out_ny > 1 else 1.0
-    lo = int(np.floor(r0 * step))
-    hi = int(np.floor((r1 - 1) * step)) + 2
-    return max(0, min(lo, in_ny - 1)), min(in_ny, hi)
-
-
-def rows_needed_shift(ny, sy, r0, r1):
-    lo = int(np.floor(r0 - sy)) - 1
-    hi = int(np.floor(r1 - 1 - sy)) + 2
-    return max(0, lo), min(ny, max(hi, 0))
+    n_out = len(pos_new)
+    if zx_shift is not None:
+        src = ndi.shift(src, (0.0,) + tuple(zx_shift), order=1)
+    zx = np.array(shape[1:]) / np.array(src.shape[1:])
+    if np.any(zx != 1):
+        src = ndi.zoom(src, (1.0, zx[0], zx[1]), order=1)
+        if src.shape[1:] != tuple(shape[1:]):  # zoom rounding: the local loop starts at 0
+            return np.zeros((n_out,) + tuple(shape[1:]), np.float32)
+    if pos_old.size == 1:
+        return np.ascontiguousarray(np.repeat(src[:1], n_out, axis=0), dtype=np.float32)
+    t = np.interp(pos_new, pos_old, np.arange(pos_old.size))
+    k = np.clip(np.floor(t).astype(np.int64), 0, pos_old.size - 2)
+    w = (t - k).astype(np.float32)[:, None, None]
+    return np.ascontiguousarray((1 - w) * src[k - i0] + w * src[k + 1 - i0], dtype=np.float32)

@@ -19,8 +19,10 @@ over tilt chunks, estimates the updates with the same estimator as the local loo
 extrapolation) and broadcasts them with the next iteration's tasks.  TV's monotone FISTA
 needs the whole volume's objective at every inner iteration: partial sums are reduced on the
 client (see :mod:`fastalign.distributed.recon`).  Between levels the warm start is zoomed
-slab by slab (trilinear, with the halo rows each output slab needs); the final warm start is
-moved into the reported gauge the same way.  The final reconstruction is written slab-wise,
+slab by slab as in the local loop (zoom in (z, x), linear along y between row positions,
+with the halo rows each output slab needs); the final warm start is moved into the reported
+gauge the same way.  The distributed loop always uses every row (the local ``max_rows``
+budget is for one machine) and estimates shifts only (no ``refine``).  The final reconstruction is written slab-wise,
 and the aligned stack tilt-chunk-wise, to Zarr/MRC (atomic).
 
 The outer-loop bookkeeping below mirrors :func:`fastalign.align.autofocus.align` line by line;
@@ -159,7 +161,7 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
         history = []
         converged = stopped = False
         states = None          # futures of (state, info) per slab
-        prev = None            # (slabs, domain shape) of the previous level
+        prev = None            # (slabs, full-resolution row positions) of the previous level
         t_rec = t_est = t_shift = 0.0
         for f in levels:
             final_level = f == 1
@@ -175,13 +177,15 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
             pl = int(np.ceil(pad_x / f))
             shape = (nyl, nzl, nxl + 2 * pl)
             slabs = plan(nyl, max(1, rows_full // fy))
+            pos = (np.arange(nyl) + 0.5) * fy - 0.5  # full-resolution row positions
             if states is None:
-                states = ctx.new_states(slabs, shape, co_l, [None] * len(slabs))
+                states = ctx.new_states(slabs, shape, co_l, [None] * len(slabs), pl)
                 first_inner = 3 * n_inner
             else:
-                states = ctx.zoomed_states(states, prev, slabs, shape, co_l)
+                states = ctx.warm_states(states, prev, slabs, pos, shape, co_l, pl)
                 first_inner = n_inner
-            prev = (slabs, shape)
+            prev = (slabs, pos)
+            prev_shape = shape
             wx = tukey(nxl, taper)
             wy = tukey(nyl, taper) if nyl > 2 else None
             n_outer = max_iter if final_level else coarse_iter
@@ -282,8 +286,11 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
                 a_res = [client.submit(_write_or_return, a, awriter, t0_, pure=False)
                          for a, (t0_, _) in zip(aligned, tchunks)]
             # levels end with 1, so the last iterate has the full shape: only the gauge move
-            states = ctx.shifted_states(states, prev[0], slabs, full, center_offset,
-                                        (gy, gb, ga))
+            # as the local loop: move (z, x) into the gauge, rows by y positions + gy
+            zx_shift = (gb * prev_shape[1] / nz, ga * prev_shape[2] / full[2])
+            states = ctx.warm_states(states, (prev[0], prev[1] + gy), slabs,
+                                     np.arange(ny, dtype=np.float64), full, center_offset,
+                                     pad_x, zx_shift=zx_shift)
             states = ctx.set_data(states, aligned, slabs, pad_x)
             states = ctx.reconstruct(states, final_iter)
             crop = (pad_x, pad_x + nx) if pad_x else None
@@ -341,10 +348,10 @@ class _Ctx:
     def gen_done(self):
         self.gen += 1
 
-    def new_states(self, slabs, shape, co, xs):
+    def new_states(self, slabs, shape, co, xs, pad):
         self.gen = 0
         return [self.client.submit(_slabs.align_state, self.angles, (r1 - r0,) + shape[1:],
-                                   co, self.recon, self.nonneg, self.lam, x, pure=False)
+                                   co, self.recon, self.nonneg, self.lam, x, pad, pure=False)
                 for (r0, r1), x in zip(slabs, xs)]
 
     def _rows(self, states, slabs, lo, hi):
@@ -357,42 +364,31 @@ class _Ctx:
                                                 pure=False))
         return parts
 
-    def zoomed_states(self, states, prev, slabs, shape, co):
-        """States of a new level warm-started from the previous level's iterate, zoomed as
-        the local loop does (``ndi.zoom(x, new / old, order=1)``, zeros if the rounded
-        shape differs)."""
-        old_slabs, old_shape = prev
-        zoom = np.array(shape) / np.array(old_shape)
-        zshape = tuple(int(round(a * z)) for a, z in zip(old_shape, zoom))
+    def warm_states(self, states, prev, slabs, pos_new, shape, co, pad, zx_shift=None):
+        """States over ``slabs`` warm-started as the local loop does
+        (:func:`fastalign.align.autofocus._warm_start`: optional shift and zoom in (z, x),
+        then linear interpolation between the old rows at their full-resolution positions);
+        each slab fetches only the old rows it interpolates from."""
+        old_slabs, pos_old = prev
+        n_old = pos_old.size
         xs = []
         for r0, r1 in slabs:
-            if zshape != tuple(shape):
-                xs.append(None)
-                continue
-            lo, hi = _slabs.rows_needed_zoom(old_shape[0], shape[0], r0, r1)
+            if n_old == 1:
+                lo, hi = 0, 1
+            else:
+                t = np.interp(pos_new[r0:r1], pos_old, np.arange(n_old))
+                k = np.clip(np.floor(t).astype(np.int64), 0, n_old - 2)
+                lo, hi = int(k.min()), int(k.max()) + 2
             parts = self._rows(states, old_slabs, lo, hi)
-            xs.append(self.client.submit(_slabs.zoom_rows, parts, lo, old_shape, shape, r0, r1,
-                                         pure=False))
-        return self.new_states(slabs, shape, co, xs)
-
-    def shifted_states(self, states, old_slabs, slabs, shape, co, shift):
-        """States over ``slabs`` whose iterate is ``ndi.shift(x, shift, order=1)``."""
-        xs = []
-        for r0, r1 in slabs:
-            lo, hi = _slabs.rows_needed_shift(shape[0], shift[0], r0, r1)
-            parts = self._rows(states, old_slabs, lo, hi) if lo < hi else []
-            if not parts:
-                xs.append(None)
-                continue
-            xs.append(self.client.submit(_slabs.shift_rows, parts, lo, shape[0],
-                                         np.asarray(shift, float), r0, r1, pure=False))
-        return self.new_states(slabs, shape, co, xs)
+            xs.append(self.client.submit(_slabs.warm_rows, parts, lo, pos_old, pos_new[r0:r1],
+                                         shape, zx_shift, pure=False))
+        return self.new_states(slabs, shape, co, xs, pad)
 
     def set_data(self, states, chunks, slabs, pl):
         out = []
         for s, (r0, r1) in zip(states, slabs):
             pieces = [self.client.submit(_slabs.rows_of, c, r0, r1, pure=False) for c in chunks]
-            out.append(self.client.submit(_slabs.set_data, s, self.gen, pieces, pl,
+            out.append(self.client.submit(_slabs.set_data, s, self.gen, pieces, pl, self.recon,
                                           pure=False))
         self.gen += 1
         return out
