@@ -98,6 +98,48 @@ def _p_row(ur, un, pxr, pzr, k):
 
 
 @jit
+def _level_row(fr, pxr, pzr, pxm, pzm, um, ur, w, lo, k):
+    """:func:`_u_row` of row ``r`` into ``ur`` fused with :func:`_p_row` of row ``r - 1``
+    (dual ``pxm, pzm``, primal ``um``): column ``ix`` of the new row is computed from the old
+    ``pzm[ix]`` just before the dual update overwrites it.  Same operations as the two
+    separate sweeps, one pass over the rows."""
+    one = np.float32(1.0)
+    nx = fr.shape[0]
+    if nx == 1:
+        _u_row(fr, pxr, pzr, pzm, w, lo, ur)
+        _p_row(um, ur, pxm, pzm, k)
+        return
+    # column 0 (no p_x[-1])
+    v = max(fr[0] - w * (pxr[0] + pzr[0] - pzm[0]), lo)
+    ur[0] = v
+    gx = um[1] - um[0]
+    gz = v - um[0]
+    s = one / (one + k * np.sqrt(gx * gx + gz * gz))
+    pxm[0] = (pxm[0] - k * gx) * s
+    pzm[0] = (pzm[0] - k * gz) * s
+    for ix in range(1, nx - 1):
+        d = pxr[ix] + pzr[ix] - pzm[ix]
+        d -= pxr[ix - 1]
+        v = max(fr[ix] - w * d, lo)
+        ur[ix] = v
+        gx = um[ix + 1] - um[ix]
+        gz = v - um[ix]
+        s = one / (one + k * np.sqrt(gx * gx + gz * gz))
+        pxm[ix] = (pxm[ix] - k * gx) * s
+        pzm[ix] = (pzm[ix] - k * gz) * s
+    # column nx - 1 (g_x = 0)
+    ix = nx - 1
+    d = pxr[ix] + pzr[ix] - pzm[ix]
+    d -= pxr[ix - 1]
+    v = max(fr[ix] - w * d, lo)
+    ur[ix] = v
+    gz = v - um[ix]
+    s = one / (one + k * abs(gz))
+    pxm[ix] = pxm[ix] * s
+    pzm[ix] = (pzm[ix] - k * gz) * s
+
+
+@jit
 def _row_tv(ur, un):
     """``sum_x |grad u|`` over one row (2-D forward differences, float64); ``un`` is the next
     row, or None for the last row."""
@@ -141,6 +183,10 @@ def _prox_slice(base, pa, qa, coef, g, step, fused, pz, px, u, w, k, n_inner, lo
                 fbuf[s % nf, :] = base[s]
         for t in range(max(0, s - nz), min(s, n_inner) + 1):
             r = s - t                 # level t: u row r (if r < nz), then dual row r - 1
+            if t < n_inner and 0 < r < nz:          # the common case: one fused sweep
+                _level_row(fbuf[r % nf], px[r], pz[r], px[r - 1], pz[r - 1],
+                           ubuf[t, (r - 1) % 2], ubuf[t, r % 2], w, lo, k)
+                continue
             final = t == n_inner
             if r < nz:
                 ur = u[r] if final else ubuf[t, r % 2]
@@ -155,9 +201,7 @@ def _prox_slice(base, pa, qa, coef, g, step, fused, pz, px, u, w, k, n_inner, lo
                         tv += _row_tv(u[j], u[j + 1])
                     else:
                         tv += _row_tv(u[j], None)
-                elif j + 1 < nz:
-                    _p_row(ubuf[t, j % 2], ubuf[t, (j + 1) % 2], px[j], pz[j], k)
-                else:
+                else:                                # last row (j + 1 == nz)
                     _p_row(ubuf[t, j % 2], None, px[j], pz[j], k)
     return tv
 
