@@ -19,8 +19,11 @@ iterations of Chambolle's (2004) dual algorithm (:mod:`fastalign.kernels.tv`), w
 from the dual of the previous outer iteration (and of the previous :meth:`TVSolver.run`).
 
 Cost per iteration: one forward and one back projection (``A y`` is obtained by linearity
-from ``A x`` and ``A z``, which are projected anyway for the objective) plus the prox and a few
-elementwise passes.
+from ``A x`` and ``A z``, which are projected anyway for the objective) plus the prox and two
+passes over the tilt series.  The momentum point ``y`` is never stored: it is kept as
+``base + coef (pa - qa)`` of two iterates, and for 2-D TV the prox kernel forms its input
+``y - (1/L) A^T (A y - b)`` row by row (:func:`fastalign.kernels.tv.fista_prox_2d`); for 3-D TV
+and ``lam = 0`` one elementwise pass does it.  For 2-D TV the prox also returns ``TV(z)``.
 """
 import numpy as np
 
@@ -61,7 +64,8 @@ class TVSolver:
     Notes
     -----
     Update: module docstring.  Memory: with the caller's ``x``, 4 volume-sized buffers
-    (``x, y, z``, gradient) plus the dual field (2 volume-sized for ``"2d"``, 3 for ``"3d"``),
+    (three iterates rotating as ``x``, the previous ``x`` or a rejected ``z``, and the next
+    ``z``; the gradient) plus the dual field (2 volume-sized for ``"2d"``, 3 for ``"3d"``),
     i.e. 6 or 7 volumes, and 3 tilt-series-sized buffers (``A x``, ``A z``, ``A y``).
 
     The dual field persists between :meth:`run` calls (warm start of the prox); FISTA's
