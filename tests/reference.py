@@ -114,3 +114,53 @@ def back_slice(sino, angles_deg, nz, center_offset=0.0):
     nx = sino.shape[1]
     M = system_matrix(nz, nx, angles_deg, center_offset)
     return (M.T @ sino.ravel()).reshape(nz, nx)
+
+
+def chambolle_2d(f, p, w, tau, n_iter, nonneg=False):
+    """Chambolle's dual iteration for the 2-D isotropic-TV prox, full sweeps in float64.
+
+    ``u = P_K(f - w div p)``; ``p <- (p - k grad u) / (1 + k |grad u|)``, ``k = tau / w``,
+    with forward differences (zero in the last row / column) and ``div`` the backward
+    difference (``p[-1] = 0``).  ``n_iter`` dual updates, then the final ``u``.
+
+    Parameters
+    ----------
+    f : array_like, shape (nz, nx)
+    p : array_like, shape (2, nz, nx)
+        Initial dual, ``p[0]`` along z and ``p[1]`` along x (not modified).
+    w, tau : float
+    n_iter : int
+    nonneg : bool
+        ``K = {u >= 0}`` instead of all images.
+
+    Returns
+    -------
+    u : ndarray, float64, shape (nz, nx)
+    p : ndarray, float64, shape (2, nz, nx)
+        The updated dual.
+    tv : float
+        ``sum |grad u|`` of the returned ``u``.
+    """
+    f = np.asarray(f, dtype=np.float64)
+    p = np.array(p, dtype=np.float64)
+    k = tau / w
+
+    def grad(u):
+        g = np.zeros((2,) + u.shape)
+        g[0, :-1] = u[1:] - u[:-1]
+        g[1, :, :-1] = u[:, 1:] - u[:, :-1]
+        return g
+
+    def primal(p):
+        d = p[0] + p[1]
+        d[1:] -= p[0, :-1]
+        d[:, 1:] -= p[1, :, :-1]
+        u = f - w * d
+        return np.maximum(u, 0.0) if nonneg else u
+
+    for _ in range(n_iter):
+        g = grad(primal(p))
+        p = (p - k * g) / (1.0 + k * np.sqrt(g[0] ** 2 + g[1] ** 2))
+    u = primal(p)
+    g = grad(u)
+    return u, p, float(np.sum(np.sqrt(g[0] ** 2 + g[1] ** 2)))

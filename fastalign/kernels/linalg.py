@@ -81,31 +81,23 @@ def diff_sumsq(a, b, rowsum):
 
 
 @jit(parallel=True)
-def gradient_step(y, g, step):
-    """``g = y - step * g`` in place (the forward step of proximal gradient)."""
-    n0, n1, n2 = y.shape
-    s = np.float32(step)
-    for i in prange(n0):
-        ys = y[i]
-        gs = g[i]
-        for j in range(n1):
-            for m in range(n2):
-                gs[j, m] = ys[j, m] - s * gs[j, m]
-
-
-@jit(parallel=True)
-def extrapolate(out, base, p, q, coef):
-    """``out = base + coef * (p - q)`` (3-D; ``base`` may be ``p`` or ``q``)."""
+def fista_step(out, base, pa, qa, coef, g, step, nonneg):
+    """``out = (base + coef (pa - qa)) - step g``, then ``max(out, 0)`` if ``nonneg``: the
+    FISTA extrapolation and forward step in one pass (3-D).  ``out`` may alias any input."""
     n0, n1, n2 = out.shape
     c = np.float32(coef)
+    s = np.float32(step)
+    lo = np.float32(0.0) if nonneg else np.float32(-np.inf)
     for i in prange(n0):
         o = out[i]
         bs = base[i]
-        ps = p[i]
-        qs = q[i]
+        ps = pa[i]
+        qs = qa[i]
+        gs = g[i]
         for j in range(n1):
             for m in range(n2):
-                o[j, m] = bs[j, m] + c * (ps[j, m] - qs[j, m])
+                yv = bs[j, m] + c * (ps[j, m] - qs[j, m])
+                o[j, m] = max(yv - s * gs[j, m], lo)
 
 
 @jit(parallel=True)

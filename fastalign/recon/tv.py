@@ -19,8 +19,11 @@ iterations of Chambolle's (2004) dual algorithm (:mod:`fastalign.kernels.tv`), w
 from the dual of the previous outer iteration (and of the previous :meth:`TVSolver.run`).
 
 Cost per iteration: one forward and one back projection (``A y`` is obtained by linearity
-from ``A x`` and ``A z``, which are projected anyway for the objective) plus the prox and a few
-elementwise passes.
+from ``A x`` and ``A z``, which are projected anyway for the objective) plus the prox and two
+passes over the tilt series.  The momentum point ``y`` is never stored: it is kept as
+``base + coef (pa - qa)`` of two iterates, and for 2-D TV the prox kernel forms its input
+``y - (1/L) A^T (A y - b)`` row by row (:func:`fastalign.kernels.tv.fista_prox_2d`); for 3-D TV
+and ``lam = 0`` one elementwise pass does it.  For 2-D TV the prox also returns ``TV(z)``.
 """
 import numpy as np
 
@@ -61,7 +64,8 @@ class TVSolver:
     Notes
     -----
     Update: module docstring.  Memory: with the caller's ``x``, 4 volume-sized buffers
-    (``x, y, z``, gradient) plus the dual field (2 volume-sized for ``"2d"``, 3 for ``"3d"``),
+    (three iterates rotating as ``x``, the previous ``x`` or a rejected ``z``, and the next
+    ``z``; the gradient) plus the dual field (2 volume-sized for ``"2d"``, 3 for ``"3d"``),
     i.e. 6 or 7 volumes, and 3 tilt-series-sized buffers (``A x``, ``A z``, ``A y``).
 
     The dual field persists between :meth:`run` calls (warm start of the prox); FISTA's
@@ -85,7 +89,7 @@ class TVSolver:
         self._tau = 1.0 / 6.0 if self._three_d else 0.25
         ny, nz, nx = A.domain_shape
         vs, ds = A.domain_shape, A.range_shape
-        self._y = np.empty(vs, np.float32)
+        self._o = np.empty(vs, np.float32)
         self._g = np.empty(vs, np.float32)
         self._z = np.empty(vs, np.float32)
         self._p = np.zeros((ny, 3 if self._three_d else 2, nz, nx), np.float32)
@@ -111,19 +115,20 @@ class TVSolver:
         _ktv.tv_value(x, self._three_d, self._rows_vol)
         return float(self._rows_vol.sum())
 
-    def _prox(self, f, u):
-        """``u = prox(f)``; returns ``TV(u)`` when the kernel computed it (2-D), else None."""
+    def _prox_step(self, base, pa, qa, coef, g, u):
+        """``u = prox(y - g / L)`` with ``y = base + coef (pa - qa)``; returns ``TV(u)`` when
+        the kernel computed it (2-D), else None.  ``g`` may be overwritten."""
         w = self.lam / self.L
-        if w > 0.0:
-            if self._three_d:
-                _ktv.chambolle_3d(f, self._p, u, w, self._tau, self.n_inner, self.nonneg)
-                return None
-            _ktv.chambolle_2d(f, self._p, u, w, self._tau, self.n_inner, self.nonneg,
-                              self._rows_vol)
+        inv_L = 1.0 / self.L
+        if w > 0.0 and not self._three_d:
+            _ktv.fista_prox_2d(base, pa, qa, coef, g, inv_L, self._p, u, w, self._tau,
+                               self.n_inner, self.nonneg, self._rows_vol)
             return float(self._rows_vol.sum())
-        _k.copy3(u, f)
-        if self.nonneg:
-            _k.clip_nonneg(u)
+        if w > 0.0:
+            _k.fista_step(g, base, pa, qa, coef, g, inv_L, False)
+            _ktv.chambolle_3d(g, self._p, u, w, self._tau, self.n_inner, self.nonneg)
+        else:
+            _k.fista_step(u, base, pa, qa, coef, g, inv_L, self.nonneg)
         return None
 
     def _objective(self, x, ax, b, tv_x=None):
@@ -180,14 +185,15 @@ class TVSolver:
         _k.sumsq(b, self._rows_data)
         bnorm = float(np.sqrt(self._rows_data.sum()))
         scale = 1.0 / bnorm if bnorm > 0.0 else 1.0
-        inv_L = 1.0 / self.L
 
-        # Local names so that buffers can be swapped without copies; the caller's x and the
-        # solver's reprojection buffer get the final values at the end.
-        xb, zb, yb, gb = x_out, self._z, self._y, self._g
+        # The momentum point is never stored: y = base + coef (pa - qa) with base, pa, qa
+        # among x (xb) and one other volume (ob: the previous x or a rejected z); the prox
+        # forms y - (1/L) grad on the fly.  Three volumes rotate (x, other, next z); the
+        # caller's x and the solver's reprojection buffer get the final values at the end.
+        xb, ob, zb, gb = x_out, self._o, self._z, self._g
         axb, azb, ayb = self._ax, self._az, self._ay
         f_x, data_x = self._objective(xb, axb, b)
-        _k.copy3(yb, xb)
+        ingredients = (xb, xb, xb, 0.0)                           # y = x
         _k.extrapolate_residual(ayb, axb, axb, axb, 0.0, b)   # A y - b
         t = 1.0
         residuals, objective = [], []
@@ -195,24 +201,24 @@ class TVSolver:
         stopped = False
         for k in range(n_iter):
             A._adjoint(ayb, gb)                      # A^T (A y - b)
-            _k.gradient_step(yb, gb, inv_L)          # y - (1/L) grad
-            tv_z = self._prox(gb, zb)                # z (and TV(z) for 2-D TV)
+            tv_z = self._prox_step(*ingredients, gb, zb)     # z (and TV(z) for 2-D TV)
             A._forward(zb, azb)
             f_z, data_z = self._objective(zb, azb, b, tv_z)
             t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
             accepted = f_z <= f_x
             if accepted:
                 beta = (t - 1.0) / t_new             # y = z + beta (z - x_old)
-                _k.extrapolate(yb, zb, zb, xb, beta)
                 _k.extrapolate_residual(ayb, azb, azb, axb, beta, b)
-                xb, zb = zb, xb
+                xb, ob, zb = zb, xb, ob
                 axb, azb = azb, axb
+                ingredients = (xb, xb, ob, beta)
                 f_x, data_x = f_z, data_z
             else:
                 n_rejected += 1
                 gamma = t / t_new                    # y = x + gamma (z - x)
-                _k.extrapolate(yb, xb, zb, xb, gamma)
                 _k.extrapolate_residual(ayb, axb, azb, axb, gamma, b)
+                ob, zb = zb, ob
+                ingredients = (xb, ob, xb, gamma)
             t = t_new
             rel = float(np.sqrt(data_x)) * scale
             residuals.append(rel)
@@ -230,7 +236,7 @@ class TVSolver:
         self.result = ReconResult(volume=x_out, residuals=np.asarray(residuals, np.float64),
                                   objective=np.asarray(objective, np.float64),
                                   n_iter=len(residuals), stopped=stopped, method="tv",
-                                  info={"step": inv_L, "n_rejected": n_rejected,
+                                  info={"step": 1.0 / self.L, "n_rejected": n_rejected,
                                         "lam": self.lam, "tv": self.tv})
         return x_out
 
