@@ -255,8 +255,32 @@ def _slice_panels(data, result, angles, nz):
     return panels
 
 
-def _cmd_align(args):
+def _write_align_products(outputs, names, stem, angles, result, panels, timings, t0,
+                          t_start, record):
+    """Write the .xf, .tlt, the three figures and report.json of an alignment into the
+    staged ``outputs`` (the stack and volume are written by the caller)."""
     from . import io, report
+
+    io.write_xf(outputs.path(names["xf"]), result.shifts,
+                axis_angle_deg=getattr(result, "axis_angle_deg", 0.0) or 0.0)
+    io.write_tlt(outputs.path(names["tlt"]), angles)
+    report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
+                       title=f"{stem}: shifts ({result.method})")
+    report.plot_slices(outputs.path(names["slices_png"]), panels,
+                       title=f"{stem}: central slices")
+    report.plot_convergence(outputs.path(names["convergence_png"]), result.history,
+                            title=f"{stem}: convergence")
+    timings["write_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    rep = report.build_report(inputs=record["inputs"], options=record["options"],
+                              result=result, timings=timings, outputs=names,
+                              command=["fastalign"] + list(record["argv"]),
+                              extra=record["extra"])
+    report.write_report(outputs.path(names["report"]), rep)
+
+
+def _cmd_align(args):
+    from . import io
 
     t_start = time.perf_counter()
     if args.lam is not None and args.recon != "tv":
@@ -308,22 +332,10 @@ def _cmd_align(args):
         t0 = time.perf_counter()
         io.write_aligned_stack(outputs.path(names["aligned"]), result.aligned, pixel_size_A=px)
         io.write_volume(outputs.path(names["volume"]), result.volume, voxel_size_A=px)
-        io.write_xf(outputs.path(names["xf"]), result.shifts,
-                    axis_angle_deg=getattr(result, "axis_angle_deg", 0.0))
-        io.write_tlt(outputs.path(names["tlt"]), angles)
-        report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
-                           title=f"{stem}: shifts ({result.method})")
-        report.plot_slices(outputs.path(names["slices_png"]), panels,
-                           title=f"{stem}: central slices")
-        report.plot_convergence(outputs.path(names["convergence_png"]), result.history,
-                                title=f"{stem}: convergence")
-        timings["write_s"] = time.perf_counter() - t0
-        timings["total_s"] = time.perf_counter() - t_start
-        rep = report.build_report(inputs=_input_record(meta, angles), options=options,
-                                  result=result, timings=timings, outputs=names,
-                                  command=["fastalign"] + list(args.argv),
-                                  extra={"memory_estimate_bytes": need})
-        report.write_report(outputs.path(names["report"]), rep)
+        _write_align_products(outputs, names, stem, angles, result, panels, timings, t0,
+                              t_start, record=dict(inputs=_input_record(meta, angles),
+                                                   options=options, argv=args.argv,
+                                                   extra={"memory_estimate_bytes": need}))
         _checkpoint()
         outputs.commit()
     state = "converged" if result.converged else "did NOT converge"
@@ -485,7 +497,6 @@ def _cmd_recon_distributed(args, meta, angles, name, outputs):
 
 def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
     from . import distributed as fd
-    from . import io, report
     from .distributed._common import Source
 
     if args.method != "autofocus":
@@ -511,22 +522,12 @@ def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
         t0 = time.perf_counter()
         panels = _slice_panels(_SourceRows(Source(meta["source"], angles)), result, angles,
                                result.volume.shape[1])
-        io.write_xf(outputs.path(names["xf"]), result.shifts)
-        io.write_tlt(outputs.path(names["tlt"]), angles)
-        report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
-                           title=f"{stem}: shifts ({result.method})")
-        report.plot_slices(outputs.path(names["slices_png"]), panels,
-                           title=f"{stem}: central slices")
-        report.plot_convergence(outputs.path(names["convergence_png"]), result.history,
-                                title=f"{stem}: convergence")
-        timings["write_s"] = time.perf_counter() - t0
-        timings["total_s"] = time.perf_counter() - t_start
-        rep = report.build_report(inputs=_input_record(meta, angles), options=options,
-                                  result=result, timings=timings, outputs=names,
-                                  command=["fastalign"] + list(args.argv),
+        _write_align_products(outputs, names, stem, angles, result, panels, timings, t0,
+                              t_start, record=dict(
+                                  inputs=_input_record(meta, angles), options=options,
+                                  argv=args.argv,
                                   extra={"dask_workers": len(
-                                      client.scheduler_info()["workers"])})
-        report.write_report(outputs.path(names["report"]), rep)
+                                      client.scheduler_info()["workers"])}))
         _checkpoint()
         outputs.commit()
     state = "converged" if result.converged else "did NOT converge"
