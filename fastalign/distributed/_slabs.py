@@ -95,9 +95,10 @@ def _tv_begin(st, ax_known=False):
     _k.diff_sumsq(s._ax, b, s._rows_data)
     data_x = float(s._rows_data.sum())
     tv_x = s.tv_value(x) if s.lam > 0.0 else 0.0
-    st.tv = dict(xb=x, zb=s._z, yb=s._y, gb=s._g, axb=s._ax, azb=s._az, ayb=s._ay)
+    # as TVSolver.run: the momentum point y = base + coef (pa - qa) is never stored
+    st.tv = dict(xb=x, ob=s._o, zb=s._z, gb=s._g, axb=s._ax, azb=s._az, ayb=s._ay,
+                 ing=(x, x, x, 0.0))
     r = st.tv
-    _k.copy3(r["yb"], r["xb"])
     _k.extrapolate_residual(r["ayb"], r["axb"], r["axb"], r["axb"], 0.0, b)
     return {"bn2": bn2, "data": data_x, "tv": tv_x}
 
@@ -106,14 +107,15 @@ def _tv_decide(st, decision):
     """Apply the client's accept/reject decision of the last MFISTA step."""
     accepted, coef = decision
     r, b = st.tv, st.b
-    if accepted:
-        _k.extrapolate(r["yb"], r["zb"], r["zb"], r["xb"], coef)
+    if accepted:   # y = z + coef (z - x_old)
         _k.extrapolate_residual(r["ayb"], r["azb"], r["azb"], r["axb"], coef, b)
-        r["xb"], r["zb"] = r["zb"], r["xb"]
+        r["xb"], r["ob"], r["zb"] = r["zb"], r["xb"], r["ob"]
         r["axb"], r["azb"] = r["azb"], r["axb"]
-    else:
-        _k.extrapolate(r["yb"], r["xb"], r["zb"], r["xb"], coef)
+        r["ing"] = (r["xb"], r["xb"], r["ob"], coef)
+    else:          # y = x + coef (z - x)
         _k.extrapolate_residual(r["ayb"], r["axb"], r["azb"], r["axb"], coef, b)
+        r["ob"], r["zb"] = r["zb"], r["ob"]
+        r["ing"] = (r["xb"], r["ob"], r["xb"], coef)
 
 
 def tv_step(prev, gen, decision):
@@ -126,8 +128,7 @@ def tv_step(prev, gen, decision):
             _tv_decide(st, decision)
         s, r, b = st.solver, st.tv, st.b
         s.A._adjoint(r["ayb"], r["gb"])
-        _k.gradient_step(r["yb"], r["gb"], 1.0 / s.L)
-        tv_z = s._prox(r["gb"], r["zb"])
+        tv_z = s._prox_step(*r["ing"], r["gb"], r["zb"])
         s.A._forward(r["zb"], r["azb"])
         _k.diff_sumsq(r["azb"], b, s._rows_data)
         data_z = float(s._rows_data.sum())
