@@ -279,6 +279,17 @@ def _write_align_products(outputs, names, stem, angles, result, panels, timings,
     report.write_report(outputs.path(names["report"]), rep)
 
 
+def _align_done(args, result, names, out_dir):
+    """Say how the alignment ended (warn if it did not converge) and where the outputs are."""
+    state = "converged" if result.converged else "did NOT converge"
+    _say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
+    if not result.converged:
+        warnings.warn("alignment did not converge within --max-iter; the shifts may be "
+                      "inaccurate")
+    _say(args, f"fastalign: wrote {', '.join(names.values())} to {out_dir}")
+    return EXIT_OK
+
+
 def _cmd_align(args):
     from . import io
 
@@ -338,13 +349,7 @@ def _cmd_align(args):
                                                    extra={"memory_estimate_bytes": need}))
         _checkpoint()
         outputs.commit()
-    state = "converged" if result.converged else "did NOT converge"
-    _say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
-    if not result.converged:
-        warnings.warn("alignment did not converge within --max-iter; the shifts may be "
-                      "inaccurate")
-    _say(args, f"fastalign: wrote {', '.join(names.values())} to {out_dir}")
-    return EXIT_OK
+    return _align_done(args, result, names, out_dir)
 
 
 def _cmd_recon(args):
@@ -530,13 +535,7 @@ def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
                                       client.scheduler_info()["workers"])}))
         _checkpoint()
         outputs.commit()
-    state = "converged" if result.converged else "did NOT converge"
-    _say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
-    if not result.converged:
-        warnings.warn("alignment did not converge within --max-iter; the shifts may be "
-                      "inaccurate")
-    _say(args, f"fastalign: wrote {', '.join(names.values())} to {outputs.out_dir}")
-    return EXIT_OK
+    return _align_done(args, result, names, outputs.out_dir)
 
 
 def _cmd_info(args):
@@ -584,8 +583,11 @@ def _cmd_demo(args):
         raise ValueError(f"this fastalign.demo does not accept {', '.join(ignored)}")
     result = demo(out, **kwargs)
     _say(args, f"fastalign: demo written to {out}")
-    if result is not None and not args.quiet and not isinstance(result, (str, os.PathLike)):
-        _say(args, str(result))
+    if isinstance(result, dict) and "errors_px" in result:
+        for rec, err in result["errors_px"].items():
+            secs = result.get("timings_s", {}).get(rec, float("nan"))
+            _say(args, f"fastalign: {rec}: RMS shift error {err:.4f} px (gauge removed), "
+                       f"{secs:.1f} s")
     return EXIT_OK
 
 

@@ -153,6 +153,25 @@ def _warm_start(x, pos_old, pos_new, shape):
     return np.ascontiguousarray((1 - w) * x[i0] + w * x[i0 + 1], dtype=np.float32)
 
 
+def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, tol,
+                       center_offset, nz, nx):
+    """Validate the outer-loop options shared by the local and the distributed loop.
+
+    Returns ``(max_iter, n_inner, coarse_iter, tol, center_offset, nz)`` converted
+    (``nz`` defaults to ``nx``)."""
+    if recon not in ("sirt", "tv"):
+        raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
+    if estimator not in ("phase", "gradient"):
+        raise ValueError(f"estimator must be 'phase' or 'gradient', got {estimator!r}")
+    if axes not in ("xy", "x", "y", "yx"):
+        raise ValueError(f"axes must be 'xy', 'x' or 'y', got {axes!r}")
+    return (as_positive_int(max_iter, "max_iter"), as_positive_int(n_inner, "n_inner"),
+            as_positive_int(coarse_iter, "coarse_iter", minimum=0),
+            as_finite_float(tol, "tol", minimum=0.0),
+            as_finite_float(center_offset, "center_offset"),
+            nx if nz is None else as_positive_int(nz, "nz"))
+
+
 def _relative_residual(A, x, b, buf):
     A._forward(x, buf)
     np.subtract(buf, b, out=buf)
@@ -275,18 +294,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                          nonneg=nonneg, center_offset=center_offset, t_start=t_start)
     if method != "autofocus":
         raise ValueError(f"method must be 'autofocus', 'xcorr' or 'com', got {method!r}")
-    if recon not in ("sirt", "tv"):
-        raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
-    if estimator not in ("phase", "gradient"):
-        raise ValueError(f"estimator must be 'phase' or 'gradient', got {estimator!r}")
-    if axes not in ("xy", "x", "y", "yx"):
-        raise ValueError(f"axes must be 'xy', 'x' or 'y', got {axes!r}")
-    max_iter = as_positive_int(max_iter, "max_iter")
-    n_inner = as_positive_int(n_inner, "n_inner")
-    coarse_iter = as_positive_int(coarse_iter, "coarse_iter", minimum=0)
-    tol = as_finite_float(tol, "tol", minimum=0.0)
-    center_offset = as_finite_float(center_offset, "center_offset")
-    nz = nx if nz is None else as_positive_int(nz, "nz")
+    max_iter, n_inner, coarse_iter, tol, center_offset, nz = check_loop_options(
+        recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, nx)
     if final_iter is not None:
         final_iter = as_positive_int(final_iter, "final_iter", 0)
     if isinstance(initial_shifts, str):

@@ -33,8 +33,8 @@ import time
 
 import numpy as np
 
-from .._validate import as_finite_float, as_positive_int
-from ..align.autofocus import _auto_levels, _y_factor
+from .._validate import as_positive_int
+from ..align.autofocus import _auto_levels, _y_factor, check_loop_options
 from ..align.gauge import fix_gauge
 from ..align.result import AlignResult
 from ..align.shift import estimate_shift, shift_padding, tukey
@@ -104,18 +104,8 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
     n, ny, nx = src.shape
     if n < 2:
         raise ValueError("alignment needs at least 2 tilts")
-    if recon not in ("sirt", "tv"):
-        raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
-    if estimator not in ("phase", "gradient"):
-        raise ValueError(f"estimator must be 'phase' or 'gradient', got {estimator!r}")
-    if axes not in ("xy", "x", "y", "yx"):
-        raise ValueError(f"axes must be 'xy', 'x' or 'y', got {axes!r}")
-    max_iter = as_positive_int(max_iter, "max_iter")
-    n_inner = as_positive_int(n_inner, "n_inner")
-    coarse_iter = as_positive_int(coarse_iter, "coarse_iter", minimum=0)
-    tol = as_finite_float(tol, "tol", minimum=0.0)
-    center_offset = as_finite_float(center_offset, "center_offset")
-    nz = nx if nz is None else as_positive_int(nz, "nz")
+    max_iter, n_inner, coarse_iter, tol, center_offset, nz = check_loop_options(
+        recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, nx)
     final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
                                                                          "final_iter", 0)
     if isinstance(initial_shifts, str):

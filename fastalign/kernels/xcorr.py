@@ -12,7 +12,6 @@ block of the intermediate ``G[:, k]`` and streams ``F`` once, row by row.  Stage
 ``m m nk``, serial.  No output element is written by two threads and every sum runs in a fixed
 order, so results are bit-identical for any thread count.
 """
-import numpy as np
 from numba import prange
 
 from .._config import jit
