@@ -22,10 +22,16 @@ from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
 from ..operator import Projector
 from . import axis as _axis
 from .gauge import fix_gauge
+from .profiles import profile_y_shifts, tilt_profiles
 from .result import AlignResult
 from .shift import cross_power, estimate_shift, fourier_shift, tukey
 
 log = logging.getLogger("fastalign.align")
+
+# y_profile="auto": the x-integrated profiles start dy when their misfit is at most
+# PROFILE_USE, and hold it on the coarse levels when at most PROFILE_HOLD
+PROFILE_USE = 0.2
+PROFILE_HOLD = 0.02
 
 
 # --------------------------------------------------------------------------- solvers
@@ -153,6 +159,15 @@ def _warm_start(x, pos_old, pos_new, shape):
     return np.ascontiguousarray((1 - w) * x[i0] + w * x[i0 + 1], dtype=np.float32)
 
 
+def _extrapolate_volume(x, x_before, jump, nonneg):
+    """``x += jump (x - x_before)`` in place (clipped at zero with ``nonneg``): the Aitken
+    jump of the shifts applied to the volume, whose change over the outer iteration decays
+    with the same ratio."""
+    x += np.float32(jump) * (x - x_before)
+    if nonneg:
+        np.maximum(x, 0.0, out=x)
+
+
 def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, tol,
                        center_offset, nz, nx):
     """Validate the outer-loop options shared by the local and the distributed loop.
@@ -185,7 +200,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           slices=None, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
           pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
-          axis_search_deg=10.0,
+          axis_search_deg=10.0, y_profile="auto",
           callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
@@ -208,7 +223,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     max_iter : int
         Maximum outer iterations at full resolution.
     tol : float
-        Convergence: the largest shift update (full-resolution pixels) below ``tol``.
+        Convergence: the largest shift update (full-resolution pixels, its gauge part
+        removed: a common drift of the sinusoid in dx or of the mean dy is not counted)
+        below ``tol``.  History entries report the same ``max_update``/``rms_update``.
     levels : sequence of int, optional
         Binning factors, coarse to fine, ending with 1.  Default: automatic (e.g. 4, 2, 1 for
         256 px), so that starting errors of +-20 px converge.
@@ -263,6 +280,15 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         :func:`fastalign.align.axis.coarse_axis_angle`).
     axis_search_deg : float
         Half-width of the coarse axis-angle search (degrees).
+    y_profile : {"auto", False}
+        ``"auto"`` (when y is estimated, no starting shifts are given and the axis is
+        vertical): start dy from the tilt-invariant x-integrated profiles
+        (:func:`fastalign.align.profiles.profile_y_shifts`) when they agree after alignment
+        (misfit <= 0.2; a compact object gives about 0.001, a specimen wider than the field
+        of view about 1).  When they agree to 0.02 that dy is kept until the full-resolution
+        level's x updates are below 0.5 px (an estimate against the reconstruction of a
+        series still misaligned in x, or binned, is worse), then refined with x.
+        ``False``: start dy from zero.
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -342,6 +368,17 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         alpha = 0.0
     if max_rows is not None:
         max_rows = as_positive_int(max_rows, "max_rows")
+    if y_profile not in ("auto", False):
+        raise ValueError(f"y_profile must be 'auto' or False, got {y_profile!r}")
+    hold_y = False
+    misfit = None
+    if (y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None
+            and not do_axis and alpha == 0.0):
+        dy, misfit = profile_y_shifts(tilt_profiles(data))
+        log.info("x-integrated profiles: misfit %.4g", misfit)
+        if misfit <= PROFILE_USE:
+            total[:, 1] = dy
+            hold_y = misfit <= PROFILE_HOLD
     opts = dict(pad_x=pad_x, max_rows=max_rows, method=method, recon=recon, estimator=estimator,
                 axes=axes,
                 max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
@@ -351,6 +388,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 slices=None if slices is None else slices.tolist())
     if refine != ("shifts",) or alpha != 0.0:
         opts.update(refine=list(refine), axis_angle_deg_start=alpha)
+    if misfit is not None:
+        opts.update(y_profile_misfit=misfit, y_profile_used=bool(misfit <= PROFILE_USE),
+                    y_profile_held=hold_y)
 
     history = []
     converged = False
@@ -391,6 +431,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             n_outer = max_iter if final_level else coarse_iter
             tol_l = tol if final_level else max(tol, 0.05 * f)
             prev_upd = None
+            x_upd = np.inf     # largest x update of the previous iteration (full-res px)
             since_jump = 0
             prev_eps = 0.0
             since_jump_a = 0
@@ -404,6 +445,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 b = np.ascontiguousarray(corrected[:, rows, :])
                 b = _pad_columns(b, pl, recon)
                 t1 = time.perf_counter()
+                x_before = x.copy() if extrapolate else None
                 solver.run(b, x, first_inner if it == 0 else n_inner)
                 t2 = time.perf_counter()
                 P = A(x)
@@ -413,7 +455,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                     C, pb, pp = cross_power(bc, Pc, 2, wx)
                     upd[:, 0] = estimate_shift(C, pb, pp, nxl, estimator=estimator,
                                                min_coherence=min_coherence)
-                if "y" in axes and runs:
+                # profile-held dy is re-estimated on the full level only, once x is sub-pixel
+                if "y" in axes and runs and (not hold_y or final_level and x_upd < 0.5):
                     for k, (r0, r1) in enumerate(runs):  # spectra of equal-length runs add up
                         Ck, pbk, ppk = cross_power(bc[:, r0:r1], Pc[:, r0:r1], 1,
                                                    tukey(r1 - r0, taper))
@@ -425,6 +468,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                                                min_coherence=min_coherence)
                 # measured ~ reprojection shifted by upd: the raw data carry total + upd
                 total += upd * scale
+                x_upd = float(np.abs(upd[:, 0]).max()) * f
                 eps_px = 0.0
                 if (do_axis and rows.size > 2 and contiguous
                         and float(np.abs(upd * scale).max()) < 0.5 * f):
@@ -452,7 +496,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                     cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
                         den * float(np.vdot(upd, upd)) + 1e-300)
                     if 0.3 < rho < 0.97 and cosang > 0.9:
-                        total += upd * scale * min(rho / (1.0 - rho), 10.0)
+                        jump = min(rho / (1.0 - rho), 10.0)
+                        total += upd * scale * jump
+                        # the volume follows the shifts along the same slow mode: without
+                        # this, the next estimate (against the volume of the old shifts)
+                        # takes much of the jump back
+                        _extrapolate_volume(x, x_before, jump, nonneg)
                         since_jump = -1
                 prev_upd = upd
                 since_jump += 1
@@ -461,9 +510,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 t_shift += t1 - t0
                 t_rec += t2 - t1
                 t_est += t3 - t2
-                max_upd = max(float(np.abs(upd * scale).max()), eps_px)
+                # the update without its gauge part (DESIGN.md): a drift of the sinusoid in
+                # dx or of the mean dy moves the object, not the alignment
+                upd_g = fix_gauge(upd * scale, angles)[0]
+                max_upd = max(float(np.abs(upd_g).max()), eps_px)
                 entry = dict(iteration=len(history) + 1, level=int(f), max_update=max_upd,
-                             rms_update=float(np.sqrt(np.mean((upd * scale) ** 2))),
+                             rms_update=float(np.sqrt(np.mean(upd_g ** 2))),
                              residual=res, time_s=time.perf_counter() - t_start)
                 if do_axis:
                     entry["axis_angle_deg"] = alpha

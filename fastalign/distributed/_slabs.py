@@ -14,7 +14,8 @@ import numpy as np
 import scipy.ndimage as ndi
 from dask.sizeof import sizeof
 
-from ..align.autofocus import _make_solver, _pad_columns, bin_stack
+from ..align.autofocus import _extrapolate_volume, _make_solver, _pad_columns, bin_stack
+from ..align.profiles import tilt_profiles
 from ..align.shift import cross_power, fourier_shift
 from ..kernels import linalg as _k
 from ..operator import Projector
@@ -36,6 +37,7 @@ class SlabState:
         self.b = b
         self.gen = 0
         self.tv = None  # MFISTA working references during a TV run
+        self.x_before = None  # the iterate before this outer iteration (volume jumps)
 
     def advance(self, gen):
         if self.gen != gen:
@@ -45,6 +47,7 @@ class SlabState:
 
     def nbytes(self):
         total = self.x.nbytes + (0 if self.b is None else self.b.nbytes)
+        total += 0 if self.x_before is None else self.x_before.nbytes
         for v in vars(self.solver).values():
             if isinstance(v, np.ndarray):
                 total += v.nbytes
@@ -206,15 +209,29 @@ def align_state(angles, shape, center_offset, recon, nonneg, lam, x, pad=0):
         return SlabState(solver, x), {}
 
 
-def set_data(prev, gen, pieces, pl, recon):
+def set_data(prev, gen, pieces, pl, recon, keep_x=False):
     """Assemble the slab's data ``b`` from tilt-chunk pieces (padded by ``pl`` columns as the
-    local loop pads them)."""
+    local loop pads them); ``keep_x``: remember the iterate for :func:`jump_volume`."""
     st = prev[0]
     st.advance(gen)
     b = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     b = _pad_columns(b, pl, recon)
     st.b = np.ascontiguousarray(b, dtype=np.float32)
+    st.x_before = st.x.copy() if keep_x else None
     return st, {}
+
+
+def jump_volume(prev, gen, jump, nonneg):
+    """The local loop's Aitken jump of the volume (``_extrapolate_volume``) on the slab."""
+    st = prev[0]
+    st.advance(gen)
+    _extrapolate_volume(st.x, st.x_before, jump, nonneg)
+    return st, {}
+
+
+def chunk_profiles(block):
+    """x-integrated profiles of a tilt chunk (:func:`fastalign.align.profiles.tilt_profiles`)."""
+    return tilt_profiles(block)
 
 
 def sirt_run(prev, gen, n_iter):

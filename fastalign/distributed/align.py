@@ -34,7 +34,9 @@ import time
 import numpy as np
 
 from .._validate import as_positive_int
-from ..align.autofocus import _auto_levels, _y_factor, check_loop_options
+from ..align.autofocus import (PROFILE_HOLD, PROFILE_USE, _auto_levels, _y_factor,
+                               check_loop_options)
+from ..align.profiles import profile_y_shifts
 from ..align.gauge import fix_gauge
 from ..align.result import AlignResult
 from ..align.shift import estimate_shift, shift_padding, tukey
@@ -52,7 +54,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           recon="sirt", estimator="phase", axes="xy", max_iter=40, tol=0.002, levels=None,
           n_inner=10, coarse_iter=15, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
-          extrapolate=True, pad_x=0, slab_rows=None, tilt_chunk=None, callback=None):
+          extrapolate=True, pad_x=0, y_profile="auto", slab_rows=None, tilt_chunk=None,
+          callback=None):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -74,7 +77,7 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
     overwrite : bool
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
-center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
+center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, callback
         As :func:`fastalign.align` (``method="autofocus"``, all rows).
     initial_shifts : array_like, shape (n_tilts, 2), optional
         Starting ``(dx, dy)`` (the baselines ``"xcorr"``/``"com"`` are local only).
@@ -108,6 +111,8 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
         recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, nx)
     final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
                                                                          "final_iter", 0)
+    if y_profile not in ("auto", False):
+        raise ValueError(f"y_profile must be 'auto' or False, got {y_profile!r}")
     if isinstance(initial_shifts, str):
         raise ValueError("initial_shifts='xcorr'/'com' is not available distributed; pass "
                          "the shifts (e.g. from fastalign.xcorr_shifts) as an array")
@@ -139,11 +144,24 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
             edge = sum(s[2] for s in stats) / (n * ny * 2)
             pad_x = nx // 4 if edge > 0.1 * mean_abs else 0
         pad_x = as_positive_int(pad_x, "pad_x", minimum=0)
+        hold_y = False
+        misfit = None
+        if y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None:
+            # as the local loop: dy from the x-integrated profiles (tilt chunks in order)
+            prof = np.concatenate(client.gather(
+                [client.submit(_slabs.chunk_profiles, r, pure=False) for r in raw_full]))
+            dy, misfit = profile_y_shifts(prof)
+            if misfit <= PROFILE_USE:
+                total[:, 1] = dy
+                hold_y = misfit <= PROFILE_HOLD
         opts = dict(pad_x=pad_x, method="autofocus", recon=recon, estimator=estimator, axes=axes,
                     max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
                     coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
                     center_offset=center_offset, min_coherence=min_coherence, taper=taper,
                     final_iter=final_iter, slices=None, distributed=True)
+        if misfit is not None:
+            opts.update(y_profile_misfit=misfit, y_profile_used=bool(misfit <= PROFILE_USE),
+                        y_profile_held=hold_y)
         per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
         rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
         ctx = _Ctx(client, angles, recon, nonneg, lam, tchunks)
@@ -181,6 +199,7 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
             n_outer = max_iter if final_level else coarse_iter
             tol_l = tol if final_level else max(tol, 0.05 * f)
             prev_upd = None
+            x_upd = np.inf     # largest x update of the previous iteration (full-res px)
             since_jump = 0
             it = -1
             for it in range(n_outer):
@@ -190,13 +209,14 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
                                       shift_padding(shifts_l), pure=False)
                         for r, (a, b) in zip(raw_l, tchunks)]
                 t1 = time.perf_counter()
-                states = ctx.set_data(states, corr, slabs, pl)
+                states = ctx.set_data(states, corr, slabs, pl, keep_x=extrapolate)
                 states = ctx.reconstruct(states, first_inner if it == 0 else n_inner)
                 states = [client.submit(_slabs.measure, s, ctx.next_gen(), pl, nxl, wx,
                                         "x" in axes, pure=False) for s in states]
                 ctx.gen_done()
                 upd = np.zeros((n, 2))
-                want_y = "y" in axes and nyl > 1
+                want_y = "y" in axes and nyl > 1 and (not hold_y or final_level
+                                                       and x_upd < 0.5)
                 res_f = [client.submit(_slabs.pick, s, "res", pure=False) for s in states]
                 cx_f = ([client.submit(_slabs.pick, s, "cx", pure=False) for s in states]
                         if "x" in axes else [])
@@ -218,13 +238,16 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
                     upd[:, 1] = estimate_shift(C, pb, pp, nyl, estimator=estimator,
                                                min_coherence=min_coherence)
                 total += upd * scale
+                x_upd = float(np.abs(upd[:, 0]).max()) * f
                 if extrapolate and prev_upd is not None and since_jump >= 3:
                     den = float(np.vdot(prev_upd, prev_upd))
                     rho = float(np.vdot(upd, prev_upd)) / den if den > 0 else 0.0
                     cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
                         den * float(np.vdot(upd, upd)) + 1e-300)
                     if 0.3 < rho < 0.97 and cosang > 0.9:
-                        total += upd * scale * min(rho / (1.0 - rho), 10.0)
+                        jump = min(rho / (1.0 - rho), 10.0)
+                        total += upd * scale * jump
+                        states = ctx.jump(states, jump, nonneg)
                         since_jump = -1
                 prev_upd = upd
                 since_jump += 1
@@ -235,9 +258,12 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, callback
                 t_shift += t1 - t0
                 t_rec += t2 - t1
                 t_est += t3 - t2
-                max_upd = float(np.abs(upd * scale).max())
+                # the update without its gauge part (DESIGN.md): a drift of the sinusoid in
+                # dx or of the mean dy moves the object, not the alignment
+                upd_g = fix_gauge(upd * scale, angles)[0]
+                max_upd = float(np.abs(upd_g).max())
                 entry = dict(iteration=len(history) + 1, level=int(f), max_update=max_upd,
-                             rms_update=float(np.sqrt(np.mean((upd * scale) ** 2))),
+                             rms_update=float(np.sqrt(np.mean(upd_g ** 2))),
                              residual=res, time_s=time.perf_counter() - t_start)
                 history.append(entry)
                 log.info("level %d it %d: max update %.4g px, residual %.4g", f, it + 1,
@@ -374,12 +400,18 @@ class _Ctx:
                                          shape, zx_shift, pure=False))
         return self.new_states(slabs, shape, co, xs, pad)
 
-    def set_data(self, states, chunks, slabs, pl):
+    def set_data(self, states, chunks, slabs, pl, keep_x=False):
         out = []
         for s, (r0, r1) in zip(states, slabs):
             pieces = [self.client.submit(_slabs.rows_of, c, r0, r1, pure=False) for c in chunks]
             out.append(self.client.submit(_slabs.set_data, s, self.gen, pieces, pl, self.recon,
-                                          pure=False))
+                                          keep_x, pure=False))
+        self.gen += 1
+        return out
+
+    def jump(self, states, jump, nonneg):
+        out = [self.client.submit(_slabs.jump_volume, s, self.gen, jump, nonneg, pure=False)
+               for s in states]
         self.gen += 1
         return out
 
