@@ -168,6 +168,20 @@ def _extrapolate_volume(x, x_before, jump, nonneg):
         np.maximum(x, 0.0, out=x)
 
 
+def _ratio(u, prev):
+    """Ratio ``<u, prev> / <prev, prev>`` of successive updates (0 without a previous one)."""
+    if prev is None:
+        return 0.0
+    den = float(np.vdot(prev, prev))
+    return float(np.vdot(u, prev)) / den if den > 0 else 0.0
+
+
+def _tail_factor(rho):
+    """``1 / (1 - rho)``, rho clipped to [0, 0.95]: an update ``u`` shrinking by ``rho`` per
+    iteration still has ``u / (1 - rho)`` to go (the convergence test uses this bound)."""
+    return 1.0 / (1.0 - min(max(rho, 0.0), 0.95))
+
+
 def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, tol,
                        center_offset, nz, nx):
     """Validate the outer-loop options shared by the local and the distributed loop.
@@ -224,8 +238,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         Maximum outer iterations at full resolution.
     tol : float
         Convergence: the largest shift update (full-resolution pixels, its gauge part
-        removed: a common drift of the sinusoid in dx or of the mean dy is not counted)
-        below ``tol``.  History entries report the same ``max_update``/``rms_update``.
+        removed: a common drift of the sinusoid in dx or of the mean dy is not counted),
+        times ``1 / (1 - rho)`` when successive updates shrink by a ratio ``rho`` (the rest
+        of a geometric series; rho clipped to [0, 0.95]), below ``tol``.  History entries report the same ``max_update``/``rms_update``.
     levels : sequence of int, optional
         Binning factors, coarse to fine, ending with 1.  Default: automatic (e.g. 4, 2, 1 for
         256 px), so that starting errors of +-20 px converge.
@@ -432,6 +447,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             tol_l = tol if final_level else max(tol, 0.05 * f)
             prev_upd = None
             x_upd = np.inf     # largest x update of the previous iteration (full-res px)
+            prev_upd_g = None
             since_jump = 0
             prev_eps = 0.0
             since_jump_a = 0
@@ -485,16 +501,14 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                     prev_eps = eps
                     since_jump_a += 1
                     # convergence: motion at the image edge of the remaining geometric tail
-                    tail = 1.0 / (1.0 - min(max(rho_a, 0.0), 0.95))
-                    eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny) * tail
+                    eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny) * _tail_factor(rho_a)
                 # Aitken-type extrapolation of the slow, geometrically decaying modes: when
                 # successive updates are nearly parallel with ratio rho, jump by the rest of
                 # the geometric series u * rho / (1 - rho).
                 if extrapolate and prev_upd is not None and since_jump >= 3:
-                    den = float(np.vdot(prev_upd, prev_upd))
-                    rho = float(np.vdot(upd, prev_upd)) / den if den > 0 else 0.0
+                    rho = _ratio(upd, prev_upd)
                     cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
-                        den * float(np.vdot(upd, upd)) + 1e-300)
+                        float(np.vdot(prev_upd, prev_upd)) * float(np.vdot(upd, upd)) + 1e-300)
                     if 0.3 < rho < 0.97 and cosang > 0.9:
                         jump = min(rho / (1.0 - rho), 10.0)
                         total += upd * scale * jump
@@ -531,7 +545,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                     except StopIteration:
                         stopped = True
                         break
-                if max_upd < tol_l:
+                # slow modes shrink geometrically: count the rest of the series, u / (1 - rho)
+                rho_g = _ratio(upd_g, prev_upd_g)
+                prev_upd_g = upd_g
+                if max_upd * _tail_factor(rho_g) < tol_l:
                     converged = final_level
                     break
             if stopped:

@@ -34,8 +34,8 @@ import time
 import numpy as np
 
 from .._validate import as_positive_int
-from ..align.autofocus import (PROFILE_HOLD, PROFILE_USE, _auto_levels, _y_factor,
-                               check_loop_options)
+from ..align.autofocus import (PROFILE_HOLD, PROFILE_USE, _auto_levels, _ratio,
+                               _tail_factor, _y_factor, check_loop_options)
 from ..align.profiles import profile_y_shifts
 from ..align.gauge import fix_gauge
 from ..align.result import AlignResult
@@ -200,6 +200,7 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
             tol_l = tol if final_level else max(tol, 0.05 * f)
             prev_upd = None
             x_upd = np.inf     # largest x update of the previous iteration (full-res px)
+            prev_upd_g = None
             since_jump = 0
             it = -1
             for it in range(n_outer):
@@ -240,10 +241,9 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
                 total += upd * scale
                 x_upd = float(np.abs(upd[:, 0]).max()) * f
                 if extrapolate and prev_upd is not None and since_jump >= 3:
-                    den = float(np.vdot(prev_upd, prev_upd))
-                    rho = float(np.vdot(upd, prev_upd)) / den if den > 0 else 0.0
+                    rho = _ratio(upd, prev_upd)
                     cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
-                        den * float(np.vdot(upd, upd)) + 1e-300)
+                        float(np.vdot(prev_upd, prev_upd)) * float(np.vdot(upd, upd)) + 1e-300)
                     if 0.3 < rho < 0.97 and cosang > 0.9:
                         jump = min(rho / (1.0 - rho), 10.0)
                         total += upd * scale * jump
@@ -274,7 +274,9 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
                     except StopIteration:
                         stopped = True
                         break
-                if max_upd < tol_l:
+                rho_g = _ratio(upd_g, prev_upd_g)
+                prev_upd_g = upd_g
+                if max_upd * _tail_factor(rho_g) < tol_l:
                     converged = final_level
                     break
             del raw_l
