@@ -4,8 +4,9 @@ import pytest
 
 import fastalign
 from fastalign.align.gauge import fix_gauge, gauge_error
-from fastalign.phantoms import (binary_phantom_2d, fourier_shift, particles_3d,
-                                seed_experiment, thin_film_3d)
+from fastalign.phantoms import binary_phantom_2d, fourier_shift, particles_3d, seed_experiment
+
+from cases import lamella_series
 
 
 def _report(name, **vals):
@@ -59,14 +60,7 @@ def test_particles_3d_xy():
 
 def test_thin_film_wider_than_field_of_view():
     # a lamella spanning every x: COM fails by pixels, autofocus stays sub-pixel
-    vol = thin_film_3d((16, 64, 96), seed=2)
-    angles = np.arange(-60, 61, 2.0)
-    wide = fastalign.project(vol, angles)
-    rng = np.random.default_rng(11)
-    true = np.zeros((angles.size, 2))
-    true[:, 0] = rng.uniform(-3, 3, angles.size)
-    shifted = np.stack([fourier_shift(wide[i], true[i, 0], 0.0) for i in range(angles.size)])
-    data = np.ascontiguousarray(shifted[:, :, 16:80], dtype=np.float32)  # crop: 64 px field
+    data, angles, true = lamella_series()  # 64 px field of a 96 px film
     r = fastalign.align(data, angles, axes="x", max_iter=30, tol=0.0)
     ex, _ = gauge_error(r.shifts, true, angles)
     com = fastalign.com_shifts(data, angles)
@@ -82,14 +76,7 @@ def test_thin_film_wider_than_field_of_view():
 def test_thin_film_target_0p2px():
     # The 0.2 px target: reconstruct a region wider than the field of view (pad_x;
     # the padded detector columns carry no data) and about as thick as the film (16 px).
-    vol = thin_film_3d((16, 64, 96), seed=2)
-    angles = np.arange(-60, 61, 2.0)
-    wide = fastalign.project(vol, angles)
-    rng = np.random.default_rng(11)
-    true = np.zeros((angles.size, 2))
-    true[:, 0] = rng.uniform(-3, 3, angles.size)
-    shifted = np.stack([fourier_shift(wide[i], true[i, 0], 0.0) for i in range(angles.size)])
-    data = np.ascontiguousarray(shifted[:, :, 16:80], dtype=np.float32)
+    data, angles, true = lamella_series()
     r = fastalign.align(data, angles, axes="x", max_iter=30, tol=0.0, pad_x=32, nz=20)
     ex, _ = gauge_error(r.shifts, true, angles)
     ex_com, _ = gauge_error(fastalign.com_shifts(data, angles), true, angles)

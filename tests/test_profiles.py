@@ -6,7 +6,9 @@ import fastalign
 from fastalign.align.autofocus import PROFILE_USE
 from fastalign.align.gauge import gauge_error
 from fastalign.align.profiles import profile_y_shifts, tilt_profiles
-from fastalign.phantoms import particles_3d, thin_film_3d
+from fastalign.phantoms import particles_3d
+
+from cases import lamella_series
 
 
 def _particles(seed=3, n_angles=71):
@@ -47,13 +49,7 @@ def test_compact_object_recovers_dy_and_sign():
 
 def test_wide_specimen_reports_a_large_misfit():
     # a lamella wider than the field of view: the profiles change with the tilt
-    vol = thin_film_3d((16, 64, 96), seed=2)
-    angles = np.arange(-60, 61, 2.0)
-    wide = fastalign.project(vol, angles)
-    rng = np.random.default_rng(4)
-    true = np.zeros((angles.size, 2))
-    true[:, 1] = rng.uniform(-3, 3, angles.size)
-    data = np.ascontiguousarray(fastalign.fourier_shift(wide, true)[:, :, 16:80])
+    data, _, _ = lamella_series(axis=1, seed=4)
     _, misfit = profile_y_shifts(tilt_profiles(data))
     print(f"\n[profiles, lamella] misfit={misfit:.4g}")
     assert misfit > PROFILE_USE
