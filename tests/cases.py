@@ -2,7 +2,16 @@
 import numpy as np
 
 import fastalign
-from fastalign.phantoms import fourier_shift, thin_film_3d
+from fastalign.phantoms import fourier_shift, particles_3d, thin_film_3d
+
+
+def particle_projections(n_angles=71):
+    """Ideal projections ``(n_angles, 48, 64)`` at -70..70 deg of 10 particles in the middle
+    24 of 48 rows, so that +-10 px shifts along y push no content off the detector."""
+    vol = np.zeros((48, 64, 64), np.float32)
+    vol[12:36] = particles_3d((24, 64, 64), n_particles=10, seed=3)
+    angles = np.linspace(-70, 70, n_angles)
+    return fastalign.project(vol, angles), angles
 
 
 def lamella_series(axis=0, seed=11):

@@ -4,9 +4,9 @@ import pytest
 
 import fastalign
 from fastalign.align.gauge import fix_gauge, gauge_error
-from fastalign.phantoms import binary_phantom_2d, fourier_shift, particles_3d, seed_experiment
+from fastalign.phantoms import binary_phantom_2d, fourier_shift, seed_experiment
 
-from cases import lamella_series
+from cases import lamella_series, particle_projections
 
 
 def _report(name, **vals):
@@ -43,10 +43,7 @@ def test_seed_experiment_poisson_noise():
 def test_particles_3d_xy():
     # particles in the middle rows: +-10 px shifts along y must not push content off the
     # detector (that would make the problem ill-posed, not the aligner wrong)
-    vol = np.zeros((48, 64, 64), np.float32)
-    vol[12:36] = particles_3d((24, 64, 64), n_particles=10, seed=3)
-    angles = np.arange(-70, 71, 2.0)
-    ideal = fastalign.project(vol, angles)
+    ideal, angles = particle_projections()
     rng = np.random.default_rng(7)
     true = rng.uniform(-10, 10, (angles.size, 2))
     data = np.stack([fourier_shift(ideal[i], true[i, 0], true[i, 1])
@@ -195,10 +192,7 @@ def test_fix_gauge_removes_only_the_gauge():
 def test_row_budget_subset_keeps_accuracy():
     # max_rows smaller than ny: the loop reconstructs one block of 32 rows (x and y estimated
     # there), the final volume covers every row (FBP start + SIRT)
-    vol = np.zeros((48, 64, 64), np.float32)
-    vol[12:36] = particles_3d((24, 64, 64), n_particles=10, seed=3)
-    angles = np.arange(-70, 71, 2.0)
-    ideal = fastalign.project(vol, angles)
+    ideal, angles = particle_projections()
     rng = np.random.default_rng(7)
     true = rng.uniform(-5, 5, (angles.size, 2))
     data = fastalign.fourier_shift(ideal, true)

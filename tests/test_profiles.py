@@ -6,16 +6,8 @@ import fastalign
 from fastalign.align.autofocus import PROFILE_USE
 from fastalign.align.gauge import gauge_error
 from fastalign.align.profiles import profile_y_shifts, tilt_profiles
-from fastalign.phantoms import particles_3d
 
-from cases import lamella_series
-
-
-def _particles(seed=3, n_angles=71):
-    vol = np.zeros((48, 64, 64), np.float32)
-    vol[12:36] = particles_3d((24, 64, 64), n_particles=10, seed=seed)
-    angles = np.linspace(-70, 70, n_angles)
-    return vol, angles
+from cases import lamella_series, particle_projections
 
 
 def test_profiles_are_row_sums():
@@ -26,8 +18,7 @@ def test_profiles_are_row_sums():
 
 
 def test_compact_object_recovers_dy_and_sign():
-    vol, angles = _particles()
-    ideal = fastalign.project(vol, angles)
+    ideal, angles = particle_projections()
     rng = np.random.default_rng(1)
     true = np.zeros((angles.size, 2))
     true[:, 1] = rng.uniform(-8, 8, angles.size)
@@ -56,8 +47,7 @@ def test_wide_specimen_reports_a_large_misfit():
 
 
 def test_align_uses_profiles_only_when_they_agree():
-    vol, angles = _particles(n_angles=36)
-    ideal = fastalign.project(vol, angles)
+    ideal, angles = particle_projections(n_angles=36)
     rng = np.random.default_rng(7)
     true = rng.uniform(-5, 5, (angles.size, 2))
     data = fastalign.fourier_shift(ideal, true)

@@ -29,7 +29,7 @@ from .shift import cross_power, estimate_shift, fourier_shift, tukey
 log = logging.getLogger("fastalign.align")
 
 # y_profile="auto": the x-integrated profiles start dy when their misfit is at most
-# PROFILE_USE, and hold it on the coarse levels when at most PROFILE_HOLD
+# PROFILE_USE, and hold it until the full level's x updates are sub-pixel when at most PROFILE_HOLD
 PROFILE_USE = 0.2
 PROFILE_HOLD = 0.02
 
@@ -183,22 +183,63 @@ def _tail_factor(rho):
 
 
 def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, tol,
-                       center_offset, nz, nx):
+                       center_offset, nz, levels, y_profile, ny, nx):
     """Validate the outer-loop options shared by the local and the distributed loop.
 
-    Returns ``(max_iter, n_inner, coarse_iter, tol, center_offset, nz)`` converted
-    (``nz`` defaults to ``nx``)."""
+    Returns ``(max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels)`` converted
+    (``nz`` defaults to ``nx``, ``levels`` to :func:`_auto_levels`)."""
     if recon not in ("sirt", "tv"):
         raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
     if estimator not in ("phase", "gradient"):
         raise ValueError(f"estimator must be 'phase' or 'gradient', got {estimator!r}")
     if axes not in ("xy", "x", "y", "yx"):
         raise ValueError(f"axes must be 'xy', 'x' or 'y', got {axes!r}")
+    if y_profile not in ("auto", False):
+        raise ValueError(f"y_profile must be 'auto' or False, got {y_profile!r}")
+    if levels is None:
+        levels = _auto_levels(ny, nx, 20.0)
+    levels = [as_positive_int(int(f), "levels") for f in levels]
+    if levels[-1] != 1 or any(a <= b for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"levels must decrease strictly and end with 1, got {levels}")
     return (as_positive_int(max_iter, "max_iter"), as_positive_int(n_inner, "n_inner"),
             as_positive_int(coarse_iter, "coarse_iter", minimum=0),
             as_finite_float(tol, "tol", minimum=0.0),
             as_finite_float(center_offset, "center_offset"),
-            nx if nz is None else as_positive_int(nz, "nz"))
+            nx if nz is None else as_positive_int(nz, "nz"), levels)
+
+
+def start_shifts(initial_shifts, n):
+    """Starting ``(dx, dy)``: zeros for None, else the array checked and shaped ``(n, 2)``."""
+    if initial_shifts is None:
+        return np.zeros((n, 2))
+    total = np.array(initial_shifts, dtype=np.float64).reshape(n, 2)
+    if not np.all(np.isfinite(total)):
+        raise ValueError("initial_shifts contains NaN/Inf")
+    return total
+
+
+def auto_pad_x(pad_x, edge_mean, mean_abs, nx):
+    """``pad_x`` as an int; ``"auto"``: ``nx // 4`` when the outermost columns' mean
+    ``edge_mean`` exceeds 10 % of the mean ``mean_abs`` of the data, else 0."""
+    if isinstance(pad_x, str):
+        if pad_x != "auto":
+            raise ValueError(f"pad_x must be an integer or 'auto', got {pad_x!r}")
+        pad_x = nx // 4 if edge_mean > 0.1 * mean_abs else 0
+    return as_positive_int(pad_x, "pad_x", minimum=0)
+
+
+def profile_start(profiles, total, opts):
+    """``y_profile="auto"``: set ``total[:, 1]`` from the x-integrated ``profiles`` when they
+    agree (misfit <= PROFILE_USE) and record the decision in ``opts``.  Returns ``hold_y``
+    (misfit <= PROFILE_HOLD: keep that dy until the full level's x updates are sub-pixel)."""
+    dy, misfit = profile_y_shifts(profiles)
+    log.info("x-integrated profiles: misfit %.4g", misfit)
+    used = misfit <= PROFILE_USE
+    if used:
+        total[:, 1] = dy
+    hold_y = bool(used and misfit <= PROFILE_HOLD)
+    opts.update(y_profile_misfit=misfit, y_profile_used=bool(used), y_profile_held=hold_y)
+    return hold_y
 
 
 def _relative_residual(A, x, b, buf):
@@ -335,8 +376,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                          nonneg=nonneg, center_offset=center_offset, t_start=t_start)
     if method != "autofocus":
         raise ValueError(f"method must be 'autofocus', 'xcorr' or 'com', got {method!r}")
-    max_iter, n_inner, coarse_iter, tol, center_offset, nz = check_loop_options(
-        recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, nx)
+    max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels = check_loop_options(
+        recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels,
+        y_profile, ny, nx)
     if final_iter is not None:
         final_iter = as_positive_int(final_iter, "final_iter", 0)
     if isinstance(initial_shifts, str):
@@ -345,29 +387,18 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         from . import baselines
         init_fn = baselines.xcorr_shifts if initial_shifts == "xcorr" else baselines.com_shifts
         total = np.asarray(init_fn(data, angles), dtype=np.float64).reshape(n, 2)
-    elif initial_shifts is None:
-        total = np.zeros((n, 2))
     else:
-        total = np.array(initial_shifts, dtype=np.float64).reshape(n, 2)
-        if not np.all(np.isfinite(total)):
-            raise ValueError("initial_shifts contains NaN/Inf")
-    if levels is None:
-        levels = _auto_levels(ny, nx, 20.0)
-    levels = [as_positive_int(int(f), "levels") for f in levels]
-    if levels[-1] != 1 or any(a <= b for a, b in zip(levels, levels[1:])):
-        raise ValueError(f"levels must decrease strictly and end with 1, got {levels}")
+        total = start_shifts(initial_shifts, n)
     if slices is not None:
         slices = np.unique(np.asarray(slices, dtype=np.int64))
         if slices.size == 0 or slices.min() < 0 or slices.max() >= ny:
             raise ValueError(f"slices must be row indices in [0, {ny})")
     if recon == "tv" and lam is None:
         lam = 0.02 * float(np.abs(data).mean())
-    if isinstance(pad_x, str):
-        if pad_x != "auto":
-            raise ValueError(f"pad_x must be an integer or 'auto', got {pad_x!r}")
-        edge = float(np.abs(data[:, :, [0, -1]]).mean())
-        pad_x = nx // 4 if edge > 0.1 * float(np.abs(data).mean()) else 0
-    pad_x = as_positive_int(pad_x, "pad_x", minimum=0)
+    edge = mean_abs = 0.0
+    if isinstance(pad_x, str):  # the means are needed by "auto" only
+        edge, mean_abs = float(np.abs(data[:, :, [0, -1]]).mean()), float(np.abs(data).mean())
+    pad_x = auto_pad_x(pad_x, edge, mean_abs, nx)
     axis_search_deg = as_finite_float(axis_search_deg, "axis_search_deg", minimum=0.0)
     if do_axis and slices is not None and np.any(np.diff(slices) != 1):
         raise ValueError("refine='axis_angle' needs contiguous slices (it uses y gradients)")
@@ -383,17 +414,6 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         alpha = 0.0
     if max_rows is not None:
         max_rows = as_positive_int(max_rows, "max_rows")
-    if y_profile not in ("auto", False):
-        raise ValueError(f"y_profile must be 'auto' or False, got {y_profile!r}")
-    hold_y = False
-    misfit = None
-    if (y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None
-            and not do_axis and alpha == 0.0):
-        dy, misfit = profile_y_shifts(tilt_profiles(data))
-        log.info("x-integrated profiles: misfit %.4g", misfit)
-        if misfit <= PROFILE_USE:
-            total[:, 1] = dy
-            hold_y = misfit <= PROFILE_HOLD
     opts = dict(pad_x=pad_x, max_rows=max_rows, method=method, recon=recon, estimator=estimator,
                 axes=axes,
                 max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
@@ -403,9 +423,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 slices=None if slices is None else slices.tolist())
     if refine != ("shifts",) or alpha != 0.0:
         opts.update(refine=list(refine), axis_angle_deg_start=alpha)
-    if misfit is not None:
-        opts.update(y_profile_misfit=misfit, y_profile_used=bool(misfit <= PROFILE_USE),
-                    y_profile_held=hold_y)
+    hold_y = False
+    if (y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None
+            and not do_axis and alpha == 0.0):
+        hold_y = profile_start(tilt_profiles(data), total, opts)
 
     history = []
     converged = False

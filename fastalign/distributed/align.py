@@ -34,9 +34,8 @@ import time
 import numpy as np
 
 from .._validate import as_positive_int
-from ..align.autofocus import (PROFILE_HOLD, PROFILE_USE, _auto_levels, _ratio,
-                               _tail_factor, _y_factor, check_loop_options)
-from ..align.profiles import profile_y_shifts
+from ..align.autofocus import (_ratio, _tail_factor, _y_factor, auto_pad_x,
+                               check_loop_options, profile_start, start_shifts)
 from ..align.gauge import fix_gauge
 from ..align.result import AlignResult
 from ..align.shift import estimate_shift, shift_padding, tukey
@@ -107,26 +106,15 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
     n, ny, nx = src.shape
     if n < 2:
         raise ValueError("alignment needs at least 2 tilts")
-    max_iter, n_inner, coarse_iter, tol, center_offset, nz = check_loop_options(
-        recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, nx)
+    max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels = check_loop_options(
+        recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels,
+        y_profile, ny, nx)
     final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
                                                                          "final_iter", 0)
-    if y_profile not in ("auto", False):
-        raise ValueError(f"y_profile must be 'auto' or False, got {y_profile!r}")
     if isinstance(initial_shifts, str):
         raise ValueError("initial_shifts='xcorr'/'com' is not available distributed; pass "
                          "the shifts (e.g. from fastalign.xcorr_shifts) as an array")
-    if initial_shifts is None:
-        total = np.zeros((n, 2))
-    else:
-        total = np.array(initial_shifts, dtype=np.float64).reshape(n, 2)
-        if not np.all(np.isfinite(total)):
-            raise ValueError("initial_shifts contains NaN/Inf")
-    if levels is None:
-        levels = _auto_levels(ny, nx, 20.0)
-    levels = [as_positive_int(int(f), "levels") for f in levels]
-    if levels[-1] != 1 or any(a <= b for a, b in zip(levels, levels[1:])):
-        raise ValueError(f"levels must decrease strictly and end with 1, got {levels}")
+    total = start_shifts(initial_shifts, n)
 
     with run_scope(client) as client:
         tchunks = plan(n, tilt_chunk, parts=2 * n_workers)
@@ -138,30 +126,18 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
         mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
         if recon == "tv" and lam is None:
             lam = 0.02 * mean_abs
-        if isinstance(pad_x, str):
-            if pad_x != "auto":
-                raise ValueError(f"pad_x must be an integer or 'auto', got {pad_x!r}")
-            edge = sum(s[2] for s in stats) / (n * ny * 2)
-            pad_x = nx // 4 if edge > 0.1 * mean_abs else 0
-        pad_x = as_positive_int(pad_x, "pad_x", minimum=0)
-        hold_y = False
-        misfit = None
-        if y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None:
-            # as the local loop: dy from the x-integrated profiles (tilt chunks in order)
-            prof = np.concatenate(client.gather(
-                [client.submit(_slabs.chunk_profiles, r, pure=False) for r in raw_full]))
-            dy, misfit = profile_y_shifts(prof)
-            if misfit <= PROFILE_USE:
-                total[:, 1] = dy
-                hold_y = misfit <= PROFILE_HOLD
+        pad_x = auto_pad_x(pad_x, sum(s[2] for s in stats) / (n * ny * 2), mean_abs, nx)
         opts = dict(pad_x=pad_x, method="autofocus", recon=recon, estimator=estimator, axes=axes,
                     max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
                     coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
                     center_offset=center_offset, min_coherence=min_coherence, taper=taper,
                     final_iter=final_iter, slices=None, distributed=True)
-        if misfit is not None:
-            opts.update(y_profile_misfit=misfit, y_profile_used=bool(misfit <= PROFILE_USE),
-                        y_profile_held=hold_y)
+        hold_y = False
+        if y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None:
+            # as the local loop: dy from the x-integrated profiles (tilt chunks in order)
+            hold_y = profile_start(np.concatenate(client.gather(
+                [client.submit(_slabs.chunk_profiles, r, pure=False) for r in raw_full])),
+                total, opts)
         per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
         rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
         ctx = _Ctx(client, angles, recon, nonneg, lam, tchunks)
