@@ -175,6 +175,24 @@ def test_bad_options():
         fastalign.align(data, angles, levels=[2, 4])
 
 
+def test_binned_finest_level():
+    # levels ending with 2: every estimate on 2x binned data, yet shifts in full-resolution
+    # pixels and the aligned stack and volume at full resolution
+    ideal, angles = particle_projections()
+    rng = np.random.default_rng(7)
+    true = rng.uniform(-5, 5, (angles.size, 2))
+    data = fastalign.fourier_shift(ideal, true)
+    r = fastalign.align(data, angles, levels=[4, 2], tol=0.01)
+    ex, ey = gauge_error(r.shifts, true, angles)
+    _report("particles 3d, levels=[4, 2]", rms_x=ex, rms_y=ey, iterations=len(r.history))
+    assert r.converged and {h["level"] for h in r.history} == {4, 2}
+    assert ex <= 0.05 and ey <= 0.05
+    assert r.aligned.shape == data.shape and r.volume.shape == (48, 64, 64)
+    res = np.linalg.norm(fastalign.project(r.volume, angles) - r.aligned) / np.linalg.norm(
+        r.aligned)
+    assert res < 0.2
+
+
 def test_fix_gauge_removes_only_the_gauge():
     angles = np.arange(-60, 61, 2.0)
     th = np.deg2rad(angles)

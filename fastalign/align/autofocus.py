@@ -9,16 +9,18 @@ Outer loop, per binning level (coarse to fine):
    measured and reprojected rows (FFT along x) and columns (FFT along y);
 5. estimate the residual shift from its phase ``-2 pi w s / N`` and add it to the total;
 
-until the largest update falls below ``tol`` at full resolution.
+until the largest update falls below ``tol`` on the finest level (full resolution by default).
 """
 import logging
 import time
 
+import numba
 import numpy as np
 import scipy.ndimage as ndi
 
 from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
                          as_positive_int)
+from ..kernels.projector import LANES
 from ..operator import Projector
 from . import axis as _axis
 from .gauge import fix_gauge
@@ -32,6 +34,9 @@ log = logging.getLogger("fastalign.align")
 # PROFILE_USE, and hold it until the full level's x updates are sub-pixel when at most PROFILE_HOLD
 PROFILE_USE = 0.2
 PROFILE_HOLD = 0.02
+# a coarse level ends when its (tail-aware) update is below COARSE_TOL binned pixels: a well
+# converged coarse level is cheap and shortens the expensive finer ones
+COARSE_TOL = 0.01
 
 
 # --------------------------------------------------------------------------- solvers
@@ -49,14 +54,21 @@ class _SIRT:
         self.A = A
         self.nonneg = nonneg
         self.relax = relax
-        row = A(np.ones(A.domain_shape, np.float32))
+        # Every slice sees the same 2-D operator: the row and column sums need one slice.  As
+        # in fastalign.recon.SIRTSolver, k slices are projected (as many blocks as threads,
+        # same cost as one) so that the projector takes the main problem's dispatch path.
+        g = A.geometry
+        ny, nz, nx = A.domain_shape
+        k = max(1, min(ny, numba.get_num_threads() * LANES))
+        sub = Projector(g.with_shape((k, nz, nx)))
+        row = sub(np.ones((k, nz, nx), np.float32))[:, :1]
         self.R = np.where(row > 1e-6, 1.0 / np.maximum(row, 1e-6), 0.0).astype(np.float32)
-        w = np.ones(A.range_shape, np.float32)
+        w = np.ones(sub.range_shape, np.float32)
         if pad:
             w[:, :, :pad] = 0.0
             w[:, :, -pad:] = 0.0
-            self.R *= w
-        col = A.T(w)
+            self.R *= w[:, :1]
+        col = sub.T(w)[:1]
         self.C = (relax * np.where(col > 1e-6, 1.0 / np.maximum(col, 1e-6), 0.0)).astype(
             np.float32)
         self._r = np.empty(A.range_shape, np.float32)
@@ -199,8 +211,8 @@ def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, t
     if levels is None:
         levels = _auto_levels(ny, nx, 20.0)
     levels = [as_positive_int(int(f), "levels") for f in levels]
-    if levels[-1] != 1 or any(a <= b for a, b in zip(levels, levels[1:])):
-        raise ValueError(f"levels must decrease strictly and end with 1, got {levels}")
+    if any(a <= b for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"levels must decrease strictly, got {levels}")
     return (as_positive_int(max_iter, "max_iter"), as_positive_int(n_inner, "n_inner"),
             as_positive_int(coarse_iter, "coarse_iter", minimum=0),
             as_finite_float(tol, "tol", minimum=0.0),
@@ -276,15 +288,21 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     axes : {"xy", "x", "y"}
         Which shift components to estimate.
     max_iter : int
-        Maximum outer iterations at full resolution.
+        Maximum outer iterations on the finest level (full resolution by default).
     tol : float
         Convergence: the largest shift update (full-resolution pixels, its gauge part
         removed: a common drift of the sinusoid in dx or of the mean dy is not counted),
         times ``1 / (1 - rho)`` when successive updates shrink by a ratio ``rho`` (the rest
         of a geometric series; rho clipped to [0, 0.95]), below ``tol``.  History entries report the same ``max_update``/``rms_update``.
     levels : sequence of int, optional
-        Binning factors, coarse to fine, ending with 1.  Default: automatic (e.g. 4, 2, 1 for
-        256 px), so that starting errors of +-20 px converge.
+        Binning factors, coarse to fine (strictly decreasing).  Default: automatic (e.g. 4,
+        2, 1 for 256 px), so that starting errors of +-20 px converge.  The last entry is the
+        finest level: ``max_iter`` and ``tol`` apply there and ``converged`` refers to it.
+        Ending with 2 instead of 1 estimates on 2x binned data only: for large series about
+        six times cheaper per iteration, and it avoids the slow start of the full-resolution
+        level (whose warm-started reconstruction needs many iterations before its estimates
+        are unbiased), at some cost in accuracy.  Shifts stay in full-resolution pixels, and
+        ``aligned`` and ``volume`` at full resolution (bench/align_speed.py, README).
     n_inner : int
         Reconstruction iterations per outer iteration (warm-started).
     coarse_iter : int
@@ -341,7 +359,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         vertical): start dy from the tilt-invariant x-integrated profiles
         (:func:`fastalign.align.profiles.profile_y_shifts`) when they agree after alignment
         (misfit <= 0.2; a compact object gives about 0.001, a specimen wider than the field
-        of view about 1).  When they agree to 0.02 that dy is kept until the full-resolution
+        of view about 1).  When they agree to 0.02 that dy is kept until the finest
         level's x updates are below 0.5 px (an estimate against the reconstruction of a
         series still misaligned in x, or binned, is worse), then refined with x.
         ``False``: start dy from zero.
@@ -441,7 +459,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     t_rec = t_est = t_shift = 0.0
     try:
         for f in levels:
-            final_level = f == 1
+            final_level = f == levels[-1]
             fy = _y_factor(ny, f)
             raw_l = bin_stack(data, f, fy)
             scale = np.array([f, fy], dtype=np.float64)
@@ -465,7 +483,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             runs = _row_runs(rows) if rows.size > 1 else []
             contiguous = len(runs) == 1
             n_outer = max_iter if final_level else coarse_iter
-            tol_l = tol if final_level else max(tol, 0.05 * f)
+            tol_l = tol if final_level else max(tol, COARSE_TOL * f)
             prev_upd = None
             x_upd = np.inf     # largest x update of the previous iteration (full-res px)
             prev_upd_g = None

@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from .._validate import as_positive_int
-from ..align.autofocus import (_ratio, _tail_factor, _y_factor, auto_pad_x,
+from ..align.autofocus import (COARSE_TOL, _ratio, _tail_factor, _y_factor, auto_pad_x,
                                check_loop_options, profile_start, start_shifts)
 from ..align.gauge import fix_gauge
 from ..align.result import AlignResult
@@ -148,7 +148,7 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
         prev = None            # (slabs, full-resolution row positions) of the previous level
         t_rec = t_est = t_shift = 0.0
         for f in levels:
-            final_level = f == 1
+            final_level = f == levels[-1]
             fy = _y_factor(ny, f)
             if f == 1:
                 raw_l = raw_full
@@ -173,7 +173,7 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
             wx = tukey(nxl, taper)
             wy = tukey(nyl, taper) if nyl > 2 else None
             n_outer = max_iter if final_level else coarse_iter
-            tol_l = tol if final_level else max(tol, 0.05 * f)
+            tol_l = tol if final_level else max(tol, COARSE_TOL * f)
             prev_upd = None
             x_upd = np.inf     # largest x update of the previous iteration (full-res px)
             prev_upd_g = None
@@ -279,8 +279,8 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
             if keep_aligned:
                 a_res = [client.submit(_write_or_return, a, awriter, t0_, pure=False)
                          for a, (t0_, _) in zip(aligned, tchunks)]
-            # levels end with 1, so the last iterate has the full shape: only the gauge move
-            # as the local loop: move (z, x) into the gauge, rows by y positions + gy
+            # as the local loop: move (z, x) into the gauge (and zoom from a binned finest
+            # level), rows by y positions + gy
             zx_shift = (gb * prev_shape[1] / nz, ga * prev_shape[2] / full[2])
             states = ctx.warm_states(states, (prev[0], prev[1] + gy), slabs,
                                      np.arange(ny, dtype=np.float64), full, center_offset,
