@@ -323,6 +323,8 @@ def _cmd_align(args):
             kwargs[key] = getattr(args, key)
     if args.refine is not None:
         kwargs["refine"] = tuple(r.strip() for r in args.refine.split(",") if r.strip())
+    if args.levels is not None:
+        kwargs["levels"] = _int_list(args.levels, "--levels")
     n, ny, nx = meta["shape"]
     align = _library_function("align")
     _say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} ({args.method}, {args.recon}; "
@@ -500,6 +502,14 @@ def _cmd_recon_distributed(args, meta, angles, name, outputs):
     return EXIT_OK
 
 
+def _int_list(text, option):
+    """``"4,2,1"`` -> ``(4, 2, 1)``; a clear error for anything else."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
 def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
     from . import distributed as fd
     from .distributed._common import Source
@@ -511,6 +521,8 @@ def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
     for key in ("max_iter", "tol", "nz", "estimator", "lam"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
+    if args.levels is not None:
+        kwargs["levels"] = _int_list(args.levels, "--levels")
     n, ny, nx = meta["shape"]
     stem = _stem(meta)
     _say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} on Dask (autofocus, "
@@ -683,6 +695,11 @@ def build_parser():
     p.add_argument("--tol", type=float, metavar="PX",
                    help="stop when the largest shift update is below PX pixels (default: "
                         "library's)")
+    p.add_argument("--levels", metavar="LIST",
+                   help="comma-separated binning factors of the coarse-to-fine levels, "
+                        "strictly decreasing, e.g. 4,2,1 (default: automatic; the finest is "
+                        "2, i.e. 2x binned data, from 512 px wide; end with 1 to estimate at "
+                        "full resolution)")
     p.add_argument("--refine", metavar="LIST",
                    help="comma-separated parameters to estimate, among shifts (required), "
                         "axis_angle (in-plane tilt-axis angle) and center (rotation-centre "

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastalign
+from fastalign.align.autofocus import _auto_levels
 from fastalign.align.gauge import fix_gauge, gauge_error
 from fastalign.phantoms import binary_phantom_2d, fourier_shift, seed_experiment
 
@@ -173,6 +174,14 @@ def test_bad_options():
         fastalign.align(data, angles, recon="art")
     with pytest.raises(ValueError, match="levels"):
         fastalign.align(data, angles, levels=[2, 4])
+
+
+def test_auto_levels():
+    # coarsest >= 48 px wide; the finest is 2x binned from 512 px wide
+    assert _auto_levels(1, 64, 20.0) == [1]
+    assert _auto_levels(256, 256, 20.0) == [4, 2, 1]
+    assert _auto_levels(600, 600, 20.0) == [4, 2]
+    assert _auto_levels(64, 511, 20.0) == [4, 2, 1]
 
 
 def test_binned_finest_level():

@@ -267,10 +267,12 @@ def test_align_refine_axis_and_center(dataset, tmp_path):
     record = tmp_path / "kwargs.json"
     out = tmp_path / "rot"
     proc = run("align", dataset["mrc"], "--out", out, "--refine", "shifts,axis_angle,center",
-               "--axis-angle", "2.5", "-q", stub=True, env={"STUB_RECORD": str(record)})
+               "--axis-angle", "2.5", "--levels", "4,2", "-q", stub=True,
+               env={"STUB_RECORD": str(record)})
     assert proc.returncode == 0, proc.stderr
     kwargs = json.loads(record.read_text())["align"]["kwargs"]
     assert kwargs["refine"] == ["shifts", "axis_angle", "center"]
+    assert kwargs["levels"] == [4, 2]
     assert kwargs["axis_angle_deg"] == 2.5
     shifts, mats = read_xf(out / "ts.xf", return_matrices=True)
     a = np.deg2rad(2.5)
