@@ -44,5 +44,5 @@ if __name__ == "__main__":
         dt = time.perf_counter() - t
         ex, ey = gauge_error(r.shifts, true, angles)
         print(f"{n} {kw}: time={dt:.1f}s ex={ex:.4f} ey={ey:.4f} iters={len(r.history)} "
-              f"levels={[h['level'] for h in r.history].count(1)} conv={r.converged} "
+              f"per_level={ {f: [h['level'] for h in r.history].count(f) for f in r.options['levels']} } conv={r.converged} "
               f"timings={ {k: round(v, 2) for k, v in r.timings.items()} }", flush=True)

@@ -119,6 +119,29 @@ def test_refine_validation():
         fastalign.align(e.data, e.angles_deg, method="com", refine=("shifts", "center"))
 
 
+def test_profile_axis_angle_refines_the_amplitude_estimate():
+    # 5 deg with a 10 px centre offset: the amplitude-spectrum criterion is 1.6 deg off, the
+    # aligned profiles find the angle
+    e = rotated_axis_experiment(axis_angle_deg=5.0, center_offset=10.0, seed=7)
+    coarse = axis.coarse_axis_angle(e.data)
+    angle, misfit = axis.profile_axis_angle(e.data, coarse)
+    _report("profile axis angle", amplitude_deg=coarse, profiles_deg=angle, misfit=misfit)
+    assert abs(angle - 5.0) <= 0.1
+    assert misfit < 0.05
+
+
+def test_rotated_axis_y_start_from_rotated_profiles():
+    # a known 5 deg axis and 10 px centre: dy starts from the profiles of the data rotated
+    # back (before: captured 3 px off in y, 0.8 px in x)
+    e = rotated_axis_experiment(axis_angle_deg=5.0, center_offset=10.0, seed=8)
+    r = fastalign.align(e.data, e.angles_deg, axis_angle_deg=5.0, center_offset=10.0)
+    ex, ey = gauge_error(r.shifts, e.shifts, e.angles_deg)
+    _report("rotated axis, known geometry", rms_x=ex, rms_y=ey,
+            y_profile_misfit=r.options["y_profile_misfit"])
+    assert r.options["y_profile_used"]
+    assert ex <= 0.05 and ey <= 0.05
+
+
 @pytest.mark.slow
 def test_rotated_axis_joint_estimate():
     e = rotated_axis_experiment((48, 64, 64), axis_angle_deg=-4.0, center_offset=-9.0,

@@ -38,6 +38,13 @@ PROFILE_HOLD = 0.02
 # a coarse level ends when its (tail-aware) update is below COARSE_TOL binned pixels: a well
 # converged coarse level is cheap and shortens the expensive finer ones
 COARSE_TOL = 0.01
+# The axis-angle step is biased by a reconstruction that is not yet converged (started at the
+# true geometry: up to 0.25 deg after 20 SIRT iterations, 0.006 deg after 100), so it waits
+# for ROT_MIN_ITERS reconstruction iterations on the level, shift updates below ROT_START_PX
+# (binned px) and a data residual that fell by less than ROT_RES_SETTLED in one iteration.
+ROT_MIN_ITERS = 100
+ROT_START_PX = 0.1
+ROT_RES_SETTLED = 0.05
 
 
 # --------------------------------------------------------------------------- solvers
@@ -351,8 +358,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     refine : sequence of {"shifts", "axis_angle", "center"}
         What the loop estimates.  ``"shifts"`` (required) are the per-tilt translations;
         ``"axis_angle"`` adds a global in-plane tilt-axis angle (coarse estimate from the
-        tilt invariance of the axis profiles, then Gauss-Newton steps on the reprojection
-        residual each outer iteration); ``"center"`` reports the constant part of dx as a
+        tilt invariance of the axis profiles: their amplitude spectra, then, for a compact
+        object, the angle at which the aligned profiles agree best; then Gauss-Newton steps
+        on the reprojection residual once shifts and reconstruction have settled); ``"center"`` reports the constant part of dx as a
         rotation-centre offset (with free shifts the two are the same thing; see
         :mod:`fastalign.align.axis` for the model, signs and the convention separating them).
     axis_angle_deg : float, optional
@@ -362,8 +370,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     axis_search_deg : float
         Half-width of the coarse axis-angle search (degrees).
     y_profile : {"auto", False}
-        ``"auto"`` (when y is estimated, no starting shifts are given and the axis is
-        vertical): start dy from the tilt-invariant x-integrated profiles
+        ``"auto"`` (when y is estimated and no starting shifts are given): start dy from
+        the tilt-invariant x-integrated profiles (of the data rotated back by the starting
+        axis angle when it is not 0)
         (:func:`fastalign.align.profiles.profile_y_shifts`) when they agree after alignment
         (misfit <= 0.2; a compact object gives about 0.001, a specimen wider than the field
         of view about 1).  When they agree to 0.02 that dy is kept until the finest
@@ -433,8 +442,16 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     elif do_axis:
         t0 = time.perf_counter()
         alpha = _axis.coarse_axis_angle(data, search_deg=axis_search_deg)
+        # refined where the aligned x-integrated profiles agree best, when they can agree
+        # (a compact object: the same test as y_profile's)
+        a_prof, m_prof = _axis.profile_axis_angle(data, alpha, search_deg=axis_search_deg)
+        axis_start = dict(axis_angle_deg_amplitude=alpha, axis_angle_deg_profiles=a_prof,
+                          axis_profile_misfit=m_prof)
+        if m_prof <= PROFILE_USE:
+            alpha = a_prof
         t_axis = time.perf_counter() - t0
-        log.info("coarse axis angle %.3f deg", alpha)
+        log.info("coarse axis angle %.3f deg (amplitude spectra %.3f, profiles %.3f with "
+                 "misfit %.3g)", alpha, axis_start["axis_angle_deg_amplitude"], a_prof, m_prof)
     else:
         alpha = 0.0
     if max_rows is not None:
@@ -448,10 +465,14 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 slices=None if slices is None else slices.tolist())
     if refine != ("shifts",) or alpha != 0.0:
         opts.update(refine=list(refine), axis_angle_deg_start=alpha)
+    if do_axis and axis_angle_deg is None:
+        opts.update(axis_start)
     hold_y = False
-    if (y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None
-            and not do_axis and alpha == 0.0):
-        hold_y = profile_start(tilt_profiles(data), total, opts)
+    if y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None:
+        # with a rotated axis the profiles are those of the data rotated back (model of
+        # fastalign.align.axis: the shifts act in that frame)
+        src = data if alpha == 0.0 else _axis.rotate_shift(data, alpha, np.zeros((n, 2)))
+        hold_y = profile_start(tilt_profiles(src), total, opts)
 
     history = []
     converged = False
@@ -497,6 +518,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             since_jump = 0
             prev_eps = 0.0
             since_jump_a = 0
+            recon_its = 0      # reconstruction iterations on this level
+            level_res = []     # data residuals of this level's iterations
             for it in range(n_outer):
                 t0 = time.perf_counter()
                 if alpha == 0.0:
@@ -509,6 +532,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 t1 = time.perf_counter()
                 x_before = x.copy() if extrapolate else None
                 solver.run(b, x, first_inner if it == 0 else n_inner)
+                recon_its += first_inner if it == 0 else n_inner
                 t2 = time.perf_counter()
                 P = A(x)
                 bc, Pc = (b[:, :, pl:pl + nxl], P[:, :, pl:pl + nxl]) if pl else (b, P)
@@ -533,8 +557,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 x_upd = float(np.abs(upd[:, 0]).max()) * f
                 eps_px = 0.0
                 if (do_axis and rows.size > 2 and contiguous
-                        and float(np.abs(upd * scale).max()) < 0.5 * f):
-                    # the rotation step is only meaningful once the shifts are sub-pixel
+                        and float(np.abs(upd * scale).max()) < ROT_START_PX * f
+                        and recon_its >= ROT_MIN_ITERS
+                        and len(level_res) >= 2
+                        and level_res[-2] - level_res[-1] < ROT_RES_SETTLED * level_res[-1]):
+                    # the rotation step is only meaningful once the shifts and the
+                    # reconstruction have settled (ROT_* above)
                     eps = float(np.rad2deg(_axis.rotation_update(
                         bc, Pc, rows * fy + 0.5 * (fy - 1), np.arange(nxl) * f + 0.5 * (f - 1),
                         (0.5 * (nx - 1), 0.5 * (ny - 1)))))
@@ -566,6 +594,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 prev_upd = upd
                 since_jump += 1
                 res = float(np.linalg.norm(Pc - bc) / max(np.linalg.norm(bc), 1e-30))
+                level_res.append(res)
                 t3 = time.perf_counter()
                 t_shift += t1 - t0
                 t_rec += t2 - t1

@@ -183,6 +183,61 @@ def coarse_axis_angle(tilt_series, angles_deg=None, *, search_deg=10.0, step_deg
     return best
 
 
+def profile_axis_angle(tilt_series, start_deg, *, half_width_deg=3.0, step_deg=0.25,
+                       search_deg=10.0, max_size=128):
+    """Axis angle at which the x-integrated profiles, once aligned, agree best (no recon).
+
+    Rotated back by the true angle, every image is the ideal projection shifted in the
+    aligned frame, so its profile along the axis is the object's mass per row moved by
+    ``dy`` (:mod:`fastalign.align.profiles`).  For candidate angles around ``start_deg``
+    (e.g. :func:`coarse_axis_angle`, whose amplitude criterion ignores where along the axis
+    the mass lies) the images are rotated back, their profiles aligned by
+    :func:`~fastalign.align.profiles.profile_y_shifts` and the misfit kept; the smallest
+    wins (grid, then a parabola through the best three points).  Meaningful for a compact
+    object (small misfit), not for a specimen wider than the field of view.
+
+    Parameters
+    ----------
+    tilt_series : ndarray, shape (n_tilts, ny, nx)
+    start_deg : float
+        Centre of the search (degrees).
+    half_width_deg, step_deg : float
+        Candidates ``start_deg + k step_deg`` within ``half_width_deg``, and within
+        ``[-search_deg, search_deg]``.
+    max_size : int
+        Images are binned (block mean) until both sides are at most about this size.
+
+    Returns
+    -------
+    (float, float)
+        The angle (degrees, module docstring for the sign) and its profile misfit.
+    """
+    from .autofocus import bin_stack
+    from .profiles import profile_y_shifts, tilt_profiles
+    data = np.asarray(tilt_series, dtype=np.float32)
+    n, ny, nx = data.shape
+    f = 1
+    while max(ny, nx) // f > max_size and min(ny, nx) // (2 * f) >= 16:
+        f *= 2
+    small = bin_stack(data, f, f)
+    k = np.arange(-np.floor(half_width_deg / step_deg), np.floor(half_width_deg / step_deg) + 1)
+    grid = start_deg + k * step_deg
+    grid = grid[np.abs(grid) <= search_deg + 1e-9]
+    if grid.size == 0:
+        grid = np.array([float(np.clip(start_deg, -search_deg, search_deg))])
+    zero = np.zeros((n, 2))
+    scores = np.array([profile_y_shifts(tilt_profiles(rotate_shift(small, float(a), zero)))[1]
+                       for a in grid])
+    i = int(np.argmin(scores))
+    best = float(grid[i])
+    if 0 < i < grid.size - 1:
+        s0, s1, s2 = scores[i - 1:i + 2]
+        den = s0 - 2 * s1 + s2
+        if den > 0:
+            best += 0.5 * step_deg * (s0 - s2) / den
+    return best, float(scores[i])
+
+
 def rotation_update(measured, reprojected, row_coords, col_coords, center):
     """Residual in-plane rotation (radians) of the measured images relative to the reprojection.
 
