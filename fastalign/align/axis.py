@@ -162,25 +162,37 @@ def coarse_axis_angle(tilt_series, angles_deg=None, *, search_deg=10.0, step_deg
     float
         Axis angle in degrees (module docstring for the sign).
     """
-    from .autofocus import bin_stack
-    data = np.asarray(tilt_series, dtype=np.float32)
-    n, ny, nx = data.shape
-    f = 1
-    while max(ny, nx) // f > max_size and min(ny, nx) // (2 * f) >= 16:
-        f *= 2
-    small = bin_stack(data, f, f).astype(np.float64)
-    _, nyb, nxb = small.shape
+    small = _binned_to(tilt_series, max_size).astype(np.float64)
+    n, nyb, nxb = small.shape
     flat = small.reshape(n, -1)
     grid = np.arange(-search_deg, search_deg + 0.5 * step_deg, step_deg)
     scores = np.array([_profile_score(flat, nyb, nxb, np.deg2rad(a)) for a in grid])
-    k = int(np.argmin(scores))
-    best = float(grid[k])
-    if 0 < k < grid.size - 1:
-        s0, s1, s2 = scores[k - 1:k + 2]
+    return _grid_minimum(grid, scores, step_deg)[0]
+
+
+def _binned_to(tilt_series, max_size):
+    """float32 stack binned (block mean, same factor along y and x) until both sides are at
+    most about ``max_size`` (and at least 16)."""
+    from .autofocus import bin_stack
+    data = np.asarray(tilt_series, dtype=np.float32)
+    _, ny, nx = data.shape
+    f = 1
+    while max(ny, nx) // f > max_size and min(ny, nx) // (2 * f) >= 16:
+        f *= 2
+    return bin_stack(data, f, f)
+
+
+def _grid_minimum(grid, scores, step):
+    """``(argmin, min score)`` of scores on an evenly spaced grid, refined by the parabola
+    through the best three points when the minimum is inside."""
+    i = int(np.argmin(scores))
+    best = float(grid[i])
+    if 0 < i < grid.size - 1:
+        s0, s1, s2 = scores[i - 1:i + 2]
         den = s0 - 2 * s1 + s2
         if den > 0:
-            best += 0.5 * step_deg * (s0 - s2) / den
-    return best
+            best += 0.5 * step * (s0 - s2) / den
+    return best, float(scores[i])
 
 
 def profile_axis_angle(tilt_series, start_deg, *, half_width_deg=3.0, step_deg=0.25,
@@ -212,14 +224,9 @@ def profile_axis_angle(tilt_series, start_deg, *, half_width_deg=3.0, step_deg=0
     (float, float)
         The angle (degrees, module docstring for the sign) and its profile misfit.
     """
-    from .autofocus import bin_stack
     from .profiles import profile_y_shifts, tilt_profiles
-    data = np.asarray(tilt_series, dtype=np.float32)
-    n, ny, nx = data.shape
-    f = 1
-    while max(ny, nx) // f > max_size and min(ny, nx) // (2 * f) >= 16:
-        f *= 2
-    small = bin_stack(data, f, f)
+    small = _binned_to(tilt_series, max_size)
+    n = small.shape[0]
     k = np.arange(-np.floor(half_width_deg / step_deg), np.floor(half_width_deg / step_deg) + 1)
     grid = start_deg + k * step_deg
     grid = grid[np.abs(grid) <= search_deg + 1e-9]
@@ -228,14 +235,7 @@ def profile_axis_angle(tilt_series, start_deg, *, half_width_deg=3.0, step_deg=0
     zero = np.zeros((n, 2))
     scores = np.array([profile_y_shifts(tilt_profiles(rotate_shift(small, float(a), zero)))[1]
                        for a in grid])
-    i = int(np.argmin(scores))
-    best = float(grid[i])
-    if 0 < i < grid.size - 1:
-        s0, s1, s2 = scores[i - 1:i + 2]
-        den = s0 - 2 * s1 + s2
-        if den > 0:
-            best += 0.5 * step_deg * (s0 - s2) / den
-    return best, float(scores[i])
+    return _grid_minimum(grid, scores, step_deg)
 
 
 def rotation_update(measured, reprojected, row_coords, col_coords, center):
