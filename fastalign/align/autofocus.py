@@ -556,11 +556,13 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 total += upd * scale
                 x_upd = float(np.abs(upd[:, 0]).max()) * f
                 eps_px = 0.0
-                if (do_axis and rows.size > 2 and contiguous
-                        and float(np.abs(upd * scale).max()) < ROT_START_PX * f
-                        and recon_its >= ROT_MIN_ITERS
-                        and len(level_res) >= 2
-                        and level_res[-2] - level_res[-1] < ROT_RES_SETTLED * level_res[-1]):
+                can_rotate = do_axis and rows.size > 2 and contiguous
+                axis_step = (can_rotate
+                             and float(np.abs(upd * scale).max()) < ROT_START_PX * f
+                             and recon_its >= ROT_MIN_ITERS
+                             and len(level_res) >= 2
+                             and level_res[-2] - level_res[-1] < ROT_RES_SETTLED * level_res[-1])
+                if axis_step:
                     # the rotation step is only meaningful once the shifts and the
                     # reconstruction have settled (ROT_* above)
                     eps = float(np.rad2deg(_axis.rotation_update(
@@ -623,7 +625,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                 # slow modes shrink geometrically: count the rest of the series, u / (1 - rho)
                 rho_g = _ratio(upd_g, prev_upd_g)
                 prev_upd_g = upd_g
-                if max_upd * _tail_factor(rho_g) < tol_l:
+                # with "axis_angle" refined, only an iteration that took the rotation step can
+                # end the level (else the angle might never have been refined)
+                if (max_upd * _tail_factor(rho_g) < tol_l
+                        and (axis_step or not can_rotate)):
                     converged = final_level
                     break
             if stopped:
