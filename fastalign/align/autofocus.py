@@ -304,7 +304,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         Convergence: the largest shift update (full-resolution pixels, its gauge part
         removed: a common drift of the sinusoid in dx or of the mean dy is not counted),
         times ``1 / (1 - rho)`` when successive updates shrink by a ratio ``rho`` (the rest
-        of a geometric series; rho clipped to [0, 0.95]), below ``tol``.  History entries report the same ``max_update``/``rms_update``.
+        of a geometric series; rho clipped to [0, 0.95]), below ``tol``.  History entries
+        report the same ``max_update``/``rms_update``.
     levels : sequence of int, optional
         Binning factors, coarse to fine (strictly decreasing).  The last entry is the
         finest level: ``max_iter`` and ``tol`` apply there and ``converged`` refers to it.
@@ -360,9 +361,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``"axis_angle"`` adds a global in-plane tilt-axis angle (coarse estimate from the
         tilt invariance of the axis profiles: their amplitude spectra, then, for a compact
         object, the angle at which the aligned profiles agree best; then Gauss-Newton steps
-        on the reprojection residual once shifts and reconstruction have settled); ``"center"`` reports the constant part of dx as a
-        rotation-centre offset (with free shifts the two are the same thing; see
-        :mod:`fastalign.align.axis` for the model, signs and the convention separating them).
+        on the reprojection residual once shifts and reconstruction have settled);
+        ``"center"`` reports the constant part of dx as a rotation-centre offset (with free
+        shifts the two are the same thing; see :mod:`fastalign.align.axis` for the model,
+        signs and the convention separating them).
     axis_angle_deg : float, optional
         Tilt-axis angle (degrees, sign as in :mod:`fastalign.align.axis`): fixed when
         ``"axis_angle"`` is not refined (default 0), the starting value when it is (default:

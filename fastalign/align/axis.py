@@ -244,8 +244,9 @@ def rotation_update(measured, reprojected, row_coords, col_coords, center):
     Per tilt, ``measured - reprojected ~ eps G_rot + sx G_x + sy G_y`` with the derivatives of
     the reprojection ``G_x = -dP/dx``, ``G_y = -dP/dy`` (translation) and ``G_rot =
     (y - yc) dP/dx - (x - xc) dP/dy`` (``d/d eps`` of ``P(R(eps)^-1 (r - c) + c)``, a rotation
-    by ``eps`` about the image centre, positive as ``alpha``); the per-tilt shifts are eliminated (Schur complement of each tilt's 3x3 normal
-    equations) and the reduced equations summed over tilts give one global ``eps``.
+    by ``eps`` about the image centre, positive as ``alpha``); the per-tilt shifts are
+    eliminated (Schur complement of each tilt's 3x3 normal equations) and the reduced
+    equations summed over tilts give one global ``eps``.
 
     Parameters
     ----------

@@ -264,9 +264,10 @@ def com_shifts(tilt_series, angles_deg, *, per_slice=False, background="border",
     object's centre of mass, ``t_th = c + cx cos(th) + cz sin(th) + dx_th`` with
     ``c = (nx-1)/2``; the y centre of mass is the object's, plus ``dy_th``.  Since the sinusoid is
     the alignment gauge, ``dx_th = t_th - c`` and ``dy_th = COM_y(th) - mean``.  Intensities are
-    background-corrected and (by default) clipped at zero first.  Exact (up to discretisation) for an object
-    that stays inside the field of view at every tilt; biased by pixels when it does not (a slab
-    wider than the image: the part of the object inside the field changes with the tilt).
+    background-corrected and (by default) clipped at zero first.  Exact (up to
+    discretisation) for an object that stays inside the field of view at every tilt; biased
+    by pixels when it does not (a slab wider than the image: the part of the object inside
+    the field changes with the tilt).
 
     Parameters
     ----------

@@ -20,7 +20,8 @@ class AlignResult:
         Reconstruction from the aligned data.
     history : list of dict
         Per outer iteration: ``iteration``, ``level`` (binning factor), ``max_update`` (px,
-        full resolution, gauge part removed), ``residual`` (relative data residual ``||Ax-b||/||b||``), ``time_s``.
+        full resolution, gauge part removed), ``residual`` (relative data residual
+        ``||Ax-b||/||b||``), ``time_s``.
     converged : bool
         Whether the largest shift update fell below ``tol`` at full resolution.
     angles_deg : ndarray, shape (n_tilts,)
