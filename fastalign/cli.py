@@ -774,8 +774,10 @@ def _on_sigterm(signum, frame):
 
 
 def _quiet_unraisable(unraisable):
-    """Keep a swallowed Ctrl-C/SIGTERM quiet (it is re-raised by :func:`_checkpoint`)."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+    """Keep a swallowed Ctrl-C/SIGTERM quiet (it is re-raised by :func:`_checkpoint`) and, once
+    a signal has arrived, the finalizer errors of the objects it left half-built (an
+    interrupted Numba compile: llvmlite's ``ObjectRef.__del__``, also at interpreter exit)."""
+    if _PENDING_SIGNALS or isinstance(unraisable.exc_value, KeyboardInterrupt):
         return
     sys.__unraisablehook__(unraisable)
 
@@ -845,5 +847,5 @@ def main(argv=None):
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
-        if handlers:
+        if handlers and not _PENDING_SIGNALS:  # interrupted: keep it for the exit
             sys.unraisablehook = old_hook
