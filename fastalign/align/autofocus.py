@@ -14,15 +14,14 @@ until the largest update falls below ``tol`` on the finest level (full resolutio
 import logging
 import time
 
-import numba
 import numpy as np
 import scipy.ndimage as ndi
 
 from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
                          as_positive_int)
 from ..kernels import linalg as _kl
-from ..kernels.projector import LANES
 from ..operator import Projector
+from ..recon.sirt import slice_sums
 from . import axis as _axis
 from .gauge import fix_gauge
 from .profiles import profile_y_shifts, tilt_profiles
@@ -62,21 +61,15 @@ class _SIRT:
         self.A = A
         self.nonneg = nonneg
         self.relax = relax
-        # Every slice sees the same 2-D operator: the row and column sums need one slice.  As
-        # in fastalign.recon.SIRTSolver, k slices are projected (as many blocks as threads,
-        # same cost as one) so that the projector takes the main problem's dispatch path.
-        g = A.geometry
-        ny, nz, nx = A.domain_shape
-        k = max(1, min(ny, numba.get_num_threads() * LANES))
-        sub = Projector(g.with_shape((k, nz, nx)))
-        row = sub(np.ones((k, nz, nx), np.float32))[:, :1]
-        self.R = np.where(row > 1e-6, 1.0 / np.maximum(row, 1e-6), 0.0).astype(np.float32)
-        w = np.ones(sub.range_shape, np.float32)
+        # one slice's sums (every slice sees the same 2-D operator)
+        w = np.ones((A.geometry.n_tilts, 1, A.range_shape[2]), np.float32)
         if pad:
             w[:, :, :pad] = 0.0
             w[:, :, -pad:] = 0.0
-            self.R *= w[:, :1]
-        col = sub.T(w)[:1]
+        row, col = slice_sums(A, data=w)
+        self.R = np.where(row > 1e-6, 1.0 / np.maximum(row, 1e-6), 0.0).astype(np.float32)
+        if pad:
+            self.R *= w
         self.C = (relax * np.where(col > 1e-6, 1.0 / np.maximum(col, 1e-6), 0.0)).astype(
             np.float32)
         self._r = np.empty(A.range_shape, np.float32)
@@ -197,6 +190,17 @@ def _ratio(u, prev):
         return 0.0
     den = float(np.vdot(prev, prev))
     return float(np.vdot(u, prev)) / den if den > 0 else 0.0
+
+
+def _aitken_jump(upd, prev):
+    """Aitken-type extrapolation of a slow, geometrically decaying mode: when successive
+    updates are nearly parallel (cosine > 0.9) and shrink by 0.3 < rho < 0.97, the rest of
+    the geometric series is ``upd * rho / (1 - rho)``.  Returns that factor (at most 10), or 0.
+    """
+    rho = _ratio(upd, prev)
+    cosang = float(np.vdot(upd, prev)) / np.sqrt(
+        float(np.vdot(prev, prev)) * float(np.vdot(upd, upd)) + 1e-300)
+    return min(rho / (1.0 - rho), 10.0) if 0.3 < rho < 0.97 and cosang > 0.9 else 0.0
 
 
 def _tail_factor(rho):
@@ -580,21 +584,15 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                     since_jump_a += 1
                     # convergence: motion at the image edge of the remaining geometric tail
                     eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny) * _tail_factor(rho_a)
-                # Aitken-type extrapolation of the slow, geometrically decaying modes: when
-                # successive updates are nearly parallel with ratio rho, jump by the rest of
-                # the geometric series u * rho / (1 - rho).
-                if extrapolate and prev_upd is not None and since_jump >= 3:
-                    rho = _ratio(upd, prev_upd)
-                    cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
-                        float(np.vdot(prev_upd, prev_upd)) * float(np.vdot(upd, upd)) + 1e-300)
-                    if 0.3 < rho < 0.97 and cosang > 0.9:
-                        jump = min(rho / (1.0 - rho), 10.0)
-                        total += upd * scale * jump
-                        # the volume follows the shifts along the same slow mode: without
-                        # this, the next estimate (against the volume of the old shifts)
-                        # takes much of the jump back
-                        _extrapolate_volume(x, x_before, jump, nonneg)
-                        since_jump = -1
+                jump = (_aitken_jump(upd, prev_upd)
+                        if extrapolate and prev_upd is not None and since_jump >= 3 else 0.0)
+                if jump:
+                    total += upd * scale * jump
+                    # the volume follows the shifts along the same slow mode: without this,
+                    # the next estimate (against the volume of the old shifts) takes much of
+                    # the jump back
+                    _extrapolate_volume(x, x_before, jump, nonneg)
+                    since_jump = -1
                 prev_upd = upd
                 since_jump += 1
                 res = float(np.linalg.norm(Pc - bc) / max(np.linalg.norm(bc), 1e-30))

@@ -15,7 +15,6 @@ import scipy.ndimage as ndi
 from dask.sizeof import sizeof
 
 from ..align.autofocus import _extrapolate_volume, _make_solver, _pad_columns, bin_stack
-from ..align.profiles import tilt_profiles
 from ..align.shift import cross_power, fourier_shift
 from ..kernels import linalg as _k
 from ..operator import Projector
@@ -227,11 +226,6 @@ def jump_volume(prev, gen, jump, nonneg):
     st.advance(gen)
     _extrapolate_volume(st.x, st.x_before, jump, nonneg)
     return st, {}
-
-
-def chunk_profiles(block):
-    """x-integrated profiles of a tilt chunk (:func:`fastalign.align.profiles.tilt_profiles`)."""
-    return tilt_profiles(block)
 
 
 def sirt_run(prev, gen, n_iter):

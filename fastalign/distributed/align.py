@@ -34,9 +34,10 @@ import time
 import numpy as np
 
 from .._validate import as_positive_int
-from ..align.autofocus import (COARSE_TOL, _ratio, _tail_factor, _y_factor, auto_pad_x,
-                               check_loop_options, profile_start, start_shifts)
+from ..align.autofocus import (COARSE_TOL, _aitken_jump, _ratio, _tail_factor, _y_factor,
+                               auto_pad_x, check_loop_options, profile_start, start_shifts)
 from ..align.gauge import fix_gauge
+from ..align.profiles import tilt_profiles
 from ..align.result import AlignResult
 from ..align.shift import estimate_shift, shift_padding, tukey
 from . import _slabs
@@ -136,7 +137,7 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
         if y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None:
             # as the local loop: dy from the x-integrated profiles (tilt chunks in order)
             hold_y = profile_start(np.concatenate(client.gather(
-                [client.submit(_slabs.chunk_profiles, r, pure=False) for r in raw_full])),
+                [client.submit(tilt_profiles, r, pure=False) for r in raw_full])),
                 total, opts)
         per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
         rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
@@ -216,15 +217,12 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
                                                min_coherence=min_coherence)
                 total += upd * scale
                 x_upd = float(np.abs(upd[:, 0]).max()) * f
-                if extrapolate and prev_upd is not None and since_jump >= 3:
-                    rho = _ratio(upd, prev_upd)
-                    cosang = float(np.vdot(upd, prev_upd)) / np.sqrt(
-                        float(np.vdot(prev_upd, prev_upd)) * float(np.vdot(upd, upd)) + 1e-300)
-                    if 0.3 < rho < 0.97 and cosang > 0.9:
-                        jump = min(rho / (1.0 - rho), 10.0)
-                        total += upd * scale * jump
-                        states = ctx.jump(states, jump, nonneg)
-                        since_jump = -1
+                jump = (_aitken_jump(upd, prev_upd)
+                        if extrapolate and prev_upd is not None and since_jump >= 3 else 0.0)
+                if jump:
+                    total += upd * scale * jump
+                    states = ctx.jump(states, jump, nonneg)
+                    since_jump = -1
                 prev_upd = upd
                 since_jump += 1
                 num = sum(r[0] for r in res_p)

@@ -58,27 +58,16 @@ class SIRTSolver:
         self.A = check_projector(A)
         self.nonneg = bool(nonneg)
         g = A.geometry
-        ny, nz, nx = A.domain_shape
+        ny, _, nx = A.domain_shape
         na = g.n_tilts
         m = prepare_mask(mask, A.domain_shape, g.center_offset)
         self.mask = m
-        # Every slice sees the same 2-D operator, so the sums need one slice; k slices are
-        # projected (k = min(ny, threads * LANES): as many blocks of slices as threads, which
-        # cost no more than one slice) so that the projector takes the same dispatch path
-        # (block- or within-block-parallel) as the main problem and compiles nothing extra.
-        k = max(1, min(ny, numba.get_num_threads() * _kp.LANES))
-        sub = Projector(g.with_shape((k, nz, nx)))
-        # R = 1 / (A m): one slice unless the mask varies along y.
-        if m is None or m.shape[0] == 1:
-            mk = np.empty((k, nz, nx), np.float32)
-            mk[...] = 1.0 if m is None else m
-            row_sums = sub._forward(mk, np.empty((na, k, nx), np.float32))[:, :1]
-        else:
+        # R = 1 / (A m) and C = m / (A^T 1): one slice unless the mask varies along y.
+        flat = m is None or m.shape[0] == 1
+        row_sums, col_sums = slice_sums(A, m if m is not None and flat else 1.0)
+        if not flat:
             row_sums = A._forward(m.astype(np.float32), np.empty((na, ny, nx), np.float32))
         self._R = np.ascontiguousarray(safe_reciprocal(row_sums))
-        # C = m / (A^T 1): the column sums are the same for every slice.
-        col_sums = sub._adjoint(np.ones((na, k, nx), np.float32),
-                                np.empty((k, nz, nx), np.float32))[:1]
         C = safe_reciprocal(col_sums)
         if m is not None:
             C = C * m  # (1 or ny, nz, nx)
@@ -163,6 +152,30 @@ class SIRTSolver:
         self.result = ReconResult(volume=x, residuals=np.asarray(residuals, np.float64),
                                   n_iter=len(residuals), stopped=stopped, method="sirt")
         return x
+
+
+def slice_sums(A, volume=1.0, data=1.0):
+    """Row sums ``A v`` ``(n_tilts, 1, nx)`` and column sums ``A^T w`` ``(1, nz, nx)`` of one
+    slice, for weights ``v`` (volume, broadcast to ``(nz, nx)``) and ``w`` (data, broadcast to
+    ``(n_tilts, 1, nx)``) that do not vary along y.
+
+    Every slice sees the same 2-D operator, so the sums need one slice; k slices are projected
+    (k = min(ny, threads * LANES): as many blocks of slices as threads, which cost no more than
+    one slice) so that the projector takes the same dispatch path (block- or
+    within-block-parallel) as the main problem and compiles nothing extra.
+    """
+    g = A.geometry
+    ny, nz, nx = A.domain_shape
+    na = g.n_tilts
+    k = max(1, min(ny, numba.get_num_threads() * _kp.LANES))
+    sub = Projector(g.with_shape((k, nz, nx)))
+    v = np.empty((k, nz, nx), np.float32)
+    v[...] = volume
+    w = np.empty((na, k, nx), np.float32)
+    w[...] = data
+    rows = sub._forward(v, np.empty((na, k, nx), np.float32))[:, :1]
+    cols = sub._adjoint(w, np.empty((k, nz, nx), np.float32))[:1]
+    return rows, cols
 
 
 def sirt(tilt_series, angles_deg, *, n_iter=50, nz=None, x0=None, nonneg=True, mask=None,
