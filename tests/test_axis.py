@@ -1,4 +1,5 @@
 """Tilt-axis angle and rotation centre (issue 8): model, signs, resampling, .xf, accuracy."""
+import numba
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -8,6 +9,7 @@ from fastalign.align import axis
 from fastalign.align.gauge import gauge_error
 from fastalign.io import read_xf, write_xf
 from fastalign.phantoms import rotated_axis_experiment
+from fastalign.testing import run_with_threads
 
 
 def _report(name, **vals):
@@ -41,6 +43,21 @@ def test_rotate_shift_zero_angle_is_fourier_shift():
     s = rng.uniform(-2, 2, (3, 2))
     np.testing.assert_array_equal(axis.rotate_shift(stack, 0.0, s),
                                   fastalign.fourier_shift(stack, -s))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+def test_rotate_shift_thread_invariant():
+    # one image per thread-pool task: the same bits whatever the thread count
+    rng = np.random.default_rng(1)
+    stack = rng.random((5, 20, 24)).astype(np.float32)
+    s = rng.uniform(-2, 2, (5, 2))
+    a = run_with_threads(axis.rotate_shift, 1, stack, 2.5, s)
+    b = run_with_threads(axis.rotate_shift, 2, stack, 2.5, s)
+    np.testing.assert_array_equal(a, b)
+    # and each image is the one-image resampling (the tasks do not mix up images)
+    m, t = axis._level_affine(np.deg2rad(2.5), s[3:4], (1, 1), (20, 24))[0]
+    one = ndi.affine_transform(stack[3], m, offset=t, order=3, mode="nearest")
+    np.testing.assert_array_equal(b[3], one)
 
 
 def test_rotation_update_sign():
@@ -159,6 +176,26 @@ def test_rotated_axis_joint_estimate():
     np.testing.assert_array_equal(r.aligned,
                                   axis.rotate_shift(e.data, r.axis_angle_deg, r.shifts))
     assert r.summary()["axis_angle_deg"] == r.axis_angle_deg
+
+
+@pytest.mark.slow
+def test_rotated_axis_corner_default_options():
+    # the corner of the issue's range, 5 deg and 10 px, with default options (convergence
+    # test included).  The detector is 80 px: the phantom keeps its particles inside the
+    # detector for any offset, so at 64 px a 10 px offset leaves an object 18 px wide, across
+    # which a 0.05 deg rotation moves content by 0.008 px (bench/axis_sweep.py --size 64)
+    e = rotated_axis_experiment((48, 80, 80), axis_angle_deg=5.0, center_offset=10.0,
+                                shift_range=5.0, seed=7)
+    r = fastalign.align(e.data, e.angles_deg, refine=("shifts", "axis_angle", "center"))
+    ex, ey = gauge_error(r.shifts, e.shifts, e.angles_deg)
+    d_alpha = r.axis_angle_deg - e.axis_angle_deg
+    d_c = r.center_offset - e.center_offset
+    _report("rotated axis corner, defaults", d_alpha_deg=d_alpha, d_center_px=d_c, rms_x=ex,
+            rms_y=ey, iterations=len(r.history))
+    assert r.converged
+    assert abs(d_alpha) <= 0.05
+    assert abs(d_c) <= 0.1
+    assert ex <= 0.1 and ey <= 0.1
 
 
 @pytest.mark.slow

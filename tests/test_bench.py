@@ -120,3 +120,22 @@ def test_peers_list_runs(capsys):
     out = capsys.readouterr().out
     for name in ("projector", "recon", "align", "scaling"):
         assert name in out and "unavailable" not in out.split(name, 1)[1].split("\n")[0]
+
+
+def test_axis_sweep_runs(tmp_path, capsys):
+    # the issue-8 sweep on its two corner geometries: JSON report and summary line
+    import json
+
+    import axis_sweep
+    out = tmp_path / "sweep.json"
+    assert axis_sweep.main(["--cases", "0", "--size", "64", "--recon", "sirt",
+                            "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert [(r["angle_deg"], r["center_offset"]) for r in rep["rows"]] == [(5.0, 10.0),
+                                                                        (-5.0, -10.0)]
+    for r in rep["rows"]:
+        # a sanity bound, far above the targets: the sweep measures, it does not judge
+        assert abs(r["angle_error_deg"]) < 0.5 and abs(r["center_error_px"]) < 1.0
+        assert max(r["shift_rms_x"], r["shift_rms_y"]) < 0.1
+    assert rep["summary"]["sirt"]["runs"] == 2
+    assert "sirt: " in capsys.readouterr().out

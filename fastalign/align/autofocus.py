@@ -345,6 +345,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     final_iter : int, optional
         Iterations of the final reconstruction (default ``2 * n_inner`` from the loop's
         volume, or ``n_inner // 2`` from an FBP start when the loop used a subset of rows).
+    extrapolate : bool
+        Aitken-type jumps along the slow, geometrically shrinking mode of the shift updates
+        (and of the volume with them); ``False``: plain fixed-point iterations.  The axis
+        angle is never extrapolated.
     pad_x : int or "auto"
         For specimens wider than the field of view: the reconstruction spans
         ``nx + 2 pad_x`` columns (full resolution) so that material outside the field, seen by
@@ -522,8 +526,6 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
             x_upd = np.inf     # largest x update of the previous iteration (full-res px)
             prev_upd_g = None
             since_jump = 0
-            prev_eps = 0.0
-            since_jump_a = 0
             recon_its = 0      # reconstruction iterations on this level
             level_res = []     # data residuals of this level's iterations
             for it in range(n_outer):
@@ -575,15 +577,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
                         bc, Pc, rows * fy + 0.5 * (fy - 1), np.arange(nxl) * f + 0.5 * (f - 1),
                         (0.5 * (nx - 1), 0.5 * (ny - 1)))))
                     alpha += eps
-                    # the axis angle converges geometrically: Aitken jump as for the shifts
-                    rho_a = eps / prev_eps if prev_eps else 0.0
-                    if extrapolate and since_jump_a >= 3 and 0.3 < rho_a < 0.97:
-                        alpha += eps * min(rho_a / (1.0 - rho_a), 20.0)
-                        since_jump_a = -1
-                    prev_eps = eps
-                    since_jump_a += 1
-                    # convergence: motion at the image edge of the remaining geometric tail
-                    eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny) * _tail_factor(rho_a)
+                    # convergence: the step's motion at the image edge.  The reconstruction
+                    # absorbs most of a residual rotation (module docstring of
+                    # fastalign.align.axis), so the steps shrink slowly and are soon
+                    # dominated by their bias: neither an Aitken jump nor a geometric-tail
+                    # allowance (as for the shifts) would make the angle more accurate
+                    eps_px = abs(np.deg2rad(eps)) * 0.5 * max(nx, ny)
                 jump = (_aitken_jump(upd, prev_upd)
                         if extrapolate and prev_upd is not None and since_jump >= 3 else 0.0)
                 if jump:
