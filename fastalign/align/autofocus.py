@@ -31,7 +31,8 @@ from .shift import cross_power, estimate_shift, fourier_shift, tukey
 log = logging.getLogger("fastalign.align")
 
 # y_profile="auto": the x-integrated profiles start dy when their misfit is at most
-# PROFILE_USE, and hold it until the full level's x updates are sub-pixel when at most PROFILE_HOLD
+# PROFILE_USE (a compact object; com_start="auto" then starts dx from the centres of mass),
+# and hold it until the full level's x updates are sub-pixel when at most PROFILE_HOLD
 PROFILE_USE = 0.2
 PROFILE_HOLD = 0.02
 # a coarse level ends when its (tail-aware) update is below COARSE_TOL binned pixels: a well
@@ -210,7 +211,7 @@ def _tail_factor(rho):
 
 
 def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, tol,
-                       center_offset, nz, levels, y_profile, ny, nx):
+                       center_offset, nz, levels, y_profile, ny, nx, com_start="auto"):
     """Validate the outer-loop options shared by the local and the distributed loop.
 
     Returns ``(max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels)`` converted
@@ -223,6 +224,8 @@ def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, t
         raise ValueError(f"axes must be 'xy', 'x' or 'y', got {axes!r}")
     if y_profile not in ("auto", False):
         raise ValueError(f"y_profile must be 'auto' or False, got {y_profile!r}")
+    if com_start not in ("auto", False):
+        raise ValueError(f"com_start must be 'auto' or False, got {com_start!r}")
     if levels is None:
         levels = _auto_levels(ny, nx, 20.0)
     levels = [as_positive_int(int(f), "levels") for f in levels]
@@ -255,18 +258,56 @@ def auto_pad_x(pad_x, edge_mean, mean_abs, nx):
     return as_positive_int(pad_x, "pad_x", minimum=0)
 
 
-def profile_start(profiles, total, opts):
-    """``y_profile="auto"``: set ``total[:, 1]`` from the x-integrated ``profiles`` when they
-    agree (misfit <= PROFILE_USE) and record the decision in ``opts``.  Returns ``hold_y``
-    (misfit <= PROFILE_HOLD: keep that dy until the full level's x updates are sub-pixel)."""
+def profile_start(profiles, total, opts, set_dy=True):
+    """Test the x-integrated ``profiles`` for a compact object (aligned misfit <= PROFILE_USE)
+    and record it in ``opts``; with ``set_dy`` (``y_profile="auto"``) set ``total[:, 1]``
+    from them when they agree.  Returns ``(hold_y, compact)``: ``hold_y`` when dy was set and
+    the misfit is <= PROFILE_HOLD (keep that dy until the full level's x updates are
+    sub-pixel)."""
     dy, misfit = profile_y_shifts(profiles)
     log.info("x-integrated profiles: misfit %.4g", misfit)
-    used = misfit <= PROFILE_USE
+    compact = misfit <= PROFILE_USE
+    used = bool(set_dy and compact)
     if used:
         total[:, 1] = dy
     hold_y = bool(used and misfit <= PROFILE_HOLD)
-    opts.update(y_profile_misfit=misfit, y_profile_used=bool(used), y_profile_held=hold_y)
-    return hold_y
+    opts.update(y_profile_misfit=misfit, y_profile_used=used, y_profile_held=hold_y)
+    return hold_y, bool(compact)
+
+
+def column_sums(stack):
+    """Per-tilt y-integrated profiles ``sum_y stack[i, y, x]``, float64 ``(n, nx)``."""
+    return np.asarray(stack).sum(axis=1, dtype=np.float64)
+
+
+def com_x_start(col_sums, center_offset, total, opts):
+    """``com_start="auto"`` on a compact object: ``total[:, 0]`` from the x centre of mass of
+    each tilt's y-integrated profile (``col_sums``, :func:`column_sums`).
+
+    For an object inside the field of view at every tilt the centre of mass of projection
+    ``th`` is ``(nx-1)/2 + c0 + cx cos th + cz sin th + dx`` (:func:`fastalign.com_shifts`):
+    the sinusoid is the gauge and ``c0`` minus the geometry's ``center_offset`` is the part of
+    the centre offset that dx carries, so it starts dx (large centre offsets included) within
+    the loop's capture range.  The background is the median of the
+    two outermost columns on each side; either contrast is accepted (a dark object on a bright
+    background is flipped); values are clipped at zero.  Recorded as ``x_com_start`` in
+    ``opts``; not used when a tilt has no mass above the background.
+    """
+    p = np.asarray(col_sums, dtype=np.float64)
+    n, nx = p.shape
+    k = min(2, max(1, nx // 8))
+    bg = np.median(np.concatenate([p[:, :k], p[:, -k:]], axis=1), axis=1)
+    w = p - bg[:, None]
+    if w.sum() < 0:
+        w = -w
+    np.clip(w, 0.0, None, out=w)
+    mass = w.sum(axis=1)
+    used = bool(np.all(mass > 0))
+    if used:
+        total[:, 0] = ((w @ np.arange(nx, dtype=np.float64)) / mass - 0.5 * (nx - 1)
+                       - center_offset)
+    opts.update(x_com_start=used)
+    return used
 
 
 def _relative_residual(A, x, b, buf):
@@ -282,7 +323,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           slices=None, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
           pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
-          axis_search_deg=10.0, y_profile="auto",
+          axis_search_deg=10.0, y_profile="auto", com_start="auto",
           callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
@@ -389,6 +430,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         level's x updates are below 0.5 px (an estimate against the reconstruction of a
         series still misaligned in x, or binned, is worse), then refined with x.
         ``False``: start dy from zero.
+    com_start : {"auto", False}
+        ``"auto"`` (when x is estimated and no starting shifts are given): when the
+        x-integrated profiles show a compact object (misfit <= 0.2, as for ``y_profile``),
+        start dx from each tilt's x centre of mass (:func:`com_x_start`; a large
+        rotation-centre offset is then already accounted for).  ``False``: start dx from
+        zero.
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -422,7 +469,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         raise ValueError(f"method must be 'autofocus', 'xcorr' or 'com', got {method!r}")
     max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels = check_loop_options(
         recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels,
-        y_profile, ny, nx)
+        y_profile, ny, nx, com_start)
     if final_iter is not None:
         final_iter = as_positive_int(final_iter, "final_iter", 0)
     if isinstance(initial_shifts, str):
@@ -478,11 +525,15 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     if do_axis and axis_angle_deg is None:
         opts.update(axis_start)
     hold_y = False
-    if y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None:
+    want_y = y_profile == "auto" and "y" in axes
+    want_x = com_start == "auto" and "x" in axes
+    if (want_y or want_x) and ny >= 8 and initial_shifts is None:
         # with a rotated axis the profiles are those of the data rotated back (model of
         # fastalign.align.axis: the shifts act in that frame)
         src = data if alpha == 0.0 else _axis.rotate_shift(data, alpha, np.zeros((n, 2)))
-        hold_y = profile_start(tilt_profiles(src), total, opts)
+        hold_y, compact = profile_start(tilt_profiles(src), total, opts, set_dy=want_y)
+        if want_x and compact:
+            com_x_start(column_sums(src), center_offset, total, opts)
 
     history = []
     converged = False

@@ -35,7 +35,8 @@ import numpy as np
 
 from .._validate import as_positive_int
 from ..align.autofocus import (COARSE_TOL, _aitken_jump, _ratio, _tail_factor, _y_factor,
-                               auto_pad_x, check_loop_options, profile_start, start_shifts)
+                               auto_pad_x, check_loop_options, column_sums, com_x_start,
+                               profile_start, start_shifts)
 from ..align.gauge import fix_gauge
 from ..align.profiles import tilt_profiles
 from ..align.result import AlignResult
@@ -54,8 +55,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           recon="sirt", estimator="phase", axes="xy", max_iter=40, tol=0.002, levels=None,
           n_inner=10, coarse_iter=15, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
-          extrapolate=True, pad_x=0, y_profile="auto", slab_rows=None, tilt_chunk=None,
-          callback=None):
+          extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", slab_rows=None,
+          tilt_chunk=None, callback=None):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -77,7 +78,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
     overwrite : bool
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
-center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, callback
+center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, com_start, \
+callback
         As :func:`fastalign.align` (``method="autofocus"``, all rows).
     initial_shifts : array_like, shape (n_tilts, 2), optional
         Starting ``(dx, dy)`` (the baselines ``"xcorr"``/``"com"`` are local only).
@@ -109,7 +111,7 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
         raise ValueError("alignment needs at least 2 tilts")
     max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels = check_loop_options(
         recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels,
-        y_profile, ny, nx)
+        y_profile, ny, nx, com_start)
     final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
                                                                          "final_iter", 0)
     if isinstance(initial_shifts, str):
@@ -134,11 +136,18 @@ center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, 
                     center_offset=center_offset, min_coherence=min_coherence, taper=taper,
                     final_iter=final_iter, slices=None, distributed=True)
         hold_y = False
-        if y_profile == "auto" and "y" in axes and ny >= 8 and initial_shifts is None:
-            # as the local loop: dy from the x-integrated profiles (tilt chunks in order)
-            hold_y = profile_start(np.concatenate(client.gather(
+        want_y = y_profile == "auto" and "y" in axes
+        want_x = com_start == "auto" and "x" in axes
+        if (want_y or want_x) and ny >= 8 and initial_shifts is None:
+            # as the local loop: dy from the x-integrated profiles (tilt chunks in order), dx
+            # from the centres of mass for a compact object
+            hold_y, compact = profile_start(np.concatenate(client.gather(
                 [client.submit(tilt_profiles, r, pure=False) for r in raw_full])),
-                total, opts)
+                total, opts, set_dy=want_y)
+            if want_x and compact:
+                com_x_start(np.concatenate(client.gather(
+                    [client.submit(column_sums, r, pure=False) for r in raw_full])),
+                    center_offset, total, opts)
         per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
         rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
         ctx = _Ctx(client, angles, recon, nonneg, lam, tchunks)
