@@ -288,13 +288,13 @@ def com_x_start(col_sums, center_offset, total, opts):
     ``th`` is ``(nx-1)/2 + c0 + cx cos th + cz sin th + dx`` (:func:`fastalign.com_shifts`):
     the sinusoid is the gauge and ``c0`` minus the geometry's ``center_offset`` is the part of
     the centre offset that dx carries, so it starts dx (large centre offsets included) within
-    the loop's capture range.  The background is the median of the
-    two outermost columns on each side; either contrast is accepted (a dark object on a bright
-    background is flipped); values are clipped at zero.  Recorded as ``x_com_start`` in
-    ``opts``; not used when a tilt has no mass above the background.
+    the loop's capture range.  The background is the median of the two outermost columns on
+    each side; either contrast is accepted (a dark object on a bright background is flipped);
+    values are clipped at zero.  Recorded as ``x_com_start`` in ``opts``; not used when a
+    tilt has no mass above the background.
     """
     p = np.asarray(col_sums, dtype=np.float64)
-    n, nx = p.shape
+    nx = p.shape[1]
     k = min(2, max(1, nx // 8))
     bg = np.median(np.concatenate([p[:, :k], p[:, -k:]], axis=1), axis=1)
     w = p - bg[:, None]
