@@ -36,6 +36,7 @@ def test_asv_suites_run_tiny():
         (bench_align.ShiftEstimation, (16, "phase", 1)),
         (bench_align.ShiftEstimation, (16, "gradient", 2)),
         (bench_align.Resample, (16, 1)),
+        (bench_align.RotateShift, (16, 2)),
         (bench_align.AlignIteration, (32, "sirt", 1)),
         (bench_io.MRC, (16,)),
     ]

@@ -107,20 +107,16 @@ def test_com_x_start_needs_mass_in_every_tilt():
 @pytest.mark.slow
 def test_com_start_captures_a_large_centre_offset():
     # 41 tilts, a known -5 deg axis, a -10 px centre offset not given and shifts ~ U[-5, 5]:
-    # started from zero, SIRT autofocus settles 1.9 px off with a residual of 0.23 (found by
-    # bench/axis_sweep.py --tilts=-60,60,3); from the centres of mass it converges
+    # started from zero (com_start=False), SIRT autofocus settled with the centre 8.0 px off
+    # and a residual of 0.23 (found by bench/axis_sweep.py --tilts=-60,60,3); from the
+    # centres of mass it converges
     from fastalign.phantoms import rotated_axis_experiment
     e = rotated_axis_experiment((48, 80, 80), angles_deg=np.arange(-60, 60.1, 3.0),
                                 axis_angle_deg=-5.0, center_offset=-10.0, seed=3)
-    kw = dict(axis_angle_deg=-5.0, refine=("shifts", "center"))
-    r = fastalign.align(e.data, e.angles_deg, **kw)
-    off = fastalign.align(e.data, e.angles_deg, com_start=False, **kw)
+    r = fastalign.align(e.data, e.angles_deg, axis_angle_deg=-5.0, refine=("shifts", "center"))
     ex, ey = gauge_error(r.shifts, e.shifts, e.angles_deg)
     print(f"\n[large centre offset] centre error {r.center_offset - e.center_offset:.4g} px, "
-          f"rms {ex:.4g} / {ey:.4g}, residual {r.history[-1]['residual']:.3g}; without the "
-          f"COM start: centre error {off.center_offset - e.center_offset:.4g} px, residual "
-          f"{off.history[-1]['residual']:.3g}")
+          f"rms {ex:.4g} / {ey:.4g}, residual {r.history[-1]['residual']:.3g}")
     assert r.options["x_com_start"]
     assert abs(r.center_offset - e.center_offset) <= 0.1
     assert ex <= 0.1 and ey <= 0.1
-    assert abs(off.center_offset - e.center_offset) > 1.0

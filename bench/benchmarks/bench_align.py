@@ -6,6 +6,8 @@ iteration and the full alignment of a small series.
   or Newton steps) on a ``(A, S, N)`` measured / reprojected pair, as in one outer iteration.
 * ``Resample``: ``fastalign.fourier_shift(stack, -shifts)``, the once-per-iteration resampling
   of the raw data.
+* ``RotateShift``: ``fastalign.align.axis.rotate_shift``, the same resampling when the tilt
+  axis is rotated (cubic B-spline per image on a thread pool).
 * ``AlignIteration``: ``fastalign.align(..., levels=[1], max_iter=1, final_iter=0)``: one
   outer iteration (resample, warm SIRT/TV inner iterations, reproject, estimate x and y) plus
   the fixed per-call work (validation, gauge, final resampling of the aligned stack).
@@ -20,6 +22,7 @@ import numba
 import numpy as np
 
 import fastalign
+from fastalign.align.axis import rotate_shift
 from fastalign.align.shift import cross_power, estimate_shift, tukey
 
 from ._util import angles_deg, reset_peak_rss, set_threads
@@ -104,6 +107,29 @@ class Resample(_AlignCase):
 
     def peakmem_fourier_shift(self, N, threads):
         fastalign.fourier_shift(self.stack, -self.shifts, out=self.out)
+
+
+class RotateShift(_AlignCase):
+    """``axis.rotate_shift`` (rotation + shift, cubic B-spline, one image per thread) of a
+    ``(90, N, N)`` stack: the resampling of every iteration when the tilt axis is rotated."""
+
+    params = ([128, 256], [1, 2])
+    param_names = ["N", "threads"]
+
+    def setup(self, N, threads):
+        set_threads(threads)
+        rng = np.random.default_rng(3)
+        self.stack = rng.random((90, N, N), dtype=np.float32)
+        self.shifts = rng.uniform(-10, 10, (90, 2))
+        self.out = np.empty_like(self.stack)
+        rotate_shift(self.stack, 3.0, self.shifts, out=self.out)
+        reset_peak_rss()
+
+    def time_rotate_shift(self, N, threads):
+        rotate_shift(self.stack, 3.0, self.shifts, out=self.out)
+
+    def peakmem_rotate_shift(self, N, threads):
+        rotate_shift(self.stack, 3.0, self.shifts, out=self.out)
 
 
 class AlignIteration(_AlignCase):
