@@ -72,6 +72,8 @@ def test_align_uses_profiles_only_when_they_agree():
                                                      initial_shifts=np.zeros((36, 2))).options
     with pytest.raises(ValueError, match="y_profile"):
         fastalign.align(data, angles, y_profile="yes")
+    with pytest.raises(ValueError, match="com_start"):
+        fastalign.align(data, angles, com_start="yes")
 
 
 @pytest.mark.parametrize("dark", [False, True])

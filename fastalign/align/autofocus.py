@@ -211,7 +211,7 @@ def _tail_factor(rho):
 
 
 def check_loop_options(recon, estimator, axes, max_iter, n_inner, coarse_iter, tol,
-                       center_offset, nz, levels, y_profile, ny, nx, com_start="auto"):
+                       center_offset, nz, levels, y_profile, ny, nx, com_start):
     """Validate the outer-loop options shared by the local and the distributed loop.
 
     Returns ``(max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels)`` converted
@@ -258,12 +258,15 @@ def auto_pad_x(pad_x, edge_mean, mean_abs, nx):
     return as_positive_int(pad_x, "pad_x", minimum=0)
 
 
-def profile_start(profiles, total, opts, set_dy=True):
-    """Test the x-integrated ``profiles`` for a compact object (aligned misfit <= PROFILE_USE)
-    and record it in ``opts``; with ``set_dy`` (``y_profile="auto"``) set ``total[:, 1]``
-    from them when they agree.  Returns ``(hold_y, compact)``: ``hold_y`` when dy was set and
-    the misfit is <= PROFILE_HOLD (keep that dy until the full level's x updates are
-    sub-pixel)."""
+def profile_start(profiles, col_sums, center_offset, total, opts, *, set_dy, set_dx):
+    """Starting shifts from the tilt-invariant profiles (``y_profile``/``com_start="auto"``).
+
+    The x-integrated ``profiles`` are aligned; when they agree (misfit <= PROFILE_USE: a
+    compact object), ``set_dy`` puts their dy into ``total[:, 1]`` and ``set_dx`` starts
+    ``total[:, 0]`` from the x centres of mass of the y-integrated ``col_sums``
+    (:func:`com_x_start`).  The decisions are recorded in ``opts``.  Returns ``hold_y``: dy
+    was set and the misfit is <= PROFILE_HOLD (keep that dy until the finest level's x
+    updates are sub-pixel)."""
     dy, misfit = profile_y_shifts(profiles)
     log.info("x-integrated profiles: misfit %.4g", misfit)
     compact = misfit <= PROFILE_USE
@@ -272,7 +275,9 @@ def profile_start(profiles, total, opts, set_dy=True):
         total[:, 1] = dy
     hold_y = bool(used and misfit <= PROFILE_HOLD)
     opts.update(y_profile_misfit=misfit, y_profile_used=used, y_profile_held=hold_y)
-    return hold_y, bool(compact)
+    if set_dx and compact:
+        com_x_start(col_sums, center_offset, total, opts)
+    return hold_y
 
 
 def column_sums(stack):
@@ -531,9 +536,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         # with a rotated axis the profiles are those of the data rotated back (model of
         # fastalign.align.axis: the shifts act in that frame)
         src = data if alpha == 0.0 else _axis.rotate_shift(data, alpha, np.zeros((n, 2)))
-        hold_y, compact = profile_start(tilt_profiles(src), total, opts, set_dy=want_y)
-        if want_x and compact:
-            com_x_start(column_sums(src), center_offset, total, opts)
+        hold_y = profile_start(tilt_profiles(src), column_sums(src), center_offset, total, opts,
+                               set_dy=want_y, set_dx=want_x)
 
     history = []
     converged = False

@@ -23,7 +23,8 @@ class AlignResult:
         full resolution, gauge part removed), ``residual`` (relative data residual
         ``||Ax-b||/||b||``), ``time_s``.
     converged : bool
-        Whether the largest shift update fell below ``tol`` at full resolution.
+        Whether the largest shift update fell below ``tol`` on the finest level (full
+        resolution by default).
     angles_deg : ndarray, shape (n_tilts,)
     method : str
         ``"autofocus"``, ``"xcorr"`` or ``"com"``.

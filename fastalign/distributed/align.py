@@ -35,8 +35,8 @@ import numpy as np
 
 from .._validate import as_positive_int
 from ..align.autofocus import (COARSE_TOL, _aitken_jump, _ratio, _tail_factor, _y_factor,
-                               auto_pad_x, check_loop_options, column_sums, com_x_start,
-                               profile_start, start_shifts)
+                               auto_pad_x, check_loop_options, column_sums, profile_start,
+                               start_shifts)
 from ..align.gauge import fix_gauge
 from ..align.profiles import tilt_profiles
 from ..align.result import AlignResult
@@ -141,13 +141,11 @@ callback
         if (want_y or want_x) and ny >= 8 and initial_shifts is None:
             # as the local loop: dy from the x-integrated profiles (tilt chunks in order), dx
             # from the centres of mass for a compact object
-            hold_y, compact = profile_start(np.concatenate(client.gather(
-                [client.submit(tilt_profiles, r, pure=False) for r in raw_full])),
-                total, opts, set_dy=want_y)
-            if want_x and compact:
-                com_x_start(np.concatenate(client.gather(
-                    [client.submit(column_sums, r, pure=False) for r in raw_full])),
-                    center_offset, total, opts)
+            rows_f = [client.submit(tilt_profiles, r, pure=False) for r in raw_full]
+            cols_f = [client.submit(column_sums, r, pure=False) for r in raw_full]
+            hold_y = profile_start(np.concatenate(client.gather(rows_f)),
+                                   np.concatenate(client.gather(cols_f)), center_offset, total,
+                                   opts, set_dy=want_y, set_dx=want_x)
         per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
         rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
         ctx = _Ctx(client, angles, recon, nonneg, lam, tchunks)
