@@ -92,6 +92,32 @@ class TiltGeometry:
     def with_shape(self, shape):
         return TiltGeometry(self.angles_deg, shape, self.center_offset)
 
+    def binned(self, f, fy=None):
+        """The geometry of the data binned ``fy x f`` (rows x columns) by block means.
+
+        Trailing rows/columns that do not fill a block are cropped (as
+        :func:`fastalign.align.levels.bin_stack` does), so the detector centre moves by half
+        the cropped columns: the binned centre offset is
+        ``(center_offset + (nx - (nx // f) f) / 2) / f``.  The thickness becomes
+        ``max(1, round(nz / f))``.  In the spirit of tomosipo's ``rescale_det``.
+
+        Parameters
+        ----------
+        f : int
+            Binning along x (and z).
+        fy : int, optional
+            Binning along y (default ``f``).
+
+        Returns
+        -------
+        TiltGeometry
+        """
+        fy = f if fy is None else fy
+        ny, nz, nx = self.shape
+        co = (self.center_offset + 0.5 * (nx - (nx // f) * f)) / f
+        return TiltGeometry(self.angles_deg, (ny // fy, max(1, int(round(nz / f))), nx // f),
+                            co)
+
     def __getitem__(self, idx):
         """A geometry with a subset of the tilts (index, slice, mask or index array)."""
         a = self.angles_deg[idx]

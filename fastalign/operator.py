@@ -63,7 +63,7 @@ class Projector:
             as_float32_out(out, self.range_shape)
             if np.shares_memory(x, out):
                 raise ValueError("out must not share memory with the input volume")
-        self._forward(x, out)
+        self.forward_into(x, out)
         return out
 
     def _many_blocks(self, ny):
@@ -71,19 +71,54 @@ class Projector:
         parallelise within each block (same arithmetic, so the result is the same)."""
         return -(-ny // _k.LANES) >= numba.get_num_threads()
 
-    def _forward(self, x, out):
-        """Unchecked forward into ``out`` (both float32 C-contiguous, right shapes)."""
+    def forward_into(self, x, out):
+        """Forward projection into ``out`` without any check: the fast path for solvers.
+
+        Parameters
+        ----------
+        x : ndarray, float32, C-contiguous, shape :attr:`domain_shape`
+        out : ndarray, float32, C-contiguous, shape :attr:`range_shape`
+            Overwritten; must not overlap ``x``.
+
+        Returns
+        -------
+        out
+
+        Notes
+        -----
+        Nothing is validated or converted (wrong dtypes, shapes or strides give wrong
+        numbers or a crash): call ``A(x, out=)`` unless the arrays were allocated to match.
+        """
         cu = self.geometry.detector_center
         kernel = _k.forward_blocks if self._many_blocks(x.shape[0]) else _k.forward_within
         kernel(x, self._cos, self._sin, self._wts, self._zlist, self._xlist, cu, out)
         return out
 
-    def _adjoint(self, y, out):
-        """Unchecked transpose into ``out`` (both float32 C-contiguous, right shapes)."""
+    def adjoint_into(self, y, out):
+        """Backprojection (the exact transpose) into ``out`` without any check.
+
+        Parameters
+        ----------
+        y : ndarray, float32, C-contiguous, shape :attr:`range_shape`
+        out : ndarray, float32, C-contiguous, shape :attr:`domain_shape`
+            Overwritten; must not overlap ``y``.
+
+        Returns
+        -------
+        out
+
+        Notes
+        -----
+        As :meth:`forward_into`: the unchecked fast path; ``A.T(y, out=)`` is the checked one.
+        """
         cu = self.geometry.detector_center
         kernel = _k.back_blocks if self._many_blocks(y.shape[1]) else _k.back_within
         kernel(y, self._cos, self._sin, self._wts, self._zlist, self._xlist, cu, out)
         return out
+
+    # private spellings kept for callers outside this package's library layer
+    _forward = forward_into
+    _adjoint = adjoint_into
 
     def norm(self, n_iter=30, seed=0):
         """Estimate of the operator norm ``||A||_2`` by power iteration on ``A^T A``.
@@ -100,8 +135,8 @@ class Projector:
             lam = 0.0
             for _ in range(n_iter):
                 x /= np.linalg.norm(x)
-                sub._forward(x, y)
-                sub._adjoint(y, x)
+                sub.forward_into(x, y)
+                sub.adjoint_into(y, x)
                 lam = float(np.linalg.norm(x))
             self._norm_sq = lam
         return float(np.sqrt(self._norm_sq))
@@ -133,7 +168,7 @@ class _Transpose:
             as_float32_out(out, self.range_shape)
             if np.shares_memory(y, out):
                 raise ValueError("out must not share memory with the input tilt series")
-        self._p._adjoint(y, out)
+        self._p.adjoint_into(y, out)
         return out
 
     def norm(self, **kw):

@@ -9,7 +9,8 @@ A constant x offset is *not* removed: it is the rotation-centre offset.
 import numba
 import numpy as np
 
-from ._validate import as_angles_deg, as_positive_int
+from ._validate import as_positive_int
+from .align.gauge import _as_shifts, remove_gauge
 
 __all__ = ["adjoint_test", "remove_gauge", "gauge_rms", "run_with_threads"]
 
@@ -65,39 +66,6 @@ def adjoint_test(A, shape_x, shape_y, seed=0):
     if scale == 0:
         return 0.0 if lhs == rhs else float("inf")
     return abs(lhs - rhs) / scale
-
-
-def _as_shifts(s, n, name):
-    a = np.asarray(s, dtype=np.float64)
-    if a.shape != (n, 2):
-        raise ValueError(f"{name} must have shape (n_tilts, 2) = ({n}, 2), got {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN/Inf values")
-    return a
-
-
-def remove_gauge(err_shifts, angles_deg):
-    """Remove the alignment gauge from shift errors.
-
-    Parameters
-    ----------
-    err_shifts : array_like, shape (n_tilts, 2)
-        Shift errors ``(dx, dy)`` in pixels (estimated minus true).
-    angles_deg : array_like, shape (n_tilts,)
-        Tilt angles in degrees.
-
-    Returns
-    -------
-    err : ndarray, float64, shape (n_tilts, 2)
-        ``dx`` minus its least-squares fit ``a cos(th) + b sin(th)``; ``dy`` minus its mean.
-    """
-    th = np.deg2rad(as_angles_deg(angles_deg))
-    e = _as_shifts(err_shifts, th.size, "err_shifts").copy()
-    basis = np.stack([np.cos(th), np.sin(th)], axis=1)
-    coef, *_ = np.linalg.lstsq(basis, e[:, 0], rcond=None)
-    e[:, 0] -= basis @ coef
-    e[:, 1] -= e[:, 1].mean()
-    return e
 
 
 def gauge_rms(est, true, angles_deg):

@@ -47,6 +47,8 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 
+from .gauge import split_center
+from .levels import bin_stack
 from .shift import fourier_shift
 
 __all__ = ["rotate_shift", "coarse_axis_angle", "rotation_update", "split_center",
@@ -203,7 +205,6 @@ def coarse_axis_angle(tilt_series, angles_deg=None, *, search_deg=10.0, step_deg
 def _binned_to(tilt_series, max_size):
     """float32 stack binned (block mean, same factor along y and x) until both sides are at
     most about ``max_size`` (and at least 16)."""
-    from .autofocus import bin_stack
     data = np.asarray(tilt_series, dtype=np.float32)
     _, ny, nx = data.shape
     f = 1
@@ -323,22 +324,6 @@ def rotation_update(measured, reprojected, row_coords, col_coords, center):
         num += v[i, 0] - H[i, 0, 1:] @ sol[:, 1]
         den += H[i, 0, 0] - H[i, 0, 1:] @ sol[:, 0]
     return float(num / den) if den > 0 else 0.0
-
-
-def split_center(shifts, angles_deg):
-    """Separate a rotation-centre offset from the shifts (module docstring).
-
-    Returns ``(fixed_shifts, c0, (a, b, mean_dy))``: ``dx - (c0 + a cos th + b sin th)`` and
-    ``dy - mean(dy)``.
-    """
-    s = np.array(shifts, dtype=np.float64, copy=True)
-    th = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
-    M = np.stack([np.ones_like(th), np.cos(th), np.sin(th)], axis=1)
-    (c0, a, b), *_ = np.linalg.lstsq(M, s[:, 0], rcond=None)
-    s[:, 0] -= M @ np.array([c0, a, b])
-    my = s[:, 1].mean()
-    s[:, 1] -= my
-    return s, float(c0), (float(a), float(b), float(my))
 
 
 def xf_matrices(axis_angle_deg, n):

@@ -21,6 +21,7 @@ from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
                          as_positive_int)
 from ..kernels import com as _kcom
 from ..kernels import xcorr as _kxc
+from .gauge import remove_sinusoid
 
 __all__ = ["xcorr_shifts", "com_shifts"]
 
@@ -347,10 +348,7 @@ def com_shifts(tilt_series, angles_deg, *, per_slice=False, background="border",
         raise ValueError("per_slice: no row has enough mass at every tilt "
                          f"(min_row_mass={min_row_mass}, {margin} edge rows excluded)")
     t = first[:, rows] / mass[:, rows] - 0.5 * (nx - 1)     # (n, n_rows)
-    th = np.deg2rad(angles)
-    D = np.column_stack([np.cos(th), np.sin(th)])
-    coef, *_ = np.linalg.lstsq(D, t, rcond=None)
-    resid = t - D @ coef
+    resid = remove_sinusoid(t, angles)[0]
     shifts[:, 0] = _weighted_median(resid, mass[:, rows].sum(axis=0))
     log.debug("com per_slice: %d of %d rows used", rows.size, ny)
     return shifts

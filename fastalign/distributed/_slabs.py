@@ -11,12 +11,11 @@ wrong numbers.  After a lost worker, Dask recomputes the chain from the slab rea
 deterministic.
 """
 import numpy as np
-import scipy.ndimage as ndi
 from dask.sizeof import sizeof
 
-from ..align.autofocus import _extrapolate_volume, _make_solver, _pad_columns, bin_stack
+from ..align.executor import extrapolate_volume, make_solver
+from ..align.levels import bin_stack, pad_columns, warm_start
 from ..align.shift import cross_power, fourier_shift
-from ..kernels import linalg as _k
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from ..recon.tv import TVSolver
@@ -35,7 +34,6 @@ class SlabState:
         self.x = x
         self.b = b
         self.gen = 0
-        self.tv = None  # MFISTA working references during a TV run
         self.x_before = None  # the iterate before this outer iteration (volume jumps)
 
     def advance(self, gen):
@@ -66,92 +64,41 @@ def sirt_slab(block, angles, nz, center_offset, n_iter, nonneg, mask, writer, r0
     with numba_section():
         A = Projector(angles, (rows, nz, nx), center_offset)
         solver = SIRTSolver(A, mask=mask, nonneg=nonneg)
-        x = np.zeros(A.domain_shape, np.float32)
-        solver._ax.fill(0.0)
-        solver.run(block, x, n_iter, Ax=solver._ax)
+        x = solver.run(block, None, n_iter)
     return x if writer is None else writer.write(r0, x)
 
 
 def tv_init(block, angles, nz, center_offset, lam, nonneg, n_inner, L):
-    """A TV slab state from zero (as :func:`fastalign.tv` without ``x0``), begun."""
+    """A TV slab state from zero (as :func:`fastalign.tv` without ``x0``), begun: returns
+    ``(state, partial sums of TVSolver.begin)``."""
     block = resolve(block)
     rows, nx = block.shape[1], block.shape[2]
     with numba_section():
         A = Projector(angles, (rows, nz, nx), center_offset)
         solver = TVSolver(A, lam=lam, nonneg=nonneg, tv="2d", n_inner=n_inner, L=L)
         st = SlabState(solver, np.zeros(A.domain_shape, np.float32), block)
-        solver._ax.fill(0.0)
-        return st, _tv_begin(st, ax_known=True)
-
-
-def _tv_begin(st, ax_known=False):
-    """The part of :meth:`TVSolver.run` before its loop; returns partial sums."""
-    s, b, x = st.solver, st.b, st.x
-    if s.nonneg:
-        _k.clip_nonneg(x)
-    if not ax_known:
-        s.A._forward(x, s._ax)
-    s._has_reprojection = True
-    _k.sumsq(b, s._rows_data)
-    bn2 = float(s._rows_data.sum())
-    _k.diff_sumsq(s._ax, b, s._rows_data)
-    data_x = float(s._rows_data.sum())
-    tv_x = s.tv_value(x) if s.lam > 0.0 else 0.0
-    # as TVSolver.run: the momentum point y = base + coef (pa - qa) is never stored
-    st.tv = dict(xb=x, ob=s._o, zb=s._z, gb=s._g, axb=s._ax, azb=s._az, ayb=s._ay,
-                 ing=(x, x, x, 0.0))
-    r = st.tv
-    _k.extrapolate_residual(r["ayb"], r["axb"], r["axb"], r["axb"], 0.0, b)
-    return {"bn2": bn2, "data": data_x, "tv": tv_x}
-
-
-def _tv_decide(st, decision):
-    """Apply the client's accept/reject decision of the last MFISTA step."""
-    accepted, coef = decision
-    r, b = st.tv, st.b
-    if accepted:   # y = z + coef (z - x_old)
-        _k.extrapolate_residual(r["ayb"], r["azb"], r["azb"], r["axb"], coef, b)
-        r["xb"], r["ob"], r["zb"] = r["zb"], r["xb"], r["ob"]
-        r["axb"], r["azb"] = r["azb"], r["axb"]
-        r["ing"] = (r["xb"], r["xb"], r["ob"], coef)
-    else:          # y = x + coef (z - x)
-        _k.extrapolate_residual(r["ayb"], r["axb"], r["azb"], r["axb"], coef, b)
-        r["ob"], r["zb"] = r["zb"], r["ob"]
-        r["ing"] = (r["xb"], r["ob"], r["xb"], coef)
+        return st, solver.begin(block, st.x, solver.zero_reprojection())
 
 
 def tv_step(prev, gen, decision):
-    """One MFISTA step of a slab: apply the previous decision, then compute ``z`` and the
-    partial objective ``(||A z - b||^2, TV(z))`` for the client's global decision."""
+    """One MFISTA step of a slab: apply the client's previous decision
+    (:meth:`TVSolver.decide`), then :meth:`TVSolver.propose`; returns its partial sums."""
     st = prev[0]
     st.advance(gen)
     with numba_section():
         if decision is not None:
-            _tv_decide(st, decision)
-        s, r, b = st.solver, st.tv, st.b
-        s.A._adjoint(r["ayb"], r["gb"])
-        tv_z = s._prox_step(*r["ing"], r["gb"], r["zb"])
-        s.A._forward(r["zb"], r["azb"])
-        _k.diff_sumsq(r["azb"], b, s._rows_data)
-        data_z = float(s._rows_data.sum())
-        if s.lam > 0.0 and tv_z is None:
-            tv_z = s.tv_value(r["zb"])
-    return st, {"data": data_z, "tv": tv_z if tv_z is not None else 0.0}
+            st.solver.decide(*decision)
+        return st, st.solver.propose()
 
 
 def tv_end(prev, gen, decision):
-    """Apply the last decision and put the result into the slab's ``x`` and ``A x``."""
+    """Apply the last decision and :meth:`TVSolver.end` (the slab's ``x`` and ``A x``)."""
     st = prev[0]
     st.advance(gen)
     with numba_section():
         if decision is not None:
-            _tv_decide(st, decision)
-        s, r = st.solver, st.tv
-        if r["xb"] is not st.x:
-            _k.copy3(st.x, r["xb"])
-        if r["axb"] is not s._ax:
-            _k.copy3(s._ax, r["axb"])
-        st.tv = None
+            st.solver.decide(*decision)
+        st.solver.end()
     return st, {}
 
 
@@ -202,7 +149,7 @@ def align_state(angles, shape, center_offset, recon, nonneg, lam, x, pad=0):
     """An alignment slab state: the local loop's solver for this slab, iterate ``x``."""
     with numba_section():
         A = Projector(angles, shape, center_offset)
-        solver = _make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pad)
+        solver = make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pad)
         if x is None:
             x = np.zeros(A.domain_shape, np.float32)
         return SlabState(solver, x), {}
@@ -214,17 +161,17 @@ def set_data(prev, gen, pieces, pl, recon, keep_x=False):
     st = prev[0]
     st.advance(gen)
     b = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
-    b = _pad_columns(b, pl, recon)
+    b = pad_columns(b, pl, recon)
     st.b = np.ascontiguousarray(b, dtype=np.float32)
     st.x_before = st.x.copy() if keep_x else None
     return st, {}
 
 
 def jump_volume(prev, gen, jump, nonneg):
-    """The local loop's Aitken jump of the volume (``_extrapolate_volume``) on the slab."""
+    """The local loop's Aitken jump of the volume (``extrapolate_volume``) on the slab."""
     st = prev[0]
     st.advance(gen)
-    _extrapolate_volume(st.x, st.x_before, jump, nonneg)
+    extrapolate_volume(st.x, st.x_before, jump, nonneg)
     return st, {}
 
 
@@ -238,10 +185,11 @@ def sirt_run(prev, gen, n_iter):
 
 
 def tv_begin(prev, gen):
+    """:meth:`TVSolver.begin` on the slab's data and iterate; returns its partial sums."""
     st = prev[0]
     st.advance(gen)
     with numba_section():
-        return st, _tv_begin(st)
+        return st, st.solver.begin(st.b, st.x)
 
 
 def measure(prev, gen, pl, nxl, wx, want_x):
@@ -276,23 +224,7 @@ def x_rows(prev, a, b):
 
 
 def warm_rows(parts, i0, pos_old, pos_new, shape, zx_shift=None):
-    """Rows at ``pos_new`` of the local loop's warm start
-    (:func:`fastalign.align.autofocus._warm_start`, after ``ndi.shift`` by ``(0,) + zx_shift``
-    when given) from the old rows ``i0 ...`` given in ``parts``.  Shift and zoom act on each
-    row independently (identity along y), so a block of rows gives the same values as the
-    whole volume."""
+    """Rows at ``pos_new`` of the loop's warm start (:func:`fastalign.align.levels.warm_start`)
+    from the old rows ``i0 ...`` given in ``parts``."""
     src = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-    n_out = len(pos_new)
-    if zx_shift is not None:
-        src = ndi.shift(src, (0.0,) + tuple(zx_shift), order=1)
-    zx = np.array(shape[1:]) / np.array(src.shape[1:])
-    if np.any(zx != 1):
-        src = ndi.zoom(src, (1.0, zx[0], zx[1]), order=1)
-        if src.shape[1:] != tuple(shape[1:]):  # zoom rounding: the local loop starts at 0
-            return np.zeros((n_out,) + tuple(shape[1:]), np.float32)
-    if pos_old.size == 1:
-        return np.ascontiguousarray(np.repeat(src[:1], n_out, axis=0), dtype=np.float32)
-    t = np.interp(pos_new, pos_old, np.arange(pos_old.size))
-    k = np.clip(np.floor(t).astype(np.int64), 0, pos_old.size - 2)
-    w = (t - k).astype(np.float32)[:, None, None]
-    return np.ascontiguousarray((1 - w) * src[k - i0] + w * src[k + 1 - i0], dtype=np.float32)
+    return warm_start(src, pos_old, pos_new, shape, zx_shift=zx_shift, i0=i0)

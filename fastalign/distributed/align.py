@@ -25,22 +25,25 @@ gauge the same way.  The distributed loop always uses every row (the local ``max
 budget is for one machine) and estimates shifts only (no ``refine``).  The final reconstruction is written slab-wise,
 and the aligned stack tilt-chunk-wise, to Zarr/MRC (atomic).
 
-The outer-loop bookkeeping below mirrors :func:`fastalign.align.autofocus.align` line by line;
-``tests/test_distributed.py`` pins the equality of both to float32 round-off.
+The outer loop itself is the local one: :func:`fastalign.align.loop.drive` with its
+:class:`~fastalign.align.loop.LoopController` drives :class:`DaskExecutor`, which implements
+the data steps of :mod:`fastalign.align.loop` with the tasks above (the local twin:
+:class:`fastalign.align.executor.LocalExecutor`).  ``tests/test_distributed.py`` and
+``tests/test_executors.py`` pin the equality of both.
 """
 import logging
 import time
 
 import numpy as np
 
-from .._validate import as_positive_int
-from ..align.autofocus import (COARSE_TOL, _aitken_jump, _ratio, _tail_factor, _y_factor,
-                               auto_pad_x, check_loop_options, column_sums, profile_start,
-                               start_shifts)
-from ..align.gauge import fix_gauge
+from ..align.executor import estimate_updates
+from ..align.loop import drive
+from ..align.options import AlignOptions
 from ..align.profiles import tilt_profiles
 from ..align.result import AlignResult
-from ..align.shift import estimate_shift, shift_padding, tukey
+from ..align.shift import shift_padding, tukey
+from ..align.start import column_sums, start_shifts
+from ..geometry import TiltGeometry
 from . import _slabs
 from ._common import (Source, client_workers, maybe_writer, plan, run_scope,
                       slab_rows_for)
@@ -48,7 +51,7 @@ from .recon import run_tv
 
 log = logging.getLogger("fastalign.distributed")
 
-__all__ = ["align"]
+__all__ = ["align", "DaskExecutor"]
 
 
 def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwrite=False,
@@ -109,212 +112,26 @@ callback
     n, ny, nx = src.shape
     if n < 2:
         raise ValueError("alignment needs at least 2 tilts")
-    max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels = check_loop_options(
-        recon, estimator, axes, max_iter, n_inner, coarse_iter, tol, center_offset, nz, levels,
-        y_profile, ny, nx, com_start)
-    final_iter = 2 * n_inner if final_iter is None else as_positive_int(final_iter,
-                                                                         "final_iter", 0)
-    if isinstance(initial_shifts, str):
-        raise ValueError("initial_shifts='xcorr'/'com' is not available distributed; pass "
-                         "the shifts (e.g. from fastalign.xcorr_shifts) as an array")
-    total = start_shifts(initial_shifts, n)
-
+    opts = AlignOptions(
+        recon=recon, estimator=estimator, axes=axes, max_iter=max_iter, tol=tol, levels=levels,
+        n_inner=n_inner, coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
+        center_offset=center_offset, initial_shifts=initial_shifts,
+        min_coherence=min_coherence, taper=taper, final_iter=final_iter,
+        extrapolate=extrapolate, pad_x=pad_x, max_rows=None, y_profile=y_profile,
+        com_start=com_start, callback=callback)
+    opts.check_executor(DaskExecutor.name, DaskExecutor.lacks)
+    total = start_shifts(opts.initial_shifts, n)
     with run_scope(client) as client:
-        tchunks = plan(n, tilt_chunk, parts=2 * n_workers)
-        raw_full = [src.submit(client, t0, t1) for t0, t1 in tchunks]
-        stats = client.gather([client.submit(_slabs.chunk_stats, r, pure=False)
-                               for r in raw_full])
-        if not any(s[0] for s in stats):
-            raise ValueError("tilt_series is all zero: nothing to align")
-        mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
-        if recon == "tv" and lam is None:
-            lam = 0.02 * mean_abs
-        pad_x = auto_pad_x(pad_x, sum(s[2] for s in stats) / (n * ny * 2), mean_abs, nx)
-        opts = dict(pad_x=pad_x, method="autofocus", recon=recon, estimator=estimator, axes=axes,
-                    max_iter=max_iter, tol=tol, levels=list(levels), n_inner=n_inner,
-                    coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
-                    center_offset=center_offset, min_coherence=min_coherence, taper=taper,
-                    final_iter=final_iter, slices=None, distributed=True)
-        hold_y = False
-        want_y = y_profile == "auto" and "y" in axes
-        want_x = com_start == "auto" and "x" in axes
-        if (want_y or want_x) and ny >= 8 and initial_shifts is None:
-            # as the local loop: dy from the x-integrated profiles (tilt chunks in order), dx
-            # from the centres of mass for a compact object
-            rows_f = [client.submit(tilt_profiles, r, pure=False) for r in raw_full]
-            cols_f = [client.submit(column_sums, r, pure=False) for r in raw_full]
-            hold_y = profile_start(np.concatenate(client.gather(rows_f)),
-                                   np.concatenate(client.gather(cols_f)), center_offset, total,
-                                   opts, set_dy=want_y, set_dx=want_x)
-        per_row = 4 * (6 * n * (nx + 2 * pad_x) + 8 * nz * (nx + 2 * pad_x))
-        rows_full = slab_rows_for(ny, n_workers, per_row, mem, slab_rows)
-        ctx = _Ctx(client, angles, recon, nonneg, lam, tchunks)
-
-        history = []
-        converged = stopped = False
-        states = None          # futures of (state, info) per slab
-        prev = None            # (slabs, full-resolution row positions) of the previous level
-        t_rec = t_est = t_shift = 0.0
-        for f in levels:
-            final_level = f == levels[-1]
-            fy = _y_factor(ny, f)
-            if f == 1:
-                raw_l = raw_full
-            else:
-                raw_l = [client.submit(_slabs.read_binned, r, f, fy, pure=False) for r in raw_full]
-            scale = np.array([f, fy], dtype=np.float64)
-            nyl, nxl = ny // fy, nx // f
-            co_l = (center_offset + 0.5 * (nx - (nx // f) * f)) / f
-            nzl = max(1, int(round(nz / f)))
-            pl = int(np.ceil(pad_x / f))
-            shape = (nyl, nzl, nxl + 2 * pl)
-            slabs = plan(nyl, max(1, rows_full // fy))
-            pos = (np.arange(nyl) + 0.5) * fy - 0.5  # full-resolution row positions
-            if states is None:
-                states = ctx.new_states(slabs, shape, co_l, [None] * len(slabs), pl)
-                first_inner = 3 * n_inner
-            else:
-                states = ctx.warm_states(states, prev, slabs, pos, shape, co_l, pl)
-                first_inner = n_inner
-            prev = (slabs, pos)
-            prev_shape = shape
-            wx = tukey(nxl, taper)
-            wy = tukey(nyl, taper) if nyl > 2 else None
-            n_outer = max_iter if final_level else coarse_iter
-            tol_l = tol if final_level else max(tol, COARSE_TOL * f)
-            prev_upd = None
-            x_upd = np.inf     # largest x update of the previous iteration (full-res px)
-            prev_upd_g = None
-            since_jump = 0
-            it = -1
-            for it in range(n_outer):
-                t0 = time.perf_counter()
-                shifts_l = -total / scale
-                corr = [client.submit(_slabs.shift_chunk, r, shifts_l[a:b],
-                                      shift_padding(shifts_l), pure=False)
-                        for r, (a, b) in zip(raw_l, tchunks)]
-                t1 = time.perf_counter()
-                states = ctx.set_data(states, corr, slabs, pl, keep_x=extrapolate)
-                states = ctx.reconstruct(states, first_inner if it == 0 else n_inner)
-                states = [client.submit(_slabs.measure, s, ctx.next_gen(), pl, nxl, wx,
-                                        "x" in axes, pure=False) for s in states]
-                ctx.gen_done()
-                upd = np.zeros((n, 2))
-                want_y = "y" in axes and nyl > 1 and (not hold_y or final_level
-                                                       and x_upd < 0.5)
-                res_f = [client.submit(_slabs.pick, s, "res", pure=False) for s in states]
-                cx_f = ([client.submit(_slabs.pick, s, "cx", pure=False) for s in states]
-                        if "x" in axes else [])
-                cy_f = []
-                if want_y:
-                    for j, (a, b) in enumerate(tchunks):
-                        pieces = [client.submit(_slabs.tilts_of, s, "P", a, b, pure=False)
-                                  for s in states]
-                        cy_f.append(client.submit(_slabs.cross_y, corr[j], pieces, wy,
-                                                  pure=False))
-                res_p, cx_p, cy_p = client.gather([res_f, cx_f, cy_f])
-                t2 = time.perf_counter()
-                if "x" in axes:
-                    C, pb, pp = (_sum_in_order([p[i] for p in cx_p]) for i in range(3))
-                    upd[:, 0] = estimate_shift(C, pb, pp, nxl, estimator=estimator,
-                                               min_coherence=min_coherence)
-                if want_y:
-                    C, pb, pp = (np.concatenate([p[i] for p in cy_p]) for i in range(3))
-                    upd[:, 1] = estimate_shift(C, pb, pp, nyl, estimator=estimator,
-                                               min_coherence=min_coherence)
-                total += upd * scale
-                x_upd = float(np.abs(upd[:, 0]).max()) * f
-                jump = (_aitken_jump(upd, prev_upd)
-                        if extrapolate and prev_upd is not None and since_jump >= 3 else 0.0)
-                if jump:
-                    total += upd * scale * jump
-                    states = ctx.jump(states, jump, nonneg)
-                    since_jump = -1
-                prev_upd = upd
-                since_jump += 1
-                num = sum(r[0] for r in res_p)
-                den_b = sum(r[1] for r in res_p)
-                res = float(np.sqrt(num) / max(np.sqrt(den_b), 1e-30))
-                t3 = time.perf_counter()
-                t_shift += t1 - t0
-                t_rec += t2 - t1
-                t_est += t3 - t2
-                # the update without its gauge part (DESIGN.md): a drift of the sinusoid in
-                # dx or of the mean dy moves the object, not the alignment
-                upd_g = fix_gauge(upd * scale, angles)[0]
-                max_upd = float(np.abs(upd_g).max())
-                entry = dict(iteration=len(history) + 1, level=int(f), max_update=max_upd,
-                             rms_update=float(np.sqrt(np.mean(upd_g ** 2))),
-                             residual=res, time_s=time.perf_counter() - t_start)
-                history.append(entry)
-                log.info("level %d it %d: max update %.4g px, residual %.4g", f, it + 1,
-                         max_upd, res)
-                if callback is not None:
-                    try:
-                        callback(dict(entry, shifts=fix_gauge(total, angles)[0]))
-                    except StopIteration:
-                        stopped = True
-                        break
-                rho_g = _ratio(upd_g, prev_upd_g)
-                prev_upd_g = upd_g
-                if max_upd * _tail_factor(rho_g) < tol_l:
-                    converged = final_level
-                    break
-            del raw_l
-            if stopped:
-                break
-
-        # Final: gauge, aligned stack (tilt chunks), warm start moved into the gauge, volume.
-        t0 = time.perf_counter()
-        shifts, (ga, gb, gy) = fix_gauge(total, angles)
-        pads = shift_padding(-shifts)
-        aligned = [client.submit(_slabs.shift_chunk, r, -shifts[a:b], pads, pure=False)
-                   for r, (a, b) in zip(raw_full, tchunks)]
-        full = (ny, nz, nx + 2 * pad_x)
-        slabs = plan(ny, rows_full)
-        keep_aligned = aligned_out is not None or out is None
-        with maybe_writer(out, (ny, nz, nx), rows_full, overwrite=overwrite, inputs=src.files,
-                          voxel_size_A=src.pixel_size_A) as vwriter, \
-                maybe_writer(aligned_out, (n, ny, nx), tchunks[0][1] - tchunks[0][0],
-                             overwrite=overwrite, inputs=src.files, mrc_volume=False,
-                             voxel_size_A=src.pixel_size_A) as awriter, \
-                run_scope(client) as client:
-            ctx.client = client
-            a_res = None
-            if keep_aligned:
-                a_res = [client.submit(_write_or_return, a, awriter, t0_, pure=False)
-                         for a, (t0_, _) in zip(aligned, tchunks)]
-            # as the local loop: move (z, x) into the gauge (and zoom from a binned finest
-            # level), rows by y positions + gy
-            zx_shift = (gb * prev_shape[1] / nz, ga * prev_shape[2] / full[2])
-            states = ctx.warm_states(states, (prev[0], prev[1] + gy), slabs,
-                                     np.arange(ny, dtype=np.float64), full, center_offset,
-                                     pad_x, zx_shift=zx_shift)
-            states = ctx.set_data(states, aligned, slabs, pad_x)
-            states = ctx.reconstruct(states, final_iter)
-            crop = (pad_x, pad_x + nx) if pad_x else None
-            v_res = [client.submit(_slabs.finish_volume, s, vwriter, r0, crop, pure=False)
-                     for s, (r0, _r1) in zip(states, slabs)]
-            v_parts = client.gather(v_res)
-            a_parts = client.gather(a_res) if a_res is not None else None
-            if vwriter is None:
-                volume = np.concatenate(v_parts, axis=0)
-            else:
-                vwriter.commit(v_parts)
-                volume = vwriter.open()
-            aligned_arr = None
-            if a_parts is not None:
-                if awriter is None:
-                    aligned_arr = np.concatenate(a_parts, axis=0)
-                else:
-                    awriter.commit(a_parts)
-                    aligned_arr = awriter.open()
-    t_final = time.perf_counter() - t0
-    timings = dict(total_s=time.perf_counter() - t_start, reconstruct_s=t_rec,
-                   estimate_s=t_est, resample_s=t_shift, final_s=t_final)
-    return AlignResult(shifts=shifts, aligned=aligned_arr, volume=volume, history=history,
-                       converged=converged, angles_deg=angles, method="autofocus",
-                       options=opts, timings=timings)
+        ex = DaskExecutor(client, src, opts, n_workers, tilt_chunk)
+        mean_abs, edge_mean = ex.data_stats()
+        opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge_mean)
+        ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite)
+        record = dict(opts.record(), final_iter=ex.final_iter, distributed=True)
+        record.pop("max_rows")
+        geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
+        res = drive(ex, opts, geometry, total, record, t_start=t_start)
+    res["timings"] = dict(total_s=time.perf_counter() - t_start, **res["timings"])
+    return AlignResult(method="autofocus", options=record, **res)
 
 
 def _sum_in_order(parts):
@@ -329,44 +146,197 @@ def _write_or_return(arr, writer, t0):
     return arr if writer is None else writer.write(t0, arr)
 
 
-class _Ctx:
-    """Client-side bookkeeping of the slab states (generation numbers, task submission)."""
+class DaskExecutor:
+    """The data steps of :mod:`fastalign.align.loop` on a Dask cluster (module docstring).
 
-    def __init__(self, client, angles, recon, nonneg, lam, tchunks):
+    Raw data in tilt chunks on the workers; per-slab solver states (:mod:`._slabs`) that
+    each task advances in place, guarded by generation numbers.  The client holds futures,
+    the total shifts and the small reduced spectra only.
+    """
+
+    name = "Dask"
+    #: options of :class:`AlignOptions` this executor cannot run (refused in
+    #: :meth:`AlignOptions.check_executor`)
+    lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
+                       "progress", "method"})
+    can_rotate = False
+
+    def __init__(self, client, src, opts, n_workers, tilt_chunk):
         self.client = client
-        self.angles = angles
-        self.recon = recon
-        self.nonneg = nonneg
-        self.lam = lam
-        self.tchunks = tchunks
+        self.src = src
+        self.angles = src.angles_deg
+        self.opts = opts
+        n = len(self.angles)
+        self.tchunks = plan(n, tilt_chunk, parts=2 * n_workers)
+        self.n_workers = n_workers
+        self.raw_full = [src.submit(client, t0, t1) for t0, t1 in self.tchunks]
+        self.states = None     # futures of (state, info) per slab
+        self.prev = None       # (slabs, full-resolution row positions) of the previous level
         self.gen = 0
 
-    def next_gen(self):
-        return self.gen
+    # ------------------------------------------------------------------ start
+    def data_stats(self):
+        """``(mean |v|, mean |v| of the outermost columns)``; raises on all-zero data."""
+        n, ny, nx = self.src.shape
+        stats = self.client.gather([self.client.submit(_slabs.chunk_stats, r, pure=False)
+                                    for r in self.raw_full])
+        if not any(s[0] for s in stats):
+            raise ValueError("tilt_series is all zero: nothing to align")
+        mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
+        return mean_abs, sum(s[2] for s in stats) / (n * ny * 2)
 
-    def gen_done(self):
+    def set_options(self, opts, mem, slab_rows, out, aligned_out, overwrite):
+        """Resolved options, slab size and outputs."""
+        n, ny, nx = self.src.shape
+        self.opts = opts
+        self.final_iter = 2 * opts.n_inner if opts.final_iter is None else opts.final_iter
+        wide = nx + 2 * opts.pad_x
+        per_row = 4 * (6 * n * wide + 8 * opts.nz * wide)
+        self.rows_full = slab_rows_for(ny, self.n_workers, per_row, mem, slab_rows)
+        self.outputs = (out, aligned_out, overwrite)
+
+    def profiles(self, alpha):
+        """The tilt chunks' x-integrated profiles and column sums, in tilt order."""
+        c = self.client
+        rows_f = [c.submit(tilt_profiles, r, pure=False) for r in self.raw_full]
+        cols_f = [c.submit(column_sums, r, pure=False) for r in self.raw_full]
+        return np.concatenate(c.gather(rows_f)), np.concatenate(c.gather(cols_f))
+
+    # ------------------------------------------------------------------ levels
+    def begin_level(self, lv):
+        c, o = self.client, self.opts
+        self.lv = lv
+        if lv.f == 1:
+            self.raw = self.raw_full
+        else:
+            self.raw = [c.submit(_slabs.read_binned, r, lv.f, lv.fy, pure=False)
+                        for r in self.raw_full]
+        nyl, nxl = lv.geometry.ny, lv.geometry.nx
+        shape = lv.shape
+        slabs = plan(nyl, max(1, self.rows_full // lv.fy))
+        pos = lv.positions(np.arange(nyl))
+        co = lv.geometry.center_offset
+        if self.states is None:
+            self.states = self._new_states(slabs, shape, co, [None] * len(slabs), lv.pad)
+        else:
+            self.states = self._warm_states(self.prev, slabs, pos, shape, co, lv.pad)
+        self.prev = (slabs, pos)
+        self.prev_shape = shape
+        self.slabs = slabs
+        self.wx = tukey(nxl, o.taper)
+        self.wy = tukey(nyl, o.taper) if nyl > 2 else None
+
+    def resample(self, total, alpha):
+        shifts_l = -total / self.lv.scale
+        self.corr = [self.client.submit(_slabs.shift_chunk, r, shifts_l[a:b],
+                                        shift_padding(shifts_l), pure=False)
+                     for r, (a, b) in zip(self.raw, self.tchunks)]
+        self._set_data(self.corr, self.slabs, self.lv.pad, keep_x=self.opts.extrapolate)
+
+    def reconstruct(self, n_iter):
+        self._reconstruct(n_iter)
+
+    def measure(self, want_x, want_y):
+        c, lv = self.client, self.lv
+        nyl, nxl = lv.geometry.ny, lv.geometry.nx
+        self.states = [c.submit(_slabs.measure, s, self.gen, lv.pad, nxl, self.wx, want_x,
+                                pure=False) for s in self.states]
+        self.gen += 1
+        want_y = want_y and nyl > 1
+        res_f = [c.submit(_slabs.pick, s, "res", pure=False) for s in self.states]
+        cx_f = [c.submit(_slabs.pick, s, "cx", pure=False) for s in self.states] if want_x else []
+        cy_f = []
+        if want_y:
+            for j, (a, b) in enumerate(self.tchunks):
+                pieces = [c.submit(_slabs.tilts_of, s, "P", a, b, pure=False)
+                          for s in self.states]
+                cy_f.append(c.submit(_slabs.cross_y, self.corr[j], pieces, self.wy,
+                                     pure=False))
+        res_p, cx_p, cy_p = c.gather([res_f, cx_f, cy_f])
+        spec_x = spec_y = None
+        if want_x:
+            spec_x = tuple(_sum_in_order([p[i] for p in cx_p]) for i in range(3)) + (nxl,)
+        if want_y:
+            spec_y = tuple(np.concatenate([p[i] for p in cy_p]) for i in range(3)) + (nyl,)
+        upd = estimate_updates(len(self.angles), spec_x, spec_y, self.opts)
+        num = sum(r[0] for r in res_p)
+        den_b = sum(r[1] for r in res_p)
+        return upd, float(np.sqrt(num) / max(np.sqrt(den_b), 1e-30))
+
+    def rotation_step(self):  # never called: can_rotate is False
+        raise NotImplementedError("the Dask executor does not refine the axis angle")
+
+    def jump(self, factor):
+        self.states = [self.client.submit(_slabs.jump_volume, s, self.gen, factor,
+                                          self.opts.nonneg, pure=False)
+                       for s in self.states]
         self.gen += 1
 
-    def new_states(self, slabs, shape, co, xs, pad):
+    # ------------------------------------------------------------------ final
+    def finish(self, shifts, gauge, center_offset, alpha):
+        """Aligned stack (tilt chunks) and final volume (slabs), written or gathered.
+        Returns ``(aligned, volume, final_s)``."""
+        t0 = time.perf_counter()
+        o, src = self.opts, self.src
+        n, ny, nx = src.shape
+        out, aligned_out, overwrite = self.outputs
+        ga, gb, gy = gauge
+        self.raw = None
+        pads = shift_padding(-shifts)
+        aligned = [self.client.submit(_slabs.shift_chunk, r, -shifts[a:b], pads, pure=False)
+                   for r, (a, b) in zip(self.raw_full, self.tchunks)]
+        full = (ny, o.nz, nx + 2 * o.pad_x)
+        slabs = plan(ny, self.rows_full)
+        keep_aligned = aligned_out is not None or out is None
+        tc = self.tchunks
+        with maybe_writer(out, (ny, o.nz, nx), self.rows_full, overwrite=overwrite,
+                          inputs=src.files, voxel_size_A=src.pixel_size_A) as vwriter, \
+                maybe_writer(aligned_out, (n, ny, nx), tc[0][1] - tc[0][0],
+                             overwrite=overwrite, inputs=src.files, mrc_volume=False,
+                             voxel_size_A=src.pixel_size_A) as awriter, \
+                run_scope(self.client) as client:
+            self.client = client
+            a_res = None
+            if keep_aligned:
+                a_res = [client.submit(_write_or_return, a, awriter, t0_, pure=False)
+                         for a, (t0_, _) in zip(aligned, tc)]
+            # as the local loop: move (z, x) into the gauge (and zoom from a binned finest
+            # level), rows by y positions + gy
+            ps = self.prev_shape
+            zx_shift = (gb * ps[1] / o.nz, ga * ps[2] / full[2])
+            self.states = self._warm_states((self.prev[0], self.prev[1] + gy), slabs,
+                                            np.arange(ny, dtype=np.float64), full,
+                                            center_offset, o.pad_x, zx_shift=zx_shift)
+            self._set_data(aligned, slabs, o.pad_x)
+            self._reconstruct(self.final_iter)
+            crop = (o.pad_x, o.pad_x + nx) if o.pad_x else None
+            v_res = [client.submit(_slabs.finish_volume, s, vwriter, r0, crop, pure=False)
+                     for s, (r0, _r1) in zip(self.states, slabs)]
+            volume = _collect(client.gather(v_res), vwriter)
+            aligned_arr = (_collect(client.gather(a_res), awriter) if a_res is not None
+                           else None)
+        return aligned_arr, volume, time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ slab states
+    def _new_states(self, slabs, shape, co, xs, pad):
         self.gen = 0
+        o = self.opts
         return [self.client.submit(_slabs.align_state, self.angles, (r1 - r0,) + shape[1:],
-                                   co, self.recon, self.nonneg, self.lam, x, pad, pure=False)
+                                   co, o.recon, o.nonneg, o.lam, x, pad, pure=False)
                 for (r0, r1), x in zip(slabs, xs)]
 
-    def _rows(self, states, slabs, lo, hi):
-        """Futures of the iterate rows ``[lo, hi)`` (level rows) and the first row."""
+    def _rows(self, old_slabs, lo, hi):
+        """Futures of the iterate rows ``[lo, hi)`` (level rows) of the current states."""
         parts = []
-        for s, (r0, r1) in zip(states, slabs):
+        for s, (r0, r1) in zip(self.states, old_slabs):
             a, b = max(lo, r0), min(hi, r1)
             if a < b:
                 parts.append(self.client.submit(_slabs.x_rows, s, a - r0, b - r0,
                                                 pure=False))
         return parts
 
-    def warm_states(self, states, prev, slabs, pos_new, shape, co, pad, zx_shift=None):
-        """States over ``slabs`` warm-started as the local loop does
-        (:func:`fastalign.align.autofocus._warm_start`: optional shift and zoom in (z, x),
-        then linear interpolation between the old rows at their full-resolution positions);
+    def _warm_states(self, prev, slabs, pos_new, shape, co, pad, zx_shift=None):
+        """States over ``slabs`` warm-started by :func:`fastalign.align.levels.warm_start`;
         each slab fetches only the old rows it interpolates from."""
         old_slabs, pos_old = prev
         n_old = pos_old.size
@@ -378,34 +348,37 @@ class _Ctx:
                 t = np.interp(pos_new[r0:r1], pos_old, np.arange(n_old))
                 k = np.clip(np.floor(t).astype(np.int64), 0, n_old - 2)
                 lo, hi = int(k.min()), int(k.max()) + 2
-            parts = self._rows(states, old_slabs, lo, hi)
+            parts = self._rows(old_slabs, lo, hi)
             xs.append(self.client.submit(_slabs.warm_rows, parts, lo, pos_old, pos_new[r0:r1],
                                          shape, zx_shift, pure=False))
-        return self.new_states(slabs, shape, co, xs, pad)
+        return self._new_states(slabs, shape, co, xs, pad)
 
-    def set_data(self, states, chunks, slabs, pl, keep_x=False):
+    def _set_data(self, chunks, slabs, pl, keep_x=False):
+        c = self.client
         out = []
-        for s, (r0, r1) in zip(states, slabs):
-            pieces = [self.client.submit(_slabs.rows_of, c, r0, r1, pure=False) for c in chunks]
-            out.append(self.client.submit(_slabs.set_data, s, self.gen, pieces, pl, self.recon,
-                                          keep_x, pure=False))
+        for s, (r0, r1) in zip(self.states, slabs):
+            pieces = [c.submit(_slabs.rows_of, ch, r0, r1, pure=False) for ch in chunks]
+            out.append(c.submit(_slabs.set_data, s, self.gen, pieces, pl, self.opts.recon,
+                                keep_x, pure=False))
         self.gen += 1
-        return out
+        self.states = out
 
-    def jump(self, states, jump, nonneg):
-        out = [self.client.submit(_slabs.jump_volume, s, self.gen, jump, nonneg, pure=False)
-               for s in states]
-        self.gen += 1
-        return out
-
-    def reconstruct(self, states, n_iter):
-        if self.recon == "sirt":
-            out = [self.client.submit(_slabs.sirt_run, s, self.gen, n_iter, pure=False)
-                   for s in states]
+    def _reconstruct(self, n_iter):
+        c = self.client
+        if self.opts.recon == "sirt":
+            self.states = [c.submit(_slabs.sirt_run, s, self.gen, n_iter, pure=False)
+                           for s in self.states]
             self.gen += 1
-            return out
-        states = [self.client.submit(_slabs.tv_begin, s, self.gen, pure=False)
-                  for s in states]
+            return
+        self.states = [c.submit(_slabs.tv_begin, s, self.gen, pure=False)
+                       for s in self.states]
         self.gen += 1
-        states, self.gen = run_tv(self.client, states, n_iter, self.lam, self.gen)
-        return states
+        self.states, self.gen = run_tv(c, self.states, n_iter, self.opts.lam, self.gen)
+
+
+def _collect(parts, writer):
+    """Concatenated parts (gathered) or the committed file opened read-only."""
+    if writer is None:
+        return np.concatenate(parts, axis=0)
+    writer.commit(parts)
+    return writer.open()

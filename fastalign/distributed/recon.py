@@ -12,7 +12,7 @@ sends the decision back with the next step (one small round trip per iteration).
 import numpy as np
 
 from .._validate import as_finite_float, as_positive_int
-from ..recon.tv import L_MARGIN
+from ..recon.tv import L_MARGIN, MFISTA
 from ..operator import Projector
 from . import _slabs
 from ._common import Source, client_workers, maybe_writer, plan, run_scope, slab_rows_for
@@ -143,27 +143,22 @@ def run_tv(client, states, n_iter, lam, gen):
     """Drive ``n_iter`` synchronised MFISTA iterations over begun TV slab states.
 
     ``states`` are futures of ``(state, begin-info)``; returns futures of ended states and
-    the next generation number.  Mirrors the loop of :meth:`fastalign.TVSolver.run`.
+    the next generation number.  The decisions are :class:`fastalign.recon.tv.MFISTA`'s (as
+    in :meth:`fastalign.TVSolver.run`) on the partial sums added in slab order; each decision
+    travels with the next step's tasks.
     """
-    info = client.gather([client.submit(_slabs.pick_all, s, pure=False) for s in states])
-    data_x = sum(i["data"] for i in info)
-    tv_x = sum(i["tv"] for i in info)
-    f_x = 0.5 * data_x + (lam * tv_x if lam > 0.0 else 0.0)
-    t = 1.0
+    ctl = MFISTA(lam)
+    ctl.start(*_sums(client, states))
     decision = None
     for _ in range(n_iter):
         states = [client.submit(_slabs.tv_step, s, gen, decision, pure=False) for s in states]
         gen += 1
-        info = client.gather([client.submit(_slabs.pick_all, s, pure=False) for s in states])
-        data_z = sum(i["data"] for i in info)
-        tv_z = sum(i["tv"] for i in info)
-        f_z = 0.5 * data_z + (lam * tv_z if lam > 0.0 else 0.0)
-        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-        if f_z <= f_x:
-            decision = (True, (t - 1.0) / t_new)
-            f_x = f_z
-        else:
-            decision = (False, t / t_new)
-        t = t_new
+        decision = ctl.step(*_sums(client, states))
     states = [client.submit(_slabs.tv_end, s, gen, decision, pure=False) for s in states]
     return states, gen + 1
+
+
+def _sums(client, states):
+    """``(sum of ||A v - b||^2, sum of TV(v))`` over the slabs, in slab order."""
+    info = client.gather([client.submit(_slabs.pick_all, s, pure=False) for s in states])
+    return sum(i["data"] for i in info), sum(i["tv"] for i in info)

@@ -137,8 +137,13 @@ def prepare_mask(mask, shape, center_offset=0.0):
     return m
 
 
-def safe_reciprocal(v, rel_tol=1e-6):
-    """``1/v`` where ``v > rel_tol * max(v)``, else 0 (float32, new array)."""
+def safe_reciprocal(v, rel_tol=1e-6, abs_tol=None):
+    """``1/v`` where ``v > rel_tol * max(v)`` (or, given ``abs_tol``, ``v > abs_tol``), else 0
+    (float32, new array)."""
+    if abs_tol is not None:
+        v = np.asarray(v, dtype=np.float32)
+        # float32 arithmetic, as the alignment loop's weights were measured with
+        return np.where(v > abs_tol, 1.0 / np.maximum(v, abs_tol), 0.0).astype(np.float32)
     v = np.asarray(v, dtype=np.float64)
     vmax = float(v.max()) if v.size else 0.0
     out = np.zeros(v.shape, np.float32)

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from ..kernels import linalg as _k
+from .._validate import as_finite_float
 from ..kernels import projector as _kp
 from ..operator import Projector
 from ._common import (ReconResult, call_back, check_Ax, check_callback, check_data,
@@ -39,6 +40,16 @@ class SIRTSolver:
         ``(ny, nz, nx)`` array.  Pixels outside are 0.
     nonneg : bool
         Project onto ``x >= 0`` after every update.
+    relax : float
+        Over-relaxation ``C <- relax C`` (1: plain SIRT; the alignment loop uses 1.9, about
+        twice as fast per outer iteration and still convergent for ``relax < 2``).
+    data_weights : array_like, shape (n_tilts, 1, nx), optional
+        Weights ``w`` of the detector bins, the same for every row (e.g. 0 on padding columns
+        that carry no measurement): ``R = w / (A m)``, ``C = m / (A^T w)``, so unmeasured rays
+        neither enter the residual nor count in the column sums.
+    weight_floor : float, optional
+        Row/column sums at or below this absolute value get weight 0; default (None): sums
+        at or below ``1e-6`` times the largest.
 
     Notes
     -----
@@ -54,21 +65,32 @@ class SIRTSolver:
     skip one forward projection.
     """
 
-    def __init__(self, A, *, mask=None, nonneg=True):
+    def __init__(self, A, *, mask=None, nonneg=True, relax=1.0, data_weights=None,
+                 weight_floor=None):
         self.A = check_projector(A)
         self.nonneg = bool(nonneg)
+        self.relax = as_finite_float(relax, "relax", minimum=0.0)
         g = A.geometry
         ny, _, nx = A.domain_shape
         na = g.n_tilts
         m = prepare_mask(mask, A.domain_shape, g.center_offset)
         self.mask = m
-        # R = 1 / (A m) and C = m / (A^T 1): one slice unless the mask varies along y.
+        w = 1.0
+        if data_weights is not None:
+            w = np.ascontiguousarray(np.broadcast_to(np.asarray(data_weights, np.float32),
+                                                     (na, 1, nx)))
+        # R = w / (A m) and C = m / (A^T w): one slice unless the mask varies along y.
         flat = m is None or m.shape[0] == 1
-        row_sums, col_sums = slice_sums(A, m if m is not None and flat else 1.0)
+        row_sums, col_sums = slice_sums(A, m if m is not None and flat else 1.0, w)
         if not flat:
-            row_sums = A._forward(m.astype(np.float32), np.empty((na, ny, nx), np.float32))
-        self._R = np.ascontiguousarray(safe_reciprocal(row_sums))
-        C = safe_reciprocal(col_sums)
+            row_sums = A.forward_into(m.astype(np.float32), np.empty((na, ny, nx), np.float32))
+        R = safe_reciprocal(row_sums, abs_tol=weight_floor)
+        if data_weights is not None:
+            R = R * w
+        self._R = np.ascontiguousarray(R)
+        C = safe_reciprocal(col_sums, abs_tol=weight_floor)
+        if self.relax != 1.0:
+            C = self.relax * C
         if m is not None:
             C = C * m  # (1 or ny, nz, nx)
         self._C = np.ascontiguousarray(C, dtype=np.float32)
@@ -84,6 +106,11 @@ class SIRTSolver:
         """``A x`` of the volume returned by the last :meth:`run` (a solver-owned buffer,
         overwritten by the next run), or None before the first run."""
         return self._ax if self._has_reprojection else None
+
+    def zero_reprojection(self):
+        """Zero the reprojection buffer and return it: ``A 0`` for ``run(..., Ax=)``."""
+        self._ax.fill(0.0)
+        return self._ax
 
     def run(self, b, x=None, n_iter=10, *, callback=None, Ax=None):
         """Run ``n_iter`` SIRT iterations on data ``b``, warm-started from ``x`` (in place).
@@ -127,7 +154,7 @@ class SIRTSolver:
             if self.nonneg:
                 _k.clip_nonneg(x)
         if Ax is None:
-            A._forward(x, ax)
+            A.forward_into(x, ax)
         elif Ax is not ax:
             _k.copy3(ax, check_Ax(Ax, A))
         self._has_reprojection = True
@@ -139,9 +166,9 @@ class SIRTSolver:
         residuals = []
         stopped = False
         for k in range(n_iter):
-            A._adjoint(self._res, self._bp)
+            A.adjoint_into(self._res, self._bp)
             _k.sirt_update(x, self._bp, self._C, self.nonneg)
-            A._forward(x, ax)
+            A.forward_into(x, ax)
             _k.sirt_residual(b, ax, self._R, self._res, rowsum)
             rel = float(np.sqrt(rowsum.sum())) * scale
             residuals.append(rel)
@@ -173,8 +200,8 @@ def slice_sums(A, volume=1.0, data=1.0):
     v[...] = volume
     w = np.empty((na, k, nx), np.float32)
     w[...] = data
-    rows = sub._forward(v, np.empty((na, k, nx), np.float32))[:, :1]
-    cols = sub._adjoint(w, np.empty((k, nz, nx), np.float32))[:1]
+    rows = sub.forward_into(v, np.empty((na, k, nx), np.float32))[:, :1]
+    cols = sub.adjoint_into(w, np.empty((k, nz, nx), np.float32))[:1]
     return rows, cols
 
 
@@ -236,8 +263,7 @@ def sirt(tilt_series, angles_deg, *, n_iter=50, nz=None, x0=None, nonneg=True, m
 
 def _zeros_like_data(solver):
     """``A 0`` without a projection: the solver's own reprojection buffer, zeroed."""
-    solver._ax.fill(0.0)
-    return solver._ax
+    return solver.zero_reprojection()
 
 
 __all__ = ["sirt", "SIRTSolver"]

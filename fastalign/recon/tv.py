@@ -131,14 +131,94 @@ class TVSolver:
             _k.fista_step(u, base, pa, qa, coef, g, inv_L, self.nonneg)
         return None
 
-    def _objective(self, x, ax, b, tv_x=None):
-        """``(F(x), ||A x - b||^2)``; ``tv_x`` = TV(x) if already known."""
-        _k.diff_sumsq(ax, b, self._rows_data)
-        data = float(self._rows_data.sum())
-        if self.lam > 0.0 and tv_x is None:
-            tv_x = self.tv_value(x)
-        reg = self.lam * tv_x if self.lam > 0.0 else 0.0
-        return 0.5 * data + reg, data
+    def zero_reprojection(self):
+        """Zero the reprojection buffer and return it: ``A 0`` for ``run(..., Ax=)``."""
+        self._ax.fill(0.0)
+        return self._ax
+
+    # ------------------------------------------------------------------ MFISTA steps
+    # begin -> (propose -> decide)* -> end, driven by an :class:`MFISTA` controller that sees
+    # only the objective's partial sums: :meth:`run` drives one solver, the Dask path drives
+    # one solver per slab and adds their sums (fastalign.distributed.recon).
+    def begin(self, b, x=None, Ax=None):
+        """Start a run on data ``b`` from ``x`` (updated in place; zeros if None).
+
+        Returns the partial sums ``{"bn2": ||b||^2, "data": ||A x - b||^2, "tv": TV(x)}``
+        (``tv`` 0 when ``lam = 0``) for :meth:`MFISTA.start`.
+        """
+        A = self.A
+        b = check_data(b, A)
+        if x is None:
+            x = np.zeros(A.domain_shape, np.float32)
+            if Ax is None:
+                Ax = self.zero_reprojection()
+        else:
+            check_x(x, A)
+            if self.nonneg:
+                _k.clip_nonneg(x)
+        if Ax is None:
+            A.forward_into(x, self._ax)
+        elif Ax is not self._ax:
+            _k.copy3(self._ax, check_Ax(Ax, A))
+        self._has_reprojection = True
+        _k.sumsq(b, self._rows_data)
+        bn2 = float(self._rows_data.sum())
+        _k.diff_sumsq(self._ax, b, self._rows_data)
+        data_x = float(self._rows_data.sum())
+        tv_x = self.tv_value(x) if self.lam > 0.0 else 0.0
+        # The momentum point is never stored: y = base + coef (pa - qa) with base, pa, qa
+        # among x (xb) and one other volume (ob: the previous x or a rejected z); the prox
+        # forms y - (1/L) grad on the fly.  Three volumes rotate (x, other, next z); the
+        # caller's x and the solver's reprojection buffer get the final values at end().
+        self._st = dict(b=b, x_out=x, xb=x, ob=self._o, zb=self._z, axb=self._ax,
+                        azb=self._az, ing=(x, x, x, 0.0))
+        _k.extrapolate_residual(self._ay, self._ax, self._ax, self._ax, 0.0, b)  # A y - b
+        return {"bn2": bn2, "data": data_x, "tv": tv_x}
+
+    @property
+    def iterate(self):
+        """The current ``x`` of a begun run (a solver-owned buffer or the caller's ``x``)."""
+        return self._st["xb"]
+
+    def propose(self):
+        """Compute ``z = prox(y - A^T (A y - b) / L)`` and ``A z``.
+
+        Returns the partial sums ``{"data": ||A z - b||^2, "tv": TV(z)}``."""
+        r, A = self._st, self.A
+        A.adjoint_into(self._ay, self._g)                 # A^T (A y - b)
+        tv_z = self._prox_step(*r["ing"], self._g, r["zb"])  # z (and TV(z) for 2-D TV)
+        A.forward_into(r["zb"], r["azb"])
+        _k.diff_sumsq(r["azb"], r["b"], self._rows_data)
+        data_z = float(self._rows_data.sum())
+        if self.lam > 0.0 and tv_z is None:
+            tv_z = self.tv_value(r["zb"])
+        return {"data": data_z, "tv": tv_z if tv_z is not None else 0.0}
+
+    def decide(self, accepted, coef):
+        """Apply a decision of :meth:`MFISTA.step`: accept ``z`` (``y = z + coef (z - x)``)
+        or keep ``x`` (``y = x + coef (z - x)``)."""
+        r, b, ayb = self._st, self._st["b"], self._ay
+        if accepted:
+            _k.extrapolate_residual(ayb, r["azb"], r["azb"], r["axb"], coef, b)
+            r["xb"], r["ob"], r["zb"] = r["zb"], r["xb"], r["ob"]
+            r["axb"], r["azb"] = r["azb"], r["axb"]
+            r["ing"] = (r["xb"], r["xb"], r["ob"], coef)
+        else:
+            _k.extrapolate_residual(ayb, r["axb"], r["azb"], r["axb"], coef, b)
+            r["ob"], r["zb"] = r["zb"], r["ob"]
+            r["ing"] = (r["xb"], r["ob"], r["xb"], coef)
+
+    def end(self):
+        """Finish a run: the caller's ``x`` and :attr:`reprojection` get the final values.
+
+        Returns ``x``."""
+        r = self._st
+        if r["xb"] is not r["x_out"]:
+            _k.copy3(r["x_out"], r["xb"])
+        if r["axb"] is not self._ax:
+            _k.copy3(self._ax, r["axb"])
+        self._st = None
+        return r["x_out"]
 
     def run(self, b, x=None, n_iter=50, *, callback=None, Ax=None):
         """Run ``n_iter`` monotone-FISTA iterations on data ``b``, warm-started from ``x``.
@@ -162,83 +242,76 @@ class TVSolver:
             per-iteration residuals and (non-increasing) objective; ``result.info
             ["n_rejected"]`` counts MFISTA steps that kept ``x``.
         """
-        A = self.A
-        b = check_data(b, A)
         n_iter = check_n_iter(n_iter)
         callback = check_callback(callback)
-        x_out = x
-        if x_out is None:
-            x_out = np.zeros(A.domain_shape, np.float32)
-            if Ax is None:
-                self._ax.fill(0.0)
-                Ax = self._ax
-        else:
-            check_x(x_out, A)
-            if self.nonneg:
-                _k.clip_nonneg(x_out)
-        if Ax is None:
-            A._forward(x_out, self._ax)
-        elif Ax is not self._ax:
-            _k.copy3(self._ax, check_Ax(Ax, A))
-        self._has_reprojection = True
-
-        _k.sumsq(b, self._rows_data)
-        bnorm = float(np.sqrt(self._rows_data.sum()))
-        scale = 1.0 / bnorm if bnorm > 0.0 else 1.0
-
-        # The momentum point is never stored: y = base + coef (pa - qa) with base, pa, qa
-        # among x (xb) and one other volume (ob: the previous x or a rejected z); the prox
-        # forms y - (1/L) grad on the fly.  Three volumes rotate (x, other, next z); the
-        # caller's x and the solver's reprojection buffer get the final values at the end.
-        xb, ob, zb, gb = x_out, self._o, self._z, self._g
-        axb, azb, ayb = self._ax, self._az, self._ay
-        f_x, data_x = self._objective(xb, axb, b)
-        ingredients = (xb, xb, xb, 0.0)                           # y = x
-        _k.extrapolate_residual(ayb, axb, axb, axb, 0.0, b)   # A y - b
-        t = 1.0
+        sums = self.begin(b, x, Ax)
+        scale = 1.0 / np.sqrt(sums["bn2"]) if sums["bn2"] > 0.0 else 1.0
+        ctl = MFISTA(self.lam)
+        ctl.start(sums["data"], sums["tv"])
         residuals, objective = [], []
-        n_rejected = 0
         stopped = False
         for k in range(n_iter):
-            A._adjoint(ayb, gb)                      # A^T (A y - b)
-            tv_z = self._prox_step(*ingredients, gb, zb)     # z (and TV(z) for 2-D TV)
-            A._forward(zb, azb)
-            f_z, data_z = self._objective(zb, azb, b, tv_z)
-            t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-            accepted = f_z <= f_x
-            if accepted:
-                beta = (t - 1.0) / t_new             # y = z + beta (z - x_old)
-                _k.extrapolate_residual(ayb, azb, azb, axb, beta, b)
-                xb, ob, zb = zb, xb, ob
-                axb, azb = azb, axb
-                ingredients = (xb, xb, ob, beta)
-                f_x, data_x = f_z, data_z
-            else:
-                n_rejected += 1
-                gamma = t / t_new                    # y = x + gamma (z - x)
-                _k.extrapolate_residual(ayb, axb, azb, axb, gamma, b)
-                ob, zb = zb, ob
-                ingredients = (xb, ob, xb, gamma)
-            t = t_new
-            rel = float(np.sqrt(data_x)) * scale
+            z = self.propose()
+            accepted, coef = ctl.step(z["data"], z["tv"])
+            self.decide(accepted, coef)
+            rel = float(np.sqrt(ctl.data_x)) * scale
             residuals.append(rel)
-            objective.append(f_x)
+            objective.append(ctl.f_x)
             log.debug("tv iteration %d: objective %.8g, residual %.6g, accepted %s",
-                      k, f_x, rel, accepted)
-            info = {"residual": rel, "objective": f_x, "accepted": bool(accepted)}
-            if call_back(callback, k, xb, info):
+                      k, ctl.f_x, rel, accepted)
+            info = {"residual": rel, "objective": ctl.f_x, "accepted": bool(accepted)}
+            if call_back(callback, k, self.iterate, info):
                 stopped = True
                 break
-        if xb is not x_out:
-            _k.copy3(x_out, xb)
-        if axb is not self._ax:
-            _k.copy3(self._ax, axb)
+        x_out = self.end()
         self.result = ReconResult(volume=x_out, residuals=np.asarray(residuals, np.float64),
                                   objective=np.asarray(objective, np.float64),
                                   n_iter=len(residuals), stopped=stopped, method="tv",
-                                  info={"step": 1.0 / self.L, "n_rejected": n_rejected,
+                                  info={"step": 1.0 / self.L, "n_rejected": ctl.n_rejected,
                                         "lam": self.lam, "tv": self.tv})
         return x_out
+
+
+class MFISTA:
+    """The scalar part of monotone FISTA: objective values, momentum, accept/reject.
+
+    Sees only sums: ``F = 1/2 data + lam tv`` from the data misfit ``||A v - b||^2`` and
+    ``TV(v)`` (whole problem, i.e. summed over slabs by a distributed caller).
+
+    Parameters
+    ----------
+    lam : float
+        TV weight.
+    """
+
+    def __init__(self, lam):
+        self.lam = lam
+        self.t = 1.0
+        self.f_x = self.data_x = None
+        self.n_rejected = 0
+
+    def objective(self, data, tv):
+        return 0.5 * data + (self.lam * tv if self.lam > 0.0 else 0.0)
+
+    def start(self, data_x, tv_x):
+        """The objective of the start ``x``."""
+        self.f_x, self.data_x = self.objective(data_x, tv_x), data_x
+        self.t = 1.0
+
+    def step(self, data_z, tv_z):
+        """Accept ``z`` iff ``F(z) <= F(x)``; returns ``(accepted, coef)`` for
+        :meth:`TVSolver.decide` (``coef = (t - 1) / t_new`` or ``t / t_new``)."""
+        f_z = self.objective(data_z, tv_z)
+        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * self.t * self.t))
+        accepted = f_z <= self.f_x
+        if accepted:
+            coef = (self.t - 1.0) / t_new
+            self.f_x, self.data_x = f_z, data_z
+        else:
+            coef = self.t / t_new
+            self.n_rejected += 1
+        self.t = t_new
+        return accepted, coef
 
 
 def tv(tilt_series, angles_deg, *, lam, n_iter=50, nz=None, x0=None, nonneg=True, tv="2d",
@@ -291,8 +364,7 @@ def tv(tilt_series, angles_deg, *, lam, n_iter=50, nz=None, x0=None, nonneg=True
     solver = TVSolver(A, lam=lam, nonneg=nonneg, tv=tv, n_inner=n_inner)
     Ax = None
     if not given:
-        solver._ax.fill(0.0)
-        Ax = solver._ax
+        Ax = solver.zero_reprojection()
     solver.run(b, x, n_iter, callback=callback, Ax=Ax)
     return solver.result if return_result else x
 
@@ -342,4 +414,4 @@ def denoise_tv(image, weight, *, n_iter=100, tv="2d", nonneg=False):
     return u if arr.ndim == 3 else u[0]
 
 
-__all__ = ["tv", "TVSolver", "denoise_tv"]
+__all__ = ["tv", "TVSolver", "MFISTA", "denoise_tv"]

@@ -1,0 +1,183 @@
+"""Coarse-to-fine levels of the alignment loop: binning, the level plan, rows, warm start.
+
+A level is a binning factor ``f`` (``fy`` along y, :func:`y_factor`).  Its plan
+(:class:`Level`) fixes everything that does not depend on the iterations: the binned geometry
+(:meth:`fastalign.TiltGeometry.binned`: size, thickness, centre offset), the detector padding,
+the outer-iteration budget and the tolerance.  Every executor of :mod:`fastalign.align.loop`
+reads the same plan; the row budget (:func:`level_rows`) is the local executor's.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from ..geometry import TiltGeometry
+
+__all__ = ["bin_stack", "y_factor", "auto_levels", "Level", "plan_levels", "level_rows",
+           "row_runs", "pad_columns", "warm_start"]
+
+# images at least this wide are aligned on 2x binned data by default (finest level 2)
+BINNED_FINEST_NX = 512
+# a coarse level ends when its (tail-aware) update is below COARSE_TOL binned pixels: a well
+# converged coarse level is cheap and shortens the expensive finer ones
+COARSE_TOL = 0.01
+
+
+def y_factor(ny, f):
+    """Binning along y: as along x, unless too few rows would be left (then none)."""
+    return f if ny // f >= 4 else 1
+
+
+def bin_stack(stack, f, fy=None):
+    """Mean over ``fy x f`` blocks in (y, x); trailing rows/columns that do not fill a block
+    are cropped.  Returns float32 ``(n, ny//fy, nx//f)``."""
+    fy = f if fy is None else fy
+    if f == 1 and fy == 1:
+        return stack
+    n, ny, nx = stack.shape
+    my, mx = (ny // fy) * fy, (nx // f) * f
+    v = stack[:, :my, :mx].reshape(n, my // fy, fy, mx // f, f)
+    return np.ascontiguousarray(v.mean(axis=(2, 4), dtype=np.float64), dtype=np.float32)
+
+
+def auto_levels(ny, nx, max_shift_px):
+    """Binning factors, coarse to fine: coarsest >= 48 px wide, enough to reach max_shift;
+    the finest is 1, or 2 from ``BINNED_FINEST_NX`` px wide (the full-resolution level then
+    cost 2.5-4.5 times more for about the same accuracy, bench/align_speed.py, README)."""
+    levels = [2 if nx >= BINNED_FINEST_NX else 1]
+    f = 2 * levels[0]
+    while nx // f >= 48 and (f <= 4 or max_shift_px / f > 4):
+        levels.insert(0, f)
+        f *= 2
+    return levels
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the plan (sizes in binned pixels unless noted).
+
+    Attributes
+    ----------
+    f, fy : int
+        Binning along x (and z) and along y.
+    geometry : TiltGeometry
+        Binned geometry ``(ny // fy, nz_l, nx // f)`` with the binned centre offset.
+    pad : int
+        Detector columns added per side (``ceil(pad_x / f)``).
+    n_outer : int
+        Outer-iteration budget (``max_iter`` on the finest level, else ``coarse_iter``).
+    tol : float
+        Stop tolerance (full-resolution px): ``tol`` on the finest level, else
+        ``max(tol, COARSE_TOL f)``.
+    final : bool
+        The finest level.
+    """
+
+    f: int
+    fy: int
+    geometry: TiltGeometry
+    pad: int
+    n_outer: int
+    tol: float
+    final: bool
+
+    @property
+    def scale(self):
+        """``(f, fy)`` float64: binned -> full-resolution pixels of ``(dx, dy)``."""
+        return np.array([self.f, self.fy], dtype=np.float64)
+
+    @property
+    def shape(self):
+        """Volume shape of all rows, padded: ``(ny_l, nz_l, nx_l + 2 pad)``."""
+        ny, nz, nx = self.geometry.shape
+        return (ny, nz, nx + 2 * self.pad)
+
+    def positions(self, rows):
+        """Full-resolution y positions of level rows ``rows``."""
+        return (rows + 0.5) * self.fy - 0.5
+
+
+def plan_levels(geometry, opts):
+    """The level plan of a full-resolution ``geometry`` for resolved options ``opts``
+    (:class:`fastalign.align.options.AlignOptions`), coarse to fine."""
+    out = []
+    for f in opts.levels:
+        final = f == opts.levels[-1]
+        fy = y_factor(geometry.ny, f)
+        out.append(Level(f=f, fy=fy, geometry=geometry.binned(f, fy),
+                         pad=int(np.ceil(opts.pad_x / f)),
+                         n_outer=opts.max_iter if final else opts.coarse_iter,
+                         tol=opts.tol if final else max(opts.tol, COARSE_TOL * f), final=final))
+    return out
+
+
+def pad_columns(b, pad, recon):
+    """Extend the detector by ``pad`` columns per side: zeros that the SIRT weights ignore,
+    or (TV, which has no data weights) replicated edge values."""
+    if not pad:
+        return b
+    return np.pad(b, ((0, 0), (0, 0), (pad, pad)), mode="constant" if recon == "sirt" else "edge")
+
+
+def level_rows(nyl, fy, slices, max_rows):
+    """Rows (binned) used on one level: the binned ``slices``; else all rows, or when there are
+    more than ``max_rows``, evenly spaced contiguous blocks of 32 rows (about ``max_rows`` in
+    all) so that y shifts stay measurable inside each block."""
+    if slices is not None:
+        return np.unique(np.clip(slices // fy, 0, nyl - 1))
+    if max_rows is None or nyl <= max_rows:
+        return np.arange(nyl)
+    blk = min(32, max_rows)
+    nblk = max(1, max_rows // blk)
+    starts = np.round(np.linspace(0, nyl - blk, nblk + 2)[1:-1]).astype(np.int64)
+    return np.unique(np.concatenate([np.arange(s0, s0 + blk) for s0 in starts]))
+
+
+def row_runs(rows, min_len=8):
+    """``(start, stop)`` index ranges of runs of consecutive rows at least ``min_len`` long."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    edges = np.concatenate([[0], breaks, [rows.size]])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b - a >= min_len
+            or rows.size < min_len and b - a == rows.size]
+
+
+def warm_start(x, pos_old, pos_new, shape, zx_shift=None, i0=0):
+    """The warm start of a level's volume from the previous one (the one warm-start rule).
+
+    ``x`` holds old rows ``i0, i0 + 1, ...`` whose full-resolution y positions are
+    ``pos_old[i0:]``.  Optionally shifted by ``(0,) + zx_shift`` (linear; moves the volume into
+    the reported gauge), zoomed in (z, x) to ``shape[1:]`` (linear), then interpolated
+    linearly along y to the rows at ``pos_new``.  Shift and zoom act on every row alone, so
+    a block of rows (with the rows it interpolates from) gives the values of the whole.
+
+    Parameters
+    ----------
+    x : ndarray, float32, shape (rows, nz, nx)
+    pos_old, pos_new : ndarray, float64
+        Full-resolution row positions of all old rows and of the new rows.
+    shape : tuple of int
+        New volume shape; only ``shape[1:]`` is used.
+    zx_shift : (float, float), optional
+        Shift in (z, x), pixels of ``x``.
+    i0 : int
+        Index in ``pos_old`` of the first row of ``x``.
+
+    Returns
+    -------
+    ndarray, float32, shape (len(pos_new),) + shape[1:]
+        Zeros when the zoom cannot hit ``shape[1:]`` exactly.
+    """
+    n_out = len(pos_new)
+    if zx_shift is not None:
+        x = ndi.shift(x, (0.0,) + tuple(zx_shift), order=1)
+    zx = np.array(shape[1:]) / np.array(x.shape[1:])
+    if np.any(zx != 1):
+        x = ndi.zoom(x, (1.0, zx[0], zx[1]), order=1)
+        if x.shape[1:] != tuple(shape[1:]):  # zoom rounding
+            return np.zeros((n_out,) + tuple(shape[1:]), np.float32)
+    if pos_old.size == 1:
+        return np.ascontiguousarray(np.repeat(x[:1], n_out, axis=0), dtype=np.float32)
+    t = np.interp(pos_new, pos_old, np.arange(pos_old.size))
+    k = np.clip(np.floor(t).astype(np.int64), 0, pos_old.size - 2)
+    w = (t - k).astype(np.float32)[:, None, None]
+    return np.ascontiguousarray((1 - w) * x[k - i0] + w * x[k + 1 - i0], dtype=np.float32)
