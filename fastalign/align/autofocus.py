@@ -19,7 +19,7 @@ import scipy.ndimage as ndi
 
 from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
                          as_positive_int)
-from ..kernels import linalg as _kl
+from ..kernels import sirt as _ksirt
 from ..operator import Projector
 from ..recon.sirt import slice_sums
 from . import axis as _axis
@@ -81,9 +81,9 @@ class _SIRT:
         A, r, g = self.A, self._r, self._g
         for _ in range(n_iter):
             A._forward(x, r)
-            _kl.sirt_residual(b, r, self.R, r, self._rowsum)  # r = R (b - A x)
+            _ksirt.sirt_residual(b, r, self.R, r, self._rowsum)  # r = R (b - A x)
             A._adjoint(r, g)
-            _kl.sirt_update(x, g, self.C, self.nonneg)          # x = max(x + C g, 0)
+            _ksirt.sirt_update(x, g, self.C, self.nonneg)          # x = max(x + C g, 0)
         return x
 
 

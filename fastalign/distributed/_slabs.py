@@ -16,7 +16,8 @@ from dask.sizeof import sizeof
 
 from ..align.autofocus import _extrapolate_volume, _make_solver, _pad_columns, bin_stack
 from ..align.shift import cross_power, fourier_shift
-from ..kernels import linalg as _k
+from ..kernels import fista as _kf
+from ..kernels import vector as _kv
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from ..recon.tv import TVSolver
@@ -88,20 +89,20 @@ def _tv_begin(st, ax_known=False):
     """The part of :meth:`TVSolver.run` before its loop; returns partial sums."""
     s, b, x = st.solver, st.b, st.x
     if s.nonneg:
-        _k.clip_nonneg(x)
+        _kv.clip_nonneg(x)
     if not ax_known:
         s.A._forward(x, s._ax)
     s._has_reprojection = True
-    _k.sumsq(b, s._rows_data)
+    _kv.sumsq(b, s._rows_data)
     bn2 = float(s._rows_data.sum())
-    _k.diff_sumsq(s._ax, b, s._rows_data)
+    _kv.diff_sumsq(s._ax, b, s._rows_data)
     data_x = float(s._rows_data.sum())
     tv_x = s.tv_value(x) if s.lam > 0.0 else 0.0
     # as TVSolver.run: the momentum point y = base + coef (pa - qa) is never stored
     st.tv = dict(xb=x, ob=s._o, zb=s._z, gb=s._g, axb=s._ax, azb=s._az, ayb=s._ay,
                  ing=(x, x, x, 0.0))
     r = st.tv
-    _k.extrapolate_residual(r["ayb"], r["axb"], r["axb"], r["axb"], 0.0, b)
+    _kf.extrapolate_residual(r["ayb"], r["axb"], r["axb"], r["axb"], 0.0, b)
     return {"bn2": bn2, "data": data_x, "tv": tv_x}
 
 
@@ -110,12 +111,12 @@ def _tv_decide(st, decision):
     accepted, coef = decision
     r, b = st.tv, st.b
     if accepted:   # y = z + coef (z - x_old)
-        _k.extrapolate_residual(r["ayb"], r["azb"], r["azb"], r["axb"], coef, b)
+        _kf.extrapolate_residual(r["ayb"], r["azb"], r["azb"], r["axb"], coef, b)
         r["xb"], r["ob"], r["zb"] = r["zb"], r["xb"], r["ob"]
         r["axb"], r["azb"] = r["azb"], r["axb"]
         r["ing"] = (r["xb"], r["xb"], r["ob"], coef)
     else:          # y = x + coef (z - x)
-        _k.extrapolate_residual(r["ayb"], r["axb"], r["azb"], r["axb"], coef, b)
+        _kf.extrapolate_residual(r["ayb"], r["axb"], r["azb"], r["axb"], coef, b)
         r["ob"], r["zb"] = r["zb"], r["ob"]
         r["ing"] = (r["xb"], r["ob"], r["xb"], coef)
 
@@ -132,7 +133,7 @@ def tv_step(prev, gen, decision):
         s.A._adjoint(r["ayb"], r["gb"])
         tv_z = s._prox_step(*r["ing"], r["gb"], r["zb"])
         s.A._forward(r["zb"], r["azb"])
-        _k.diff_sumsq(r["azb"], b, s._rows_data)
+        _kv.diff_sumsq(r["azb"], b, s._rows_data)
         data_z = float(s._rows_data.sum())
         if s.lam > 0.0 and tv_z is None:
             tv_z = s.tv_value(r["zb"])
@@ -148,9 +149,9 @@ def tv_end(prev, gen, decision):
             _tv_decide(st, decision)
         s, r = st.solver, st.tv
         if r["xb"] is not st.x:
-            _k.copy3(st.x, r["xb"])
+            _kv.copy3(st.x, r["xb"])
         if r["axb"] is not s._ax:
-            _k.copy3(s._ax, r["axb"])
+            _kv.copy3(s._ax, r["axb"])
         st.tv = None
     return st, {}
 

@@ -28,8 +28,9 @@ and ``lam = 0`` one elementwise pass does it.  For 2-D TV the prox also returns 
 import numpy as np
 
 from .._validate import as_finite_float, as_float32_array, as_positive_int
-from ..kernels import linalg as _k
+from ..kernels import fista as _kf
 from ..kernels import tv as _ktv
+from ..kernels import vector as _kv
 from ._common import (ReconResult, call_back, check_Ax, check_callback, check_data,
                       check_n_iter, check_projector, check_x, log, setup_problem)
 
@@ -125,15 +126,15 @@ class TVSolver:
                                self.n_inner, self.nonneg, self._rows_vol)
             return float(self._rows_vol.sum())
         if w > 0.0:
-            _k.fista_step(g, base, pa, qa, coef, g, inv_L, False)
+            _kf.fista_step(g, base, pa, qa, coef, g, inv_L, False)
             _ktv.chambolle_3d(g, self._p, u, w, self._tau, self.n_inner, self.nonneg)
         else:
-            _k.fista_step(u, base, pa, qa, coef, g, inv_L, self.nonneg)
+            _kf.fista_step(u, base, pa, qa, coef, g, inv_L, self.nonneg)
         return None
 
     def _objective(self, x, ax, b, tv_x=None):
         """``(F(x), ||A x - b||^2)``; ``tv_x`` = TV(x) if already known."""
-        _k.diff_sumsq(ax, b, self._rows_data)
+        _kv.diff_sumsq(ax, b, self._rows_data)
         data = float(self._rows_data.sum())
         if self.lam > 0.0 and tv_x is None:
             tv_x = self.tv_value(x)
@@ -175,14 +176,14 @@ class TVSolver:
         else:
             check_x(x_out, A)
             if self.nonneg:
-                _k.clip_nonneg(x_out)
+                _kv.clip_nonneg(x_out)
         if Ax is None:
             A._forward(x_out, self._ax)
         elif Ax is not self._ax:
-            _k.copy3(self._ax, check_Ax(Ax, A))
+            _kv.copy3(self._ax, check_Ax(Ax, A))
         self._has_reprojection = True
 
-        _k.sumsq(b, self._rows_data)
+        _kv.sumsq(b, self._rows_data)
         bnorm = float(np.sqrt(self._rows_data.sum()))
         scale = 1.0 / bnorm if bnorm > 0.0 else 1.0
 
@@ -194,7 +195,7 @@ class TVSolver:
         axb, azb, ayb = self._ax, self._az, self._ay
         f_x, data_x = self._objective(xb, axb, b)
         ingredients = (xb, xb, xb, 0.0)                           # y = x
-        _k.extrapolate_residual(ayb, axb, axb, axb, 0.0, b)   # A y - b
+        _kf.extrapolate_residual(ayb, axb, axb, axb, 0.0, b)   # A y - b
         t = 1.0
         residuals, objective = [], []
         n_rejected = 0
@@ -208,7 +209,7 @@ class TVSolver:
             accepted = f_z <= f_x
             if accepted:
                 beta = (t - 1.0) / t_new             # y = z + beta (z - x_old)
-                _k.extrapolate_residual(ayb, azb, azb, axb, beta, b)
+                _kf.extrapolate_residual(ayb, azb, azb, axb, beta, b)
                 xb, ob, zb = zb, xb, ob
                 axb, azb = azb, axb
                 ingredients = (xb, xb, ob, beta)
@@ -216,7 +217,7 @@ class TVSolver:
             else:
                 n_rejected += 1
                 gamma = t / t_new                    # y = x + gamma (z - x)
-                _k.extrapolate_residual(ayb, axb, azb, axb, gamma, b)
+                _kf.extrapolate_residual(ayb, axb, azb, axb, gamma, b)
                 ob, zb = zb, ob
                 ingredients = (xb, ob, xb, gamma)
             t = t_new
@@ -230,9 +231,9 @@ class TVSolver:
                 stopped = True
                 break
         if xb is not x_out:
-            _k.copy3(x_out, xb)
+            _kv.copy3(x_out, xb)
         if axb is not self._ax:
-            _k.copy3(self._ax, axb)
+            _kv.copy3(self._ax, axb)
         self.result = ReconResult(volume=x_out, residuals=np.asarray(residuals, np.float64),
                                   objective=np.asarray(objective, np.float64),
                                   n_iter=len(residuals), stopped=stopped, method="tv",
@@ -329,9 +330,9 @@ def denoise_tv(image, weight, *, n_iter=100, tv="2d", nonneg=False):
     f = as_float32_array(arr if arr.ndim == 3 else arr[None], 3, "image")
     u = np.empty_like(f)
     if weight == 0.0:
-        _k.copy3(u, f)
+        _kv.copy3(u, f)
         if nonneg:
-            _k.clip_nonneg(u)
+            _kv.clip_nonneg(u)
     elif tv == "3d":
         p = np.zeros((f.shape[0], 3) + f.shape[1:], np.float32)
         _ktv.chambolle_3d(f, p, u, weight, 1.0 / 6.0, n_iter, bool(nonneg))
