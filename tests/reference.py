@@ -220,10 +220,10 @@ def phase_ramps(spec, sx, sy, Ny, Nx):
 
     ``spec[a]`` is the ``rfft2`` of an ``(Ny, Nx)`` real image; bin ``(j, k)`` has the signed
     frequencies ``fy = fftfreq(Ny)[j]`` and ``fx = k / Nx`` (cycles per pixel) and is multiplied
-    by ``exp(-2 pi i (fy sy + fx sx))``, so the image becomes ``img(x - sx, y - sy)``.  An
-    even length's Nyquist bin (``fy = -1/2`` or ``fx = 1/2``) gets the real factor
-    ``cos(pi s)`` instead: the real part of its phase factor, as taking the real part of a
-    full complex inverse FFT would give.
+    by ``exp(-2 pi i (fy sy + fx sx))``, so the image becomes ``img(x - sx, y - sy)``.  Along
+    an even length the Nyquist bin (``fy = -1/2`` or ``fx = 1/2``) gets the real factor
+    ``cos(pi s)`` for that axis instead (so the corner bin of two even lengths gets
+    ``cos(pi sx) cos(pi sy)``).
 
     Returns
     -------
