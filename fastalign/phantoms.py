@@ -9,7 +9,8 @@ DESIGN.md:
   ``z = iz - (nz-1)/2`` (pixels from the slice centre);
 * a volume is ``(ny, nz, nx)``, float32, C-contiguous;
 * the detector coordinate of a ray at tilt ``th`` is ``u = x cos(th) + z sin(th)``, in pixels
-  from the detector centre ``(nx-1)/2 + center_offset``;
+  from the detector centre ``(nx-1)/2 + center_offset``.
+
 An *ellipse* is a 6-tuple ``(x0, z0, a, b, phi_deg, density)``: centre ``(x0, z0)`` in pixels
 from the slice centre, semi-axes ``a`` (along the rotated x axis) and ``b`` (along the rotated z
 axis) in pixels, rotation ``phi_deg`` in degrees turning the ``a`` axis from +x towards +z, and
