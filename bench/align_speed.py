@@ -6,7 +6,7 @@ import sys, time, os, cProfile, pstats, tempfile
 import numpy as np
 import fastalign
 from fastalign.align.gauge import gauge_error
-from fastalign.phantoms import particles_3d, fourier_shift
+from fastalign.phantoms import particles_3d
 
 def case(n=256, nt=90, seed=3):
     path = os.path.join(tempfile.gettempdir(), f"fastalign_align_case_{n}_{nt}.npz")

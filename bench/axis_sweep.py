@@ -3,7 +3,7 @@
 
 Draws ``--cases`` geometries, axis angle ``~ U[-5, 5]`` degrees and centre offset ``~ U[-10,
 10]`` px (plus the two corners ``(+5, +10)`` and ``(-5, -10)``), builds
-:func:`fastalign.phantoms.rotated_axis_experiment` series (``-60..60`` step 2, shifts ``~
+:func:`fastalign.simulate.rotated_axis_experiment` series (``-60..60`` step 2, shifts ``~
 U[-5, 5]``, detector ``--size`` px square, 48 rows; other tilt schemes with ``--tilts``)
 and aligns each with ``refine=("shifts", "axis_angle", "center")`` and default options, once
 per reconstruction.  Prints one line per
@@ -31,7 +31,7 @@ import numpy as np
 
 import fastalign
 from fastalign.align.gauge import gauge_error
-from fastalign.phantoms import rotated_axis_experiment
+from fastalign.simulate import rotated_axis_experiment
 
 TARGETS = dict(angle_deg=0.05, center_px=0.1, shift_px=0.1)
 

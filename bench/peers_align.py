@@ -10,7 +10,7 @@ or as the ``align`` suite of ``bench/peers.py`` (``python bench/peers.py --suite
 
 Cases (tilt series ``(n_tilts, ny, nx)``, tilt axis along y, DESIGN.md shift convention):
 
-* ``seed``: the seed paper's experiment (``fastalign.phantoms.seed_experiment``): binary
+* ``seed``: the seed paper's experiment (``fastalign.simulate.seed_experiment``): binary
   phantom, one slice, 0..178 step 2, ``dx ~ U[-20, 20]``, noise-free;
 * ``particles``: a 3-D particle phantom (``phantoms.particles_3d`` in the middle rows),
   -70..70 step 2, ``dx, dy ~ U[-10, 10]``, Gaussian noise 1 % of the data's std;
@@ -18,7 +18,7 @@ Cases (tilt series ``(n_tilts, ny, nx)``, tilt axis along y, DESIGN.md shift con
   (``phantoms.thin_film_3d``, projected 1.5x wider, then cropped), -60..60 step 2,
   ``dx ~ U[-3, 3]`` (no y shift: the slab fills every row, so a y shift has no reference);
 * ``rotated``: a tilt axis rotated in the image plane, with a centre offset
-  (``phantoms.rotated_axis_experiment``, when this fastalign has it; otherwise skipped);
+  (``simulate.rotated_axis_experiment``, when this fastalign has it; otherwise skipped);
 * ``target256`` (full run only) and ``target600`` (opt-in: ``--case target600``): the
   issue-4 time target, a ``(90, N, N)`` particle series, -89..89 step 2,
   ``dx, dy ~ U[-10, 10]``, aligned in x and y.  One timed call per method; fastalign's
@@ -103,7 +103,7 @@ def _shifted(ideal, true, rng, noise):
 
 
 def case_seed(mode="full"):
-    from fastalign.phantoms import seed_experiment
+    from fastalign.simulate import seed_experiment
     n, rng_px = {"full": (256, 20), "quick": (128, 20), "tiny": (48, 3)}[mode]
     data, angles, true = seed_experiment(n=n, shift_range=rng_px, seed=0)
     return Case("seed", data, angles, true, "x",
@@ -153,9 +153,9 @@ def case_lamella(mode="full"):
 
 def case_rotated(mode="full"):
     import fastalign
-    make = getattr(fastalign.phantoms, "rotated_axis_experiment", None)
+    make = getattr(fastalign.simulate, "rotated_axis_experiment", None)
     if make is None:
-        raise Skip("fastalign.phantoms.rotated_axis_experiment is not in this fastalign "
+        raise Skip("fastalign.simulate.rotated_axis_experiment is not in this fastalign "
                    "(issue 8 not merged)")
     exp = make()
     get = (lambda k, i: getattr(exp, k) if hasattr(exp, k) else exp[i])
@@ -165,7 +165,7 @@ def case_rotated(mode="full"):
     return Case("rotated", np.ascontiguousarray(data, np.float32), np.asarray(angles, float),
                 np.asarray(true, float), "xy",
                 "tilt axis rotated in the image plane + centre offset "
-                "(phantoms.rotated_axis_experiment defaults)", extra)
+                "(simulate.rotated_axis_experiment defaults)", extra)
 
 
 def case_target(n):

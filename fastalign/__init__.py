@@ -10,7 +10,7 @@ from .align.gauge import fix_gauge, gauge_error
 from .align.result import AlignResult
 from .align.shift import fourier_shift
 from .demo import demo
-from . import phantoms
+from . import phantoms, simulate
 from .geometry import TiltGeometry
 from .io import read_tilt_series
 from .operator import Projector, backproject, project
@@ -22,5 +22,6 @@ __all__ = [
     "TiltGeometry", "Projector", "project", "backproject",
     "sirt", "tv", "fbp", "SIRTSolver", "TVSolver", "ReconResult",
     "align", "AlignResult", "xcorr_shifts", "com_shifts", "fourier_shift",
-    "fix_gauge", "gauge_error", "read_tilt_series", "demo", "phantoms", "__version__",
+    "fix_gauge", "gauge_error", "read_tilt_series", "demo", "phantoms", "simulate",
+    "__version__",
 ]

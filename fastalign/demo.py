@@ -39,7 +39,8 @@ def demo(out_dir="fastalign_demo", *, n=128, max_iter=40, seed=0, recons=("sirt"
     from .align.autofocus import align
     from .align.gauge import gauge_error
     from .io._atomic import OutputSet
-    from .phantoms import binary_phantom_2d, seed_experiment
+    from .phantoms import binary_phantom_2d
+    from .simulate import seed_experiment
     from .recon import sirt
 
     outs = OutputSet(out_dir, ["demo.png", "demo.json"], overwrite=overwrite)

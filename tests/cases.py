@@ -2,7 +2,8 @@
 import numpy as np
 
 import fastalign
-from fastalign.phantoms import fourier_shift, particles_3d, thin_film_3d
+from fastalign.phantoms import particles_3d, thin_film_3d
+from fastalign.simulate import fourier_shift
 
 
 def particle_projections(n_angles=71):

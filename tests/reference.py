@@ -11,6 +11,10 @@ Joseph's projector for one ``(nz, nx)`` slice, written straight from DESIGN.md:
   weighted by the step length along the ray, ``1/|cos|`` (or ``1/|sin|``).
 
 The transpose is taken from the explicit system matrix, so it is the transpose by construction.
+
+Also: Chambolle's TV prox by full sweeps and the ROF objective (``fastalign.kernels.tv``), and
+the Fourier-shift kernels of ``fastalign.kernels.shift`` (cross-power spectra, phase ramps)
+written one element at a time in complex128.
 """
 import math
 
@@ -164,3 +168,80 @@ def chambolle_2d(f, p, w, tau, n_iter, nonneg=False):
     u = primal(p)
     g = grad(u)
     return u, p, float(np.sum(np.sqrt(g[0] ** 2 + g[1] ** 2)))
+
+
+def rof_objective(u, f, w, three_d=False):
+    """``1/2 ||u - f||^2 + w TV(u)`` in float64, isotropic TV with forward differences and a
+    zero last difference (Neumann), over the last two axes (all axes when ``three_d``)."""
+    u = np.asarray(u).astype(np.float64)
+    axes = range(u.ndim) if three_d else range(u.ndim - 2, u.ndim)
+    g2 = sum(np.diff(u, axis=a, append=u.take([-1], axis=a)) ** 2 for a in axes)
+    return 0.5 * np.sum((u - f) ** 2) + w * np.sum(np.sqrt(g2))
+
+
+def cross_power(B, P, axis):
+    """Per-tilt cross-power spectrum and powers, summed over the other axis, one term at a time.
+
+    Parameters
+    ----------
+    B, P : array_like, complex, shape (n, m, nf) for ``axis=2`` or (n, nf, m) for ``axis=1``
+        Spectra of the measured and reprojected rows (``axis``: the frequency axis is the
+        *other* one; ``axis=2`` means rows were transformed along x).
+    axis : {1, 2}
+
+    Returns
+    -------
+    C : ndarray, complex128, shape (n, nf)
+        ``C[a, w] = sum_j B[a, j, w] conj(P[a, j, w])`` (``axis=2``) or
+        ``sum_k B[a, w, k] conj(P[a, w, k])`` (``axis=1``).
+    pb, pp : ndarray, float64, shape (n, nf)
+        ``sum |B|^2`` and ``sum |P|^2`` over the same terms.
+    """
+    B = np.asarray(B, dtype=np.complex128)
+    P = np.asarray(P, dtype=np.complex128)
+    if axis == 1:  # frequency on axis 1, summed over axis 2: same as axis 2 on the transpose
+        B, P = B.transpose(0, 2, 1), P.transpose(0, 2, 1)
+    n, m, nf = B.shape
+    C = np.zeros((n, nf), np.complex128)
+    pb = np.zeros((n, nf))
+    pp = np.zeros((n, nf))
+    for a in range(n):
+        for w in range(nf):
+            for j in range(m):
+                b, p = complex(B[a, j, w]), complex(P[a, j, w])
+                C[a, w] += b * p.conjugate()
+                pb[a, w] += abs(b) ** 2
+                pp[a, w] += abs(p) ** 2
+    return C, pb, pp
+
+
+def phase_ramps(spec, sx, sy, Ny, Nx):
+    """Translate images by ``(sx, sy)`` in the half-spectrum domain, one bin at a time.
+
+    ``spec[a]`` is the ``rfft2`` of an ``(Ny, Nx)`` real image; bin ``(j, k)`` has the signed
+    frequencies ``fy = fftfreq(Ny)[j]`` and ``fx = k / Nx`` (cycles per pixel) and is multiplied
+    by ``exp(-2 pi i (fy sy + fx sx))``, so the image becomes ``img(x - sx, y - sy)``.  Along
+    an even length the Nyquist bin (``fy = -1/2`` or ``fx = 1/2``) gets the real factor
+    ``cos(pi s)`` for that axis instead (so the corner bin of two even lengths gets
+    ``cos(pi sx) cos(pi sy)``).
+
+    Returns
+    -------
+    out : ndarray, complex128, shape of ``spec``
+    """
+    out = np.array(spec, dtype=np.complex128)
+    n, ny, nfx = out.shape
+    fy = np.fft.fftfreq(Ny)
+    for a in range(n):
+        for j in range(ny):
+            if Ny % 2 == 0 and j == Ny // 2:
+                ey = math.cos(math.pi * sy[a])
+            else:
+                ey = np.exp(-2j * math.pi * fy[j] * sy[a])
+            for k in range(nfx):
+                if Nx % 2 == 0 and k == Nx // 2:
+                    ex = math.cos(math.pi * sx[a])
+                else:
+                    ex = np.exp(-2j * math.pi * (k / Nx) * sx[a])
+                out[a, j, k] *= ey * ex
+    return out

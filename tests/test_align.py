@@ -5,7 +5,8 @@ import pytest
 import fastalign
 from fastalign.align.autofocus import _auto_levels
 from fastalign.align.gauge import fix_gauge, gauge_error
-from fastalign.phantoms import binary_phantom_2d, fourier_shift, seed_experiment
+from fastalign.phantoms import binary_phantom_2d
+from fastalign.simulate import fourier_shift, seed_experiment
 
 from cases import lamella_series, particle_projections
 

@@ -8,7 +8,7 @@ import fastalign
 from fastalign.align import axis
 from fastalign.align.gauge import gauge_error
 from fastalign.io import read_xf, write_xf
-from fastalign.phantoms import rotated_axis_experiment
+from fastalign.simulate import rotated_axis_experiment
 from fastalign.testing import run_with_threads
 
 

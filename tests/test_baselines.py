@@ -1,9 +1,9 @@
 """Baseline aligners: centre of mass and sequential cross-correlation.
 
 Data: noise-free projections (fastalign.project) of a smooth 3-D phantom, translated per tilt by
-seeded sub-pixel shifts with an exact (circular) Fourier shift.  Errors are compared after removing
-the alignment gauge (DESIGN.md).  The accuracy thresholds sit just above the values measured when
-the tests were written (noted per test).
+seeded sub-pixel shifts with the exact (circular) Fourier shift ``fastalign.simulate.fourier_shift``.
+Errors are compared after removing the alignment gauge (DESIGN.md).  The accuracy thresholds sit
+just above the values measured when the tests were written (noted per test).
 """
 import numba
 import numpy as np
@@ -11,22 +11,12 @@ import pytest
 
 import fastalign
 from fastalign.align.baselines import com_shifts, xcorr_shifts
+from fastalign.simulate import fourier_shift
 from fastalign.testing import remove_gauge, run_with_threads
 
 FULL = np.arange(0.0, 180.0, 2.0)      # 90 tilts, 0..178
 WEDGE = np.arange(-60.0, 61.0, 2.0)    # 61 tilts, missing wedge
 ANGLES = {"full": FULL, "wedge": WEDGE}
-
-
-def shift_images(ts, shifts):
-    """``out[i](x, y) = ts[i](x - dx_i, y - dy_i)`` by Fourier phase ramps (circular)."""
-    ts = np.asarray(ts, dtype=np.float64)
-    ny, nx = ts.shape[1:]
-    ky = np.fft.fftfreq(ny)[None, :, None]
-    kx = np.fft.fftfreq(nx)[None, None, :]
-    s = np.asarray(shifts, dtype=np.float64)
-    ramp = np.exp(-2j * np.pi * (kx * s[:, 0, None, None] + ky * s[:, 1, None, None]))
-    return np.fft.ifft2(np.fft.fft2(ts) * ramp).real.astype(np.float32)
 
 
 def blobs(shape, centres, sigma_xz, sigma_y, amps):
@@ -76,7 +66,7 @@ def gauge_errors(est, true, angles):
 def test_com_recovers_subpixel_shifts(ideal, which, per_slice):
     angles = ANGLES[which]
     true = random_shifts(angles.size)
-    data = shift_images(ideal[which], true)
+    data = fourier_shift(ideal[which], *true.T)
     est = com_shifts(data, angles, per_slice=per_slice)
     assert est.shape == (angles.size, 2) and est.dtype == np.float64
     rms, worst = gauge_errors(est, true, angles)
@@ -90,19 +80,20 @@ def test_com_sign_and_centre_convention(ideal):
     COM measured from the image centre (nx-1)/2); dy is reported with zero mean."""
     data = ideal["wedge"]
     base = com_shifts(data, WEDGE)
-    moved = com_shifts(shift_images(data, np.tile([2.5, -1.25], (WEDGE.size, 1))), WEDGE)
+    moved = com_shifts(fourier_shift(data, 2.5, -1.25), WEDGE)
     # (measured deviation <= 0.0013 px: Fourier ringing clipped at zero)
     np.testing.assert_allclose(moved[:, 0] - base[:, 0], 2.5, atol=5e-3)
     np.testing.assert_allclose(moved[:, 1], base[:, 1], atol=5e-3)
     # per-tilt sign: +1.5 px on one tilt only
     one = np.zeros((WEDGE.size, 2))
     one[10] = (1.5, 1.0)
-    est = com_shifts(shift_images(data, one), WEDGE)
+    est = com_shifts(fourier_shift(data, *one.T), WEDGE)
     np.testing.assert_allclose(est[10] - base[10], [1.5, 1.0 - 1.0 / WEDGE.size], atol=5e-3)
 
 
 def test_com_per_slice_gauge_removes_sinusoid(ideal):
-    est = com_shifts(shift_images(ideal["full"], random_shifts(FULL.size)), FULL, per_slice=True)
+    data = fourier_shift(ideal["full"], *random_shifts(FULL.size).T)
+    est = com_shifts(data, FULL, per_slice=True)
     th = np.deg2rad(FULL)
     basis = np.column_stack([np.cos(th), np.sin(th)])
     coef, *_ = np.linalg.lstsq(basis, est[:, 0], rcond=None)
@@ -123,7 +114,7 @@ def wide_slab_data(angles, seed=3):
     y = np.arange(16)[:, None, None] - 7.5
     vol += (0.3 * (np.abs(z) < 5) * np.exp(-y ** 2 / 18.0)).astype(np.float32)
     true = random_shifts(angles.size, seed=seed)
-    data = shift_images(fastalign.project(vol, angles), true)[:, :, 48:112]
+    data = fourier_shift(fastalign.project(vol, angles), *true.T)[:, :, 48:112]
     return np.ascontiguousarray(data), true
 
 
@@ -151,7 +142,7 @@ XCORR_LIMITS = {"full": (1.2, 3.0, 0.2, 0.4), "wedge": (0.7, 1.9, 0.2, 0.35)}
 def test_xcorr_recovers_shifts_up_to_drift(ideal, which):
     angles = ANGLES[which]
     true = random_shifts(angles.size)
-    data = shift_images(ideal[which], true)
+    data = fourier_shift(ideal[which], *true.T)
     before = data.copy()
     est = xcorr_shifts(data, angles)
     np.testing.assert_array_equal(data, before)
@@ -172,14 +163,14 @@ def test_xcorr_sign_single_tilt(ideal, which):
     k = int(np.flatnonzero(angles == 20.0)[0])
     true = np.zeros((angles.size, 2))
     true[k] = (3.0, 2.0)
-    est = xcorr_shifts(shift_images(ideal[which], true), angles)
+    est = xcorr_shifts(fourier_shift(ideal[which], *true.T), angles)
     rel = est[k] - 0.5 * (est[k - 1] + est[k + 1])
     np.testing.assert_allclose(rel, [3.0, 2.0], atol=0.15)
 
 
 def test_xcorr_options_and_order(ideal):
     true = random_shifts(WEDGE.size)
-    data = shift_images(ideal["wedge"], true)
+    data = fourier_shift(ideal["wedge"], *true.T)
     ref = xcorr_shifts(data, WEDGE)
     # angle order does not matter
     perm = np.random.default_rng(5).permutation(WEDGE.size)
@@ -194,7 +185,7 @@ def test_xcorr_max_shift_limits_the_search(ideal):
     true = np.zeros((WEDGE.size, 2))
     k = int(np.flatnonzero(WEDGE == 20.0)[0])
     true[k] = (10.0, 0.0)
-    data = shift_images(ideal["wedge"], true)
+    data = fourier_shift(ideal["wedge"], *true.T)
     free = xcorr_shifts(data, WEDGE)
     assert free[k, 0] - free[k - 1, 0] == pytest.approx(10.0, abs=0.3)
     limited = xcorr_shifts(data, WEDGE, max_shift=4)
@@ -203,7 +194,7 @@ def test_xcorr_max_shift_limits_the_search(ideal):
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
 def test_baselines_thread_invariant(ideal):
-    data = shift_images(ideal["wedge"], random_shifts(WEDGE.size))
+    data = fourier_shift(ideal["wedge"], *random_shifts(WEDGE.size).T)
     for fn, kw in ((com_shifts, {}), (com_shifts, {"per_slice": True}), (xcorr_shifts, {})):
         a = run_with_threads(fn, 1, data, WEDGE, **kw)
         b = run_with_threads(fn, 2, data, WEDGE, **kw)

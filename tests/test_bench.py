@@ -77,7 +77,7 @@ def test_align_suite_tiny_scores_and_reports_skips():
     else:
         assert by[("seed", "ETSpy PC")].status == "ok"
     import fastalign
-    if not hasattr(fastalign.phantoms, "rotated_axis_experiment"):
+    if not hasattr(fastalign.simulate, "rotated_axis_experiment"):
         assert all(r.status.startswith("skipped") for r in rows if r.case == "rotated")
 
 

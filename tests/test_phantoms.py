@@ -1,5 +1,5 @@
-"""Phantoms are deterministic, compact and typed as documented; shift and gauge helpers pin
-their conventions."""
+"""Phantoms are deterministic, compact and typed as documented; the gauge helpers pin their
+conventions.  (The shift and the misaligned series: tests/test_simulate.py.)"""
 import numpy as np
 import pytest
 
@@ -77,48 +77,6 @@ def test_thin_film_3d():
     assert np.array_equal(f, ph.thin_film_3d(shape, thickness=10, seed=1))
     with pytest.raises(ValueError, match="thickness"):
         ph.thin_film_3d(shape, thickness=40)
-
-
-def test_fourier_shift_sign_and_exactness():
-    rng = np.random.default_rng(0)
-    img = rng.random((6, 10))
-    # measured(x, y) = ideal(x - dx, y - dy): an integer shift is np.roll by (dy, dx).
-    out = ph.fourier_shift(img, 3, -2)
-    np.testing.assert_allclose(out, np.roll(img, (-2, 3), axis=(0, 1)), atol=1e-6)
-    row = rng.random(9)
-    np.testing.assert_allclose(ph.fourier_shift(row, -4), np.roll(row, -4), atol=1e-6)
-    # Sub-pixel: a smooth bump moves its centroid by dx; shifts compose.
-    x = np.arange(64)
-    bump = np.exp(-0.5 * ((x - 30.0) / 3.0) ** 2)[None, :]
-    moved = ph.fourier_shift(bump, 2.3)
-    assert (moved * x).sum() / moved.sum() == pytest.approx(32.3, abs=1e-4)
-    np.testing.assert_allclose(ph.fourier_shift(ph.fourier_shift(bump, 1.1), 1.2), moved,
-                               atol=1e-5)
-    # Stacks take one shift per image.
-    stack = np.stack([img, img])
-    out = ph.fourier_shift(stack, np.array([1.0, 0.0]), 0.0)
-    np.testing.assert_allclose(out[0], np.roll(img, 1, axis=1), atol=1e-6)
-    np.testing.assert_allclose(out[1], img, atol=1e-6)
-
-
-def test_seed_experiment():
-    exp = ph.seed_experiment(n=64, step_deg=2, shift_range=20, seed=0)
-    data, angles, shifts = exp
-    assert data.shape == (90, 1, 64) and data.dtype == np.float32 and data.flags.c_contiguous
-    np.testing.assert_array_equal(angles, np.arange(0.0, 179.0, 2.0))
-    assert shifts.shape == (90, 2) and np.all(shifts[:, 1] == 0)
-    assert np.all(np.abs(shifts[:, 0]) <= 20) and shifts[:, 0].std() > 8
-    again = ph.seed_experiment(n=64, seed=0)
-    assert np.array_equal(again.data, data) and np.array_equal(again.shifts, shifts)
-    # data = ideal(x - dx) for the documented phantom: the centroid moves by +dx (small
-    # shifts at this size, so that nothing leaves the 64-pixel detector).
-    from fastalign import project
-    data, angles, shifts = ph.seed_experiment(n=64, shift_range=5, seed=1)
-    ideal = project(ph.binary_phantom_2d(64, 1)[None], angles)
-    x = np.arange(64)
-    moved = (data[:, 0] * x).sum(1) / data[:, 0].sum(1)
-    centre = (ideal[:, 0] * x).sum(1) / ideal[:, 0].sum(1)
-    np.testing.assert_allclose(moved - centre, shifts[:, 0], atol=0.05)
 
 
 def test_remove_gauge_and_rms():

@@ -80,7 +80,7 @@ def test_align_uses_profiles_only_when_they_agree():
 def test_com_x_start_recovers_dx_and_centre(dark):
     # a compact object: the x centres of mass give dx, the sinusoid (gauge) and the centre
     # offset; a dark object on a bright background (bright-field contrast) is flipped
-    from fastalign.phantoms import rotated_axis_experiment
+    from fastalign.simulate import rotated_axis_experiment
     e = rotated_axis_experiment((48, 64, 64), axis_angle_deg=0.0, center_offset=7.0, seed=3)
     data = e.data
     if dark:
@@ -112,7 +112,7 @@ def test_com_start_captures_a_large_centre_offset():
     # started from zero (com_start=False), SIRT autofocus settled with the centre 8.0 px off
     # and a residual of 0.23 (found by bench/axis_sweep.py --tilts=-60,60,3); from the
     # centres of mass it converges
-    from fastalign.phantoms import rotated_axis_experiment
+    from fastalign.simulate import rotated_axis_experiment
     e = rotated_axis_experiment((48, 80, 80), angles_deg=np.arange(-60, 60.1, 3.0),
                                 axis_angle_deg=-5.0, center_offset=-10.0, seed=3)
     r = fastalign.align(e.data, e.angles_deg, axis_angle_deg=-5.0, refine=("shifts", "center"))

@@ -18,6 +18,7 @@ import pytest
 from skimage.restoration import denoise_tv_chambolle
 
 import reference as ref
+from reference import rof_objective
 
 from fastalign import Projector, project
 from fastalign.phantoms import ellipses_2d
@@ -44,13 +45,6 @@ def noisy(b, counts=5.0, seed=1):
 
 def psnr(x, ref):
     return float(20 * np.log10(ref.max() / np.sqrt(np.mean((x - ref) ** 2))))
-
-
-def rof_objective(u, f, w, three_d=False):
-    u = u.astype(np.float64)
-    axes = range(u.ndim) if three_d else range(u.ndim - 2, u.ndim)
-    g2 = sum(np.diff(u, axis=a, append=u.take([-1], axis=a)) ** 2 for a in axes)
-    return 0.5 * np.sum((u - f) ** 2) + w * np.sum(np.sqrt(g2))
 
 
 # --------------------------------------------------------------------------- prox

@@ -34,7 +34,8 @@ def particle_series(A=71, S=32, N=64, seed=0, noise=0.01):
     Returns ``(data, angles_deg, true_shifts)``; shifts ``dx, dy ~ U[-10, 10]`` (DESIGN.md
     convention), Gaussian noise of ``noise`` times the data's standard deviation.
     """
-    from fastalign.phantoms import fourier_shift, particles_3d
+    from fastalign.phantoms import particles_3d
+    from fastalign.simulate import fourier_shift
     ang = angles_deg(A)
     vol = np.zeros((S, N, N), np.float32)
     lo = S // 4

@@ -44,7 +44,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._config import FASTMATH, jit
+from .._config import jit
 
 #: Slices processed together (one SIMD vector of float32: 16 = 512 bits).
 LANES = 16
@@ -54,13 +54,13 @@ LINES = 16
 #: the loop bounds may be one sample generous on either side).
 PAD = 2
 
-# No "reassoc": nothing here needs reassociation, and forbidding it keeps the sequence of
-# floating-point operations per element fixed, whatever code the compiler generates.
-_FLAGS = set(FASTMATH) - {"reassoc"}
+# No "reassoc" (``_config.FASTMATH_NO_REASSOC``): nothing here needs reassociation, and
+# forbidding it keeps the sequence of floating-point operations per element fixed, whatever code
+# the compiler generates.
 
 
 def _kernel(*args, **kwargs):
-    return jit(*args, fastmath=set(_FLAGS), **kwargs)
+    return jit(*args, reassoc=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- SIMD primitives

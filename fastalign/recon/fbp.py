@@ -27,7 +27,7 @@ import numpy as np
 import scipy.fft
 
 from .._validate import as_angles_deg, as_float32_array, as_positive_int
-from ..kernels import linalg as _k
+from ..kernels import fbp as _k
 from ..operator import Projector
 
 try:  # pragma: no branch - the fallback is documented, exercised only without pyFFTW

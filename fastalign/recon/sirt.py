@@ -13,7 +13,8 @@ stored once (``(n_tilts, 1, nx)`` and ``(1, nz, nx)``).
 import numba
 import numpy as np
 
-from ..kernels import linalg as _k
+from ..kernels import sirt as _ksirt
+from ..kernels import vector as _kv
 from .._validate import as_finite_float
 from ..kernels import projector as _kp
 from ..operator import Projector
@@ -150,26 +151,26 @@ class SIRTSolver:
         else:
             check_x(x, A)
             if self.mask is not None:
-                _k.apply_mask(x, self.mask)
+                _kv.apply_mask(x, self.mask)
             if self.nonneg:
-                _k.clip_nonneg(x)
+                _kv.clip_nonneg(x)
         if Ax is None:
             A.forward_into(x, ax)
         elif Ax is not ax:
-            _k.copy3(ax, check_Ax(Ax, A))
+            _kv.copy3(ax, check_Ax(Ax, A))
         self._has_reprojection = True
         rowsum = self._rowsum
-        _k.sumsq(b, rowsum)
+        _kv.sumsq(b, rowsum)
         bnorm = float(np.sqrt(rowsum.sum()))
         scale = 1.0 / bnorm if bnorm > 0.0 else 1.0
-        _k.sirt_residual(b, ax, self._R, self._res, rowsum)
+        _ksirt.sirt_residual(b, ax, self._R, self._res, rowsum)
         residuals = []
         stopped = False
         for k in range(n_iter):
             A.adjoint_into(self._res, self._bp)
-            _k.sirt_update(x, self._bp, self._C, self.nonneg)
+            _ksirt.sirt_update(x, self._bp, self._C, self.nonneg)
             A.forward_into(x, ax)
-            _k.sirt_residual(b, ax, self._R, self._res, rowsum)
+            _ksirt.sirt_residual(b, ax, self._R, self._res, rowsum)
             rel = float(np.sqrt(rowsum.sum())) * scale
             residuals.append(rel)
             log.debug("sirt iteration %d: relative residual %.6g", k, rel)

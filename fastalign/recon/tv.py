@@ -28,7 +28,8 @@ and ``lam = 0`` one elementwise pass does it.  For 2-D TV the prox also returns 
 import numpy as np
 
 from .._validate import as_finite_float, as_float32_array, as_positive_int
-from ..kernels import linalg as _k
+from ..kernels import fista as _kf
+from ..kernels import vector as _kv
 from ..kernels import tv as _ktv
 from ._common import (ReconResult, call_back, check_Ax, check_callback, check_data,
                       check_n_iter, check_projector, check_x, log, setup_problem)
@@ -125,10 +126,10 @@ class TVSolver:
                                self.n_inner, self.nonneg, self._rows_vol)
             return float(self._rows_vol.sum())
         if w > 0.0:
-            _k.fista_step(g, base, pa, qa, coef, g, inv_L, False)
+            _kf.fista_step(g, base, pa, qa, coef, g, inv_L, False)
             _ktv.chambolle_3d(g, self._p, u, w, self._tau, self.n_inner, self.nonneg)
         else:
-            _k.fista_step(u, base, pa, qa, coef, g, inv_L, self.nonneg)
+            _kf.fista_step(u, base, pa, qa, coef, g, inv_L, self.nonneg)
         return None
 
     def zero_reprojection(self):
@@ -155,15 +156,15 @@ class TVSolver:
         else:
             check_x(x, A)
             if self.nonneg:
-                _k.clip_nonneg(x)
+                _kv.clip_nonneg(x)
         if Ax is None:
             A.forward_into(x, self._ax)
         elif Ax is not self._ax:
-            _k.copy3(self._ax, check_Ax(Ax, A))
+            _kv.copy3(self._ax, check_Ax(Ax, A))
         self._has_reprojection = True
-        _k.sumsq(b, self._rows_data)
+        _kv.sumsq(b, self._rows_data)
         bn2 = float(self._rows_data.sum())
-        _k.diff_sumsq(self._ax, b, self._rows_data)
+        _kv.diff_sumsq(self._ax, b, self._rows_data)
         data_x = float(self._rows_data.sum())
         tv_x = self.tv_value(x) if self.lam > 0.0 else 0.0
         # The momentum point is never stored: y = base + coef (pa - qa) with base, pa, qa
@@ -172,7 +173,7 @@ class TVSolver:
         # caller's x and the solver's reprojection buffer get the final values at end().
         self._st = dict(b=b, x_out=x, xb=x, ob=self._o, zb=self._z, axb=self._ax,
                         azb=self._az, ing=(x, x, x, 0.0))
-        _k.extrapolate_residual(self._ay, self._ax, self._ax, self._ax, 0.0, b)  # A y - b
+        _kf.extrapolate_residual(self._ay, self._ax, self._ax, self._ax, 0.0, b)  # A y - b
         return {"bn2": bn2, "data": data_x, "tv": tv_x}
 
     @property
@@ -188,7 +189,7 @@ class TVSolver:
         A.adjoint_into(self._ay, self._g)                 # A^T (A y - b)
         tv_z = self._prox_step(*r["ing"], self._g, r["zb"])  # z (and TV(z) for 2-D TV)
         A.forward_into(r["zb"], r["azb"])
-        _k.diff_sumsq(r["azb"], r["b"], self._rows_data)
+        _kv.diff_sumsq(r["azb"], r["b"], self._rows_data)
         data_z = float(self._rows_data.sum())
         if self.lam > 0.0 and tv_z is None:
             tv_z = self.tv_value(r["zb"])
@@ -199,12 +200,12 @@ class TVSolver:
         or keep ``x`` (``y = x + coef (z - x)``)."""
         r, b, ayb = self._st, self._st["b"], self._ay
         if accepted:
-            _k.extrapolate_residual(ayb, r["azb"], r["azb"], r["axb"], coef, b)
+            _kf.extrapolate_residual(ayb, r["azb"], r["azb"], r["axb"], coef, b)
             r["xb"], r["ob"], r["zb"] = r["zb"], r["xb"], r["ob"]
             r["axb"], r["azb"] = r["azb"], r["axb"]
             r["ing"] = (r["xb"], r["xb"], r["ob"], coef)
         else:
-            _k.extrapolate_residual(ayb, r["axb"], r["azb"], r["axb"], coef, b)
+            _kf.extrapolate_residual(ayb, r["axb"], r["azb"], r["axb"], coef, b)
             r["ob"], r["zb"] = r["zb"], r["ob"]
             r["ing"] = (r["xb"], r["ob"], r["xb"], coef)
 
@@ -214,9 +215,9 @@ class TVSolver:
         Returns ``x``."""
         r = self._st
         if r["xb"] is not r["x_out"]:
-            _k.copy3(r["x_out"], r["xb"])
+            _kv.copy3(r["x_out"], r["xb"])
         if r["axb"] is not self._ax:
-            _k.copy3(self._ax, r["axb"])
+            _kv.copy3(self._ax, r["axb"])
         self._st = None
         return r["x_out"]
 
@@ -401,9 +402,9 @@ def denoise_tv(image, weight, *, n_iter=100, tv="2d", nonneg=False):
     f = as_float32_array(arr if arr.ndim == 3 else arr[None], 3, "image")
     u = np.empty_like(f)
     if weight == 0.0:
-        _k.copy3(u, f)
+        _kv.copy3(u, f)
         if nonneg:
-            _k.clip_nonneg(u)
+            _kv.clip_nonneg(u)
     elif tv == "3d":
         p = np.zeros((f.shape[0], 3) + f.shape[1:], np.float32)
         _ktv.chambolle_3d(f, p, u, weight, 1.0 / 6.0, n_iter, bool(nonneg))
