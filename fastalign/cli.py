@@ -512,7 +512,7 @@ def _int_list(text, option):
 
 def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
     from . import distributed as fd
-    from .distributed._common import Source
+    from .io.slabs import SlabSource
 
     if args.method != "autofocus":
         raise ValueError(f"--method {args.method} is not available with --scheduler/"
@@ -537,7 +537,7 @@ def _cmd_align_distributed(args, meta, angles, names, outputs, t_start):
         _checkpoint()
         timings["align_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        panels = _slice_panels(_SourceRows(Source(meta["source"], angles)), result, angles,
+        panels = _slice_panels(_SourceRows(SlabSource(meta["source"], angles)), result, angles,
                                result.volume.shape[1])
         _write_align_products(outputs, names, stem, angles, result, panels, timings, t0,
                               t_start, record=dict(

@@ -16,11 +16,12 @@ from dask.sizeof import sizeof
 
 from ..align.autofocus import _extrapolate_volume, _make_solver, _pad_columns, bin_stack
 from ..align.shift import cross_power, fourier_shift
+from ..io.slabs import resolve
 from ..kernels import linalg as _k
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from ..recon.tv import TVSolver
-from ._common import numba_section, resolve
+from ._common import numba_section
 
 
 class StaleStateError(RuntimeError):

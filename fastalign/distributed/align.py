@@ -41,9 +41,9 @@ from ..align.gauge import fix_gauge
 from ..align.profiles import tilt_profiles
 from ..align.result import AlignResult
 from ..align.shift import estimate_shift, shift_padding, tukey
+from ..io.slabs import maybe_writer
 from . import _slabs
-from ._common import (Source, client_workers, maybe_writer, plan, run_scope,
-                      slab_rows_for)
+from ._common import Source, client_workers, plan, run_scope, slab_rows_for
 from .recon import run_tv
 
 log = logging.getLogger("fastalign.distributed")
