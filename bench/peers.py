@@ -60,20 +60,38 @@ def suite_projector(cfg):
     """Forward projection and backprojection of an ``(S, N, N)`` volume / ``(A, S, N)``
     tilt series: fastalign (all cores and 1 thread), ASTRA CPU ``linear`` (1 thread and a
     pool of ``cfg.peer_threads``), scikit-image ``radon``/``iradon`` (one slice, x S)."""
-    import numba
-
-    import fastalign
-
     rows = []
     N, S, ang = cfg.N, cfg.S, cfg.angles_deg
     na = ang.size
     vol = phantom_volume(S, N, cfg.seed)
     vol_bytes, ts_bytes = vol.nbytes, 4 * na * S * N
     log(f"[projector] volume ({S}, {N}, {N}) = {vol_bytes / 2**20:.1f} MiB, "
-         f"tilt series ({na}, {S}, {N}) = {ts_bytes / 2**20:.1f} MiB, "
-         f"angles {ang[0]:g}..{ang[-1]:g} deg")
+        f"tilt series ({na}, {S}, {N}) = {ts_bytes / 2**20:.1f} MiB, "
+        f"angles {ang[0]:g}..{ang[-1]:g} deg")
 
-    # --- fastalign -------------------------------------------------------------------
+    fa_threads, ts_fa, vol_fa = _projector_fastalign(cfg, vol, rows)
+
+    # Memory of the allocating call vs its input + output (fresh interpreter, see below).
+    fa_mem = dict(input=vol_bytes, output=ts_bytes,
+                  peak_delta=project_memory_probe(S, N, ang, cfg.threads))
+    checks = _projector_astra(cfg, vol, ts_fa, vol_fa, rows)
+    if cfg.skimage:
+        _projector_skimage(cfg, vol, rows)
+
+    # --- first-call latency (fresh interpreter) ----------------------------------------
+    fc = first_call_latency(ops=("project", "backproject"))
+    fc_back = first_call_latency(ops=("backproject",))
+    _print_projector_extras(checks, fa_threads, fc, fc_back, fa_mem, S, N)
+    _report_targets(rows, k=cfg.peer_threads)
+    return rows
+
+
+def _projector_fastalign(cfg, vol, rows):
+    """fastalign's forward/back rows (all cores, then 1 thread); returns the thread count
+    and its outputs (the reference of the peers' rel. errors)."""
+    import fastalign
+
+    S, N, ang = cfg.S, cfg.N, cfg.angles_deg
     fa_threads = set_numba_threads(cfg.threads)
     A = fastalign.Projector(ang, shape=(S, N, N))
     tiny = fastalign.Projector(ang, shape=(S, 8, 8))   # same dispatch path: compile only
@@ -94,13 +112,13 @@ def suite_projector(cfg):
                         base))
         log(f"  fastalign back,    {threads} thread(s): median {np.median(t):.3f} s")
     set_numba_threads(fa_threads)
+    return fa_threads, ts_fa, vol_fa
 
-    # Memory of the allocating call vs its input + output (fresh interpreter, see below).
-    del tiny
-    fa_mem = dict(input=vol_bytes, output=ts_bytes,
-                  peak_delta=project_memory_probe(S, N, ang, cfg.threads))
 
-    # --- ASTRA -----------------------------------------------------------------------
+def _projector_astra(cfg, vol, ts_fa, vol_fa, rows):
+    """ASTRA's rows (1 thread and a pool); returns the checks (GIL, pool, rel. errors)."""
+    S, N, ang = cfg.S, cfg.N, cfg.angles_deg
+    na = ang.size
     checks = {}
     try:
         import astra  # noqa: F401
@@ -113,7 +131,7 @@ def suite_projector(cfg):
         released, stall, call = releases_gil(gil_probe.forward_one)
         gil_probe.close()
         log(f"  ASTRA algorithm.run releases the GIL: {released} "
-             f"(longest Python stall {stall * 1e3:.1f} ms during {call * 1e3:.1f} ms calls)")
+            f"(longest Python stall {stall * 1e3:.1f} ms during {call * 1e3:.1f} ms calls)")
         pool_kind = cfg.astra_pool
         if pool_kind == "auto":
             pool_kind = "thread" if released else "process"
@@ -144,34 +162,37 @@ def suite_projector(cfg):
                 log(f"  {name} back: median {np.median(t):.3f} s")
             finally:
                 runner.close()
+    return checks
 
-    # --- scikit-image ----------------------------------------------------------------
-    if cfg.skimage:
-        try:
-            from skimage.transform import iradon, radon
-        except ImportError as exc:
-            log(f"  scikit-image unavailable ({exc}); skipped")
-        else:
-            sl = vol[0].astype(np.float64)
-            sino = radon(sl, theta=ang, circle=False)
-            note = f"1 slice x {S}; detector {sino.shape[0]} bins (circle=False)"
-            t, m, c = measure(lambda: radon(sl, theta=ang, circle=False),
-                              cfg.repeats, cfg.warmup, scale=S)
-            rows.append(Row("projector", "forward", "skimage radon", "1", t, m, c, note))
 
-            def back_one():
-                iradon(sino, theta=ang, filter_name=None, circle=False, output_size=N)
+def _projector_skimage(cfg, vol, rows):
+    """scikit-image's rows: ``radon``/``iradon`` on one slice, times scaled by S."""
+    S, N, ang = cfg.S, cfg.N, cfg.angles_deg
+    try:
+        from skimage.transform import iradon, radon
+    except ImportError as exc:
+        log(f"  scikit-image unavailable ({exc}); skipped")
+        return
+    sl = vol[0].astype(np.float64)
+    sino = radon(sl, theta=ang, circle=False)
+    note = f"1 slice x {S}; detector {sino.shape[0]} bins (circle=False)"
+    t, m, c = measure(lambda: radon(sl, theta=ang, circle=False),
+                      cfg.repeats, cfg.warmup, scale=S)
+    rows.append(Row("projector", "forward", "skimage radon", "1", t, m, c, note))
 
-            t, m, c = measure(back_one, cfg.repeats, cfg.warmup, scale=S)
-            rows.append(Row("projector", "back", "skimage iradon(filter_name=None)", "1", t, m,
-                            c, note))
-            log("  scikit-image done")
+    def back_one():
+        iradon(sino, theta=ang, filter_name=None, circle=False, output_size=N)
 
-    # --- first-call latency (fresh interpreter) ----------------------------------------
-    fc = first_call_latency(ops=("project", "backproject"))
-    fc_back = first_call_latency(ops=("backproject",))
+    t, m, c = measure(back_one, cfg.repeats, cfg.warmup, scale=S)
+    rows.append(Row("projector", "back", "skimage iradon(filter_name=None)", "1", t, m,
+                    c, note))
+    log("  scikit-image done")
 
-    # --- report the extras -------------------------------------------------------------
+
+def _print_projector_extras(checks, fa_threads, fc, fc_back, fa_mem, S, N):
+    """Print the checks, the first-call latency and the memory of ``project``."""
+    import numba
+
     print()
     print("projector checks")
     for key, val in checks.items():
@@ -199,8 +220,6 @@ def suite_projector(cfg):
           f"extra over the output: {(fa_mem['peak_delta'] - fa_mem['output']) / 2**20:.1f} MiB)")
     print(f"  (for scale: a 1-byte/voxel temporary, e.g. np.isfinite(volume) in input "
           f"validation, is {S * N * N / 2**20:.1f} MiB)")
-    _report_targets(rows, k=cfg.peer_threads)
-    return rows
 
 
 _MEMPROBE = r"""

@@ -190,3 +190,16 @@ def test_bench_has_no_import_cycle_and_peers_is_only_an_entry():
     assert cycle is None, " -> ".join(cycle)
     importers = sorted(m for m, deps in g.items() if "peers" in deps)
     assert importers == [], importers
+
+
+def test_one_version():
+    # the edge reads fastalign._version; the package root and pyproject.toml must agree
+    import re
+
+    import fastalign
+    from fastalign._version import __version__
+
+    assert fastalign.__version__ == __version__
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as fh:
+        m = re.search(r'^version = "([^"]+)"', fh.read(), re.MULTILINE)
+    assert m and m.group(1) == __version__
