@@ -114,8 +114,9 @@ class Source:
     reader : SlabSource or None
         The file description sent to the workers (None for a dask array).
     array : dask.array.Array or None
-    format, shape, files, pixel_size_A, angles_deg
-        As :class:`fastalign.io.slabs.SlabSource` (``format`` ``"dask"`` for an array).
+    format, path, dataset, shape, files, pixel_size_A, angles_deg
+        As :class:`fastalign.io.slabs.SlabSource` (``format`` ``"dask"``, no ``path``,
+        ``dataset`` or ``files`` for an array).
     """
 
     def __init__(self, source, angles_deg=None):
@@ -123,13 +124,15 @@ class Source:
         if isinstance(source, (str, os.PathLike)):
             self.reader = SlabSource(source, angles_deg)
             self.format = self.reader.format
+            self.path, self.dataset = self.reader.path, self.reader.dataset
             self.shape = self.reader.shape
             self.files = self.reader.files
             self.pixel_size_A = self.reader.pixel_size_A
             self.angles_deg = self.reader.angles_deg
             return
         self.array = _as_dask_array(source)
-        self.format, self.files, self.pixel_size_A = "dask", [], None
+        self.format, self.path, self.dataset = "dask", None, None
+        self.files, self.pixel_size_A = [], None
         self.shape = tuple(int(s) for s in self.array.shape)
         check_not_empty(self.shape)
         self.angles_deg = require_angles(angles_deg, self.shape[0])
@@ -155,6 +158,10 @@ class Source:
             block = self.array[t0:t1, r0:r1, :].astype(np.float32)
             return client.compute(block)
         return client.submit(read_block, self.reader, t0, t1, r0, r1, pure=False)
+
+    def read(self, t0, t1, r0, r1):
+        """Read ``float32[t0:t1, r0:r1, :]`` from the file (on a worker; files only)."""
+        return self.reader.read(t0, t1, r0, r1)
 
 
 def _as_dask_array(source):
