@@ -18,7 +18,7 @@ Cases (tilt series ``(n_tilts, ny, nx)``, tilt axis along y, DESIGN.md shift con
   (``phantoms.thin_film_3d``, projected 1.5x wider, then cropped), -60..60 step 2,
   ``dx ~ U[-3, 3]`` (no y shift: the slab fills every row, so a y shift has no reference);
 * ``rotated``: a tilt axis rotated in the image plane, with a centre offset
-  (``simulate.rotated_axis_experiment``, when this fastalign has it; otherwise skipped);
+  (``simulate.rotated_axis_experiment``);
 * ``target256`` (full run only) and ``target600`` (opt-in: ``--case target600``): the
   issue-4 time target, a ``(90, N, N)`` particle series, -89..89 step 2,
   ``dx, dy ~ U[-10, 10]``, aligned in x and y.  One timed call per method; fastalign's
@@ -63,8 +63,8 @@ _BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
-import peers  # noqa: E402
-from peers import Row, set_numba_threads  # noqa: E402
+import _harness  # noqa: E402
+from _harness import Row, set_numba_threads  # noqa: E402
 
 
 def _log(msg):
@@ -152,18 +152,12 @@ def case_lamella(mode="full"):
 
 
 def case_rotated(mode="full"):
-    import fastalign
-    make = getattr(fastalign.simulate, "rotated_axis_experiment", None)
-    if make is None:
-        raise Skip("fastalign.simulate.rotated_axis_experiment is not in this fastalign "
-                   "(issue 8 not merged)")
-    exp = make()
-    get = (lambda k, i: getattr(exp, k) if hasattr(exp, k) else exp[i])
-    data, angles, true = get("data", 0), get("angles_deg", 1), get("shifts", 2)
-    extra = {k: float(getattr(exp, k)) for k in ("axis_angle_deg", "center_offset")
-             if hasattr(exp, k)}
-    return Case("rotated", np.ascontiguousarray(data, np.float32), np.asarray(angles, float),
-                np.asarray(true, float), "xy",
+    from fastalign.simulate import rotated_axis_experiment
+    exp = rotated_axis_experiment()
+    extra = {"axis_angle_deg": float(exp.axis_angle_deg),
+             "center_offset": float(exp.center_offset)}
+    return Case("rotated", np.ascontiguousarray(exp.data, np.float32),
+                np.asarray(exp.angles_deg, float), np.asarray(exp.shifts, float), "xy",
                 "tilt axis rotated in the image plane + centre offset "
                 "(simulate.rotated_axis_experiment defaults)", extra)
 
@@ -214,18 +208,12 @@ def _fa_align(recon):
                     stopped.append(info["iteration"])
                     raise StopIteration
             kw["callback"] = budget
-        try:
-            r = fastalign.align(case.data, case.angles, recon=recon, axes=case.axes, **kw)
-        except TypeError as exc:
-            if "refine" in kw:
-                raise Skip(f"align() has no axis refinement here ({exc})") from None
-            raise
-        info = {"iterations": len(r.history), "converged": r.converged}
+        r = fastalign.align(case.data, case.angles, recon=recon, axes=case.axes, **kw)
+        info = {"iterations": len(r.history), "converged": r.converged,
+                "axis_angle_deg": float(r.axis_angle_deg),
+                "center_offset": float(r.center_offset)}
         if stopped:
             info["stopped"] = f"time budget {BIG_BUDGET_S:g} s"
-        for k in ("axis_angle_deg", "center_offset"):
-            if getattr(r, k, None) is not None:
-                info[k] = float(getattr(r, k))
         s = np.array(r.shifts, float)
         if case.axes == "x":
             s[:, 1] = 0.0
@@ -396,7 +384,7 @@ def _measure(method, case, repeats):
     growth of the first.  Kernels are compiled beforehand (:func:`_warm_up`), so every call
     is a steady-state call."""
     times = []
-    with peers.PeakRSS() as mem:
+    with _harness.PeakRSS() as mem:
         t0 = time.perf_counter()
         est, info = method.fn(case)
         times.append(time.perf_counter() - t0)
@@ -524,7 +512,7 @@ def print_align_table(rows):
 
 
 def suite(cfg):
-    """The ``align`` suite of ``bench/peers.py``: returns ``peers.Row`` objects (time only)
+    """The ``align`` suite of ``bench/peers.py``: returns ``_harness.Row`` objects (time only)
     and keeps the full :class:`AlignRow` list in ``suite.last_rows`` for the report."""
     quick = getattr(cfg, "quick", False)
     rows = run_align(mode="quick" if quick else "full", threads=cfg.threads,
@@ -556,7 +544,7 @@ def main(argv=None):
                    help="skip the fresh-interpreter first-call measurements")
     p.add_argument("--threads", type=int, default=0, help="fastalign threads (0 = all)")
     args = p.parse_args(argv)
-    print(peers._machine_line())
+    print(_harness.machine_line())
     rows = run_align(args.case, args.method, mode="quick" if args.quick else "full",
                      repeats=args.repeats,
                      first_call=not args.no_first_call, threads=args.threads)

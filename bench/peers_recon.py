@@ -41,8 +41,9 @@ _BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
-import peers  # noqa: E402
-from peers import Row, chunks, phantom_volume, rel_err, set_numba_threads  # noqa: E402
+import _astra  # noqa: E402
+import _harness  # noqa: E402
+from _harness import Row, chunks, phantom_volume, rel_err, set_numba_threads  # noqa: E402
 from benchmarks._util import touched  # noqa: E402
 
 
@@ -57,7 +58,7 @@ class _AstraRecon:
     def __init__(self, angles_deg, nz, nx):
         import astra
         self.astra = astra
-        vol_geom, proj_geom = peers.astra_geometry(angles_deg, nz, nx)
+        vol_geom, proj_geom = _astra.astra_geometry(angles_deg, nz, nx)
         self.proj_id = astra.create_projector("linear", proj_geom, vol_geom)
         self.vol = touched((nz, nx))
         self.sino = touched((len(angles_deg), nx))
@@ -131,13 +132,13 @@ def interleaved(calls, repeats, warmup):
     """Time several methods round-robin so that they share the machine's load.
 
     ``calls`` maps a key to ``(fn, scale)``.  Every ``fn`` is called ``warmup`` times untimed
-    (the first of these inside :class:`peers.PeakRSS`, giving its peak RSS growth), then the
+    (the first of these inside :class:`_harness.PeakRSS`, giving its peak RSS growth), then the
     methods are timed in turn, ``repeats`` rounds.  Returns ``{key: (times, peak_rss,
     cpu_per_wall)}`` (process CPU time / wall time over the timed calls).
     """
     rss = {}
     for key, (fn, _) in calls.items():
-        with peers.PeakRSS() as mem:
+        with _harness.PeakRSS() as mem:
             fn()
         rss[key] = mem.delta
         for _ in range(warmup - 1):
@@ -158,7 +159,7 @@ def interleaved(calls, repeats, warmup):
 
 
 def suite(cfg):
-    """SIRT / TV / FBP rows for ``peers.print_table`` (and the reported targets)."""
+    """SIRT / TV / FBP rows for ``_harness.print_table`` (and the reported targets)."""
     import numba
 
     from fastalign import Projector
@@ -217,7 +218,7 @@ def suite(cfg):
         k = cfg.peer_threads
         probe = _AstraRecon(ang, N, N)
         probe.sino[...] = b[:, 0, :]
-        released, stall, call = peers.releases_gil(probe.sirt_one)
+        released, stall, call = _harness.releases_gil(probe.sirt_one)
         probe.close()
         _log(f"  ASTRA SIRT run releases the GIL: {released} (longest Python stall "
              f"{stall * 1e3:.1f} ms during {call * 1e3:.1f} ms calls)")
@@ -324,16 +325,16 @@ def main(argv=None):
     p.add_argument("--peer-threads", type=int, default=2, help="ASTRA pool size (2)")
     p.add_argument("--no-skimage", action="store_true", help="skip scikit-image")
     args = p.parse_args(argv)
-    cfg = peers.Config(N=args.N, S=args.slices, repeats=args.repeats, warmup=args.warmup,
+    cfg = _harness.Config(N=args.N, S=args.slices, repeats=args.repeats, warmup=args.warmup,
                        threads=args.threads, peer_threads=args.peer_threads,
                        skimage=not args.no_skimage)
-    print(peers._machine_line())
+    print(_harness.machine_line())
     print(f"N={cfg.N}, S={cfg.S}, {cfg.n_angles} tilts "
           f"({cfg.angles_deg[0]:g}..{cfg.angles_deg[-1]:g} deg), repeats={cfg.repeats}")
     rows = suite(cfg)
     print()
-    peers.print_table(rows)
-    print(peers._machine_line())
+    _harness.print_table(rows)
+    print(_harness.machine_line())
     return 0
 
 

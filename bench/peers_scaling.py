@@ -22,8 +22,8 @@ _BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
-import peers  # noqa: E402
-from peers import Row, measure, phantom_volume, set_numba_threads  # noqa: E402
+import _astra  # noqa: E402
+from _harness import Row, measure, phantom_volume, set_numba_threads  # noqa: E402
 from benchmarks._util import touched  # noqa: E402
 
 FIG_DIR = os.path.join(_BENCH_DIR, "figures")
@@ -55,7 +55,7 @@ def _point(N, S, na, threads, repeats, astra_ok, peer_threads):
     res = {"fastalign": float(np.median(t)), "fastalign_min": float(np.min(t)),
            "fastalign_max": float(np.max(t)), "fastalign_rss": mem}
     if astra_ok:
-        runner = peers.AstraThreads(ang, N, N, peer_threads)
+        runner = _astra.AstraThreads(ang, N, N, peer_threads)
         ts2, back2 = touched(A.range_shape), touched(A.domain_shape)
         try:
             def ast():

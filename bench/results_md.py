@@ -4,6 +4,9 @@ import os
 
 import numpy as np
 
+import peers_align
+import peers_scaling
+
 CONFIG_NOTES = [
     "**fastalign**: Numba kernels, all cores (`NUMBA_NUM_THREADS`), plus 1-thread rows; "
     "solvers built once and warm-started as in the alignment loop; every method gets one "
@@ -107,8 +110,6 @@ def _targets(arows):
 def write(path, *, cfg, rows, suite_log, machine_before, machine_after, started, wall_s,
           command):
     """Write the Markdown report to ``path`` (atomically: temporary file + rename)."""
-    import peers_align
-    import peers_scaling
     L = ["# fastalign benchmark results", ""]
     if cfg.quick:
         L += ["> **QUICK SMOKE RUN** (`--quick`: small sizes, few repeats, big cases skipped)."

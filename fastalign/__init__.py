@@ -16,7 +16,7 @@ from .io import read_tilt_series
 from .operator import Projector, backproject, project
 from .recon import ReconResult, SIRTSolver, TVSolver, fbp, sirt, tv
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "TiltGeometry", "Projector", "project", "backproject",

@@ -23,6 +23,7 @@ import platform
 
 import numpy as np
 
+from ._version import __version__
 from .io._atomic import atomic_write
 
 __all__ = ["software_versions", "machine_info", "to_jsonable", "build_report", "write_report",
@@ -51,7 +52,6 @@ def software_versions():
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             if name == "fastalign":
-                from . import __version__
                 out[name] = __version__
     return out
 

@@ -92,7 +92,8 @@ def _iterate(name, tilt_series, kwargs):
     return np.full((ny, nz, nx), 0.5, np.float32)
 
 
-# Same keyword signatures as the library's reconstructions (the CLI inspects them).
+# The library's keyword signatures (the keywords the CLI passes, with the library's defaults;
+# tests/test_cli.py checks them against the real functions): the CLI calls them directly.
 def sirt(tilt_series, angles_deg, *, n_iter=50, nz=None, callback=None):
     return _iterate("sirt", tilt_series, {"n_iter": n_iter, "nz": nz, "callback": callback})
 
@@ -108,11 +109,11 @@ def fbp(tilt_series, angles_deg, *, filter="ramp", nz=None):
     return np.full((ny, nz or nx, nx), 0.5, np.float32)
 
 
-def demo(out_dir, *, progress=False, overwrite=False):
+def demo(out_dir="fastalign_demo", *, n=128, max_iter=40, overwrite=False, progress=False):
     os.makedirs(out_dir, exist_ok=overwrite)
     with open(os.path.join(out_dir, "demo.txt"), "w") as fh:
         fh.write(f"progress={progress}\n")
-    return out_dir
+    return {"errors_px": {}, "timings_s": {}, "out_dir": os.path.abspath(out_dir)}
 
 
 def _hanging(func):

@@ -3,9 +3,8 @@
 Failure paths go through the real entry point, ``python -m fastalign``.  Success paths that
 need the numerical library are run twice over: through ``tests/cli_stub.py`` (the same
 ``main`` with stand-ins for ``fastalign.align``/``sirt``/``tv``/``fbp``/``demo``, so the
-plumbing is tested independently of the numerics) and, where marked ``needs(...)``, through
-``python -m fastalign`` with the real library functions (skipped only while a function does
-not exist yet).
+plumbing is tested independently of the numerics) and through ``python -m fastalign`` with
+the real library functions.
 """
 import hashlib
 import json
@@ -30,13 +29,6 @@ from cli_stub import stub_shifts  # noqa: E402
 ALIGN_OUTPUTS = ["ts.ali", "ts.rec", "ts.xf", "ts.tlt", "report.json", "shifts.png",
                  "slices.png", "convergence.png"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def needs(name):
-    """Skip while ``fastalign.<name>`` does not exist (removed once the function lands)."""
-    # callable(): ``fastalign.align`` is also the name of a sub-package
-    return pytest.mark.skipif(not callable(getattr(fastalign, name, None)),
-                              reason=f"fastalign.{name} not implemented yet")
 
 
 def run(*args, stub=False, env=None, timeout=180, cwd=None):
@@ -464,6 +456,25 @@ def test_recon_plumbing(dataset, tmp_path, capsys):
     assert_inputs_unchanged(dataset)
 
 
+def test_stub_signatures_match_the_library():
+    # the CLI calls fastalign.sirt/tv/fbp/demo directly: the stand-ins must take the same
+    # keywords, with the same defaults, or the stub runs would not test the real calls
+    import inspect
+
+    import cli_stub
+    from fastalign.cli.recon import LIBRARY_N_ITER
+
+    for name in ("sirt", "tv", "fbp", "demo"):
+        real = inspect.signature(getattr(fastalign, name)).parameters
+        for key, param in inspect.signature(getattr(cli_stub, name)).parameters.items():
+            assert key in real, (name, key)
+            assert param.kind == real[key].kind, (name, key)
+            assert param.default == real[key].default, (name, key)
+    for name in ("sirt", "tv"):  # the progress-bar total when --n-iter is not given
+        assert inspect.signature(getattr(fastalign, name)).parameters["n_iter"].default \
+            == LIBRARY_N_ITER
+
+
 def test_demo_plumbing(tmp_path):
     proc = run("demo", "--out", tmp_path / "demo", stub=True)
     assert proc.returncode == 0, proc.stderr
@@ -498,7 +509,6 @@ def _remove_gauge(err, angles_deg):
     return np.stack([err[:, 0] - basis @ coef, err[:, 1] - err[:, 1].mean()], axis=1)
 
 
-@needs("align")
 def test_end_to_end_alignment_recovers_shifts(tmp_path):
     ny, nz, nx = 16, 64, 64
     angles = np.arange(-60.0, 60.1, 3.0)
@@ -523,7 +533,6 @@ def test_end_to_end_alignment_recovers_shifts(tmp_path):
         assert float(m.voxel_size.x) == pytest.approx(3.0)
 
 
-@needs("align")
 def test_sigint_during_real_alignment(tmp_path):
     rng = np.random.default_rng(1)
     angles = np.arange(-60.0, 60.1, 2.0)
@@ -555,7 +564,7 @@ def test_sigint_during_real_alignment(tmp_path):
 def test_finalizer_errors_after_an_interrupt_are_quiet(capsys, monkeypatch):
     # Ctrl-C during a Numba compile can leave llvmlite objects whose __del__ fails later (even
     # at interpreter exit): after a signal those reports are noise; before one they are shown
-    from fastalign import cli
+    from fastalign.cli import signals
 
     class Broken:
         def __del__(self):
@@ -566,11 +575,11 @@ def test_finalizer_errors_after_an_interrupt_are_quiet(capsys, monkeypatch):
     Broken()  # a real UnraisableHookArgs from a failing finalizer
     monkeypatch.undo()
     assert caught and isinstance(caught[0].exc_value, AttributeError)
-    monkeypatch.setattr(cli, "_PENDING_SIGNALS", [])
-    cli._quiet_unraisable(caught[0])
+    monkeypatch.setattr(signals, "_PENDING_SIGNALS", [])
+    signals.quiet_unraisable(caught[0])
     assert "AttributeError" in capsys.readouterr().err
-    monkeypatch.setattr(cli, "_PENDING_SIGNALS", [signal.SIGINT])
-    cli._quiet_unraisable(caught[0])
+    monkeypatch.setattr(signals, "_PENDING_SIGNALS", [signal.SIGINT])
+    signals.quiet_unraisable(caught[0])
     assert capsys.readouterr().err == ""
 
 
@@ -578,8 +587,6 @@ def test_finalizer_errors_after_an_interrupt_are_quiet(capsys, monkeypatch):
 @pytest.mark.parametrize("method, extra", [("fbp", []), ("sirt", ["--n-iter", "5"]),
                                            ("tv", ["--n-iter", "3", "--lam", "0.01"])])
 def test_recon_with_real_library(dataset, tmp_path, method, extra):
-    if not callable(getattr(fastalign, method, None)):
-        pytest.skip(f"fastalign.{method} not implemented yet")
     out = tmp_path / method
     proc = run("recon", dataset["mrc"], "--method", method, "--out", out, "-q", *extra)
     assert proc.returncode == 0, proc.stderr
@@ -590,7 +597,6 @@ def test_recon_with_real_library(dataset, tmp_path, method, extra):
 
 
 @pytest.mark.slow
-@needs("demo")
 def test_demo_with_real_library(tmp_path):
     proc = run("demo", "--out", tmp_path / "demo", "--size", "64", "--max-iter",
                "3", timeout=600)

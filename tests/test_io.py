@@ -530,3 +530,91 @@ def test_output_set_all_or_nothing(tmp_path):
         OutputSet(store / "results", ["a.txt"], inputs=[store]).check()
     with pytest.raises(ValueError, match="inside the input"):
         OutputSet(store, ["a.txt"], inputs=[store]).check()
+
+
+# ------------------------------------------------------------------ block reads and writes
+
+
+def _block_sources(tmp_path, series):
+    """The same series as MRC (with .rawtlt), .npy, HDF5 and Zarr (angles in attributes)."""
+    write_mrc(tmp_path / "ts.mrc", series)
+    np.save(tmp_path / "ts.npy", series)
+    for stem in ("ts",):
+        write_tlt(tmp_path / f"{stem}.rawtlt", ANGLES)
+    out = [str(tmp_path / "ts.mrc"), str(tmp_path / "ts.npy")]
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        f["tomo"] = series
+        f["tomo"].attrs["angles_deg"] = ANGLES
+    out.append(f"{tmp_path / 'b.h5'}:/tomo")
+    zarr = pytest.importorskip("zarr")
+    a = zarr.create_array(str(tmp_path / "c.zarr"), shape=series.shape, dtype="f4",
+                          chunks=(2, 6, 7))
+    a[...] = series
+    a.attrs["angles_deg"] = ANGLES.tolist()
+    out.append(str(tmp_path / "c.zarr"))
+    return out
+
+
+def test_slab_source_reads_blocks_of_every_format(tmp_path, series):
+    from fastalign.io.slabs import BlockRef, SlabSource, read_block, resolve
+
+    for path in _block_sources(tmp_path, series):
+        src = SlabSource(path)
+        assert src.shape == series.shape, path
+        np.testing.assert_allclose(src.angles_deg, ANGLES)
+        block = src.read(1, 4, 2, 5)
+        assert block.dtype == np.float32 and block.flags.c_contiguous
+        np.testing.assert_array_equal(block, series[1:4, 2:5, :])
+        np.testing.assert_array_equal(read_block(src, 0, 5, 0, 6), series)
+        np.testing.assert_array_equal(resolve(BlockRef(src, 0, 2, 1, 2)), series[0:2, 1:2])
+    arr = np.ones(3)
+    assert resolve(arr) is arr
+
+
+def test_slab_source_errors(tmp_path, series):
+    from fastalign.io.slabs import SlabSource
+
+    tifffile.imwrite(tmp_path / "ts.tif", series)
+    with pytest.raises(ValueError, match="cannot be read in slabs"):
+        SlabSource(tmp_path / "ts.tif", ANGLES)
+    np.save(tmp_path / "ts.npy", series)
+    with pytest.raises(ValueError, match="angles_deg is required"):
+        SlabSource(tmp_path / "ts.npy")
+    with pytest.raises(ValueError, match="5 images"):
+        SlabSource(tmp_path / "ts.npy", ANGLES[:3])
+
+
+@pytest.mark.parametrize("name", ["vol.rec", "vol.zarr"])
+def test_slab_writer_blocks_commit_and_abort(tmp_path, series, name):
+    from fastalign._version import __version__
+    from fastalign.io.slabs import SlabWriter, maybe_writer
+
+    if name.endswith(".zarr"):
+        pytest.importorskip("zarr")
+    path = tmp_path / name
+    with maybe_writer(path, series.shape, 2, voxel_size_A=1.5) as w:
+        receipts = [w.write(a, series[a:a + 2]) for a in (0, 2, 4)]
+        w.commit(receipts)
+    out = np.asarray(w.open())
+    np.testing.assert_array_equal(out, series)
+    if name.endswith(".rec"):
+        with mrcfile.open(path) as m:
+            assert m.header.ispg == 1 and float(m.voxel_size.x) == pytest.approx(1.5)
+            assert float(m.header.dmean) == pytest.approx(float(series.mean()), abs=1e-5)
+            assert float(m.header.rms) == pytest.approx(float(series.std()), rel=1e-4)
+            labels = b"".join(m.header.label[:int(m.header.nlabl)])
+            assert f"fastalign {__version__} (distributed)".encode() in labels
+    assert no_tmp_files(tmp_path)
+    with pytest.raises(FileExistsError):
+        SlabWriter(path, series.shape, 2)
+    # a missing block: nothing is committed, the temporary is removed
+    with pytest.raises(RuntimeError, match="never written"):
+        with maybe_writer(path, series.shape, 2, overwrite=True) as w:
+            w.commit([w.write(0, series[:2])])
+    np.testing.assert_array_equal(np.asarray(w.open()), series)
+    assert no_tmp_files(tmp_path)
+    with pytest.raises(ValueError, match="use a .zarr directory or an MRC file"):
+        SlabWriter(tmp_path / "vol.tif", series.shape, 2)
+    with maybe_writer(None, series.shape, 2) as w:
+        assert w is None

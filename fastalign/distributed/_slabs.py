@@ -16,10 +16,11 @@ from dask.sizeof import sizeof
 from ..align.executor import extrapolate_volume, make_solver
 from ..align.levels import bin_stack, pad_columns, warm_start
 from ..align.shift import cross_power, fourier_shift
+from ..io.slabs import resolve
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from ..recon.tv import TVSolver
-from ._common import numba_section, resolve
+from ._common import numba_section
 
 
 class StaleStateError(RuntimeError):

@@ -44,9 +44,9 @@ from ..align.result import AlignResult
 from ..align.shift import shift_padding, tukey
 from ..align.start import column_sums, start_shifts
 from ..geometry import TiltGeometry
+from ..io.slabs import maybe_writer
 from . import _slabs
-from ._common import (Source, client_workers, maybe_writer, plan, run_scope,
-                      slab_rows_for)
+from ._common import Source, client_workers, plan, run_scope, slab_rows_for
 from .recon import run_tv
 
 log = logging.getLogger("fastalign.distributed")

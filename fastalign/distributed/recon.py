@@ -14,8 +14,9 @@ import numpy as np
 from .._validate import as_finite_float, as_positive_int
 from ..recon.tv import L_MARGIN, MFISTA
 from ..operator import Projector
+from ..io.slabs import maybe_writer
 from . import _slabs
-from ._common import Source, client_workers, maybe_writer, plan, run_scope, slab_rows_for
+from ._common import Source, client_workers, plan, run_scope, slab_rows_for
 
 __all__ = ["sirt", "tv"]
 

@@ -8,7 +8,13 @@ Writers (atomic, never over an input, no overwrite unless asked)
     :func:`write_aligned_stack` (``.ali``), :func:`write_volume` (``.rec``),
     :func:`write_mrc`, :func:`write_xf`, :func:`write_tlt`.
 
-HDF5 and Zarr need the ``io`` extra; ``h5py``/``zarr`` are imported only when used.
+Block-wise (for data no one process holds: the Dask twins)
+    :mod:`fastalign.io.slabs`: :class:`~fastalign.io.slabs.SlabSource` reads any block of a
+    tilt series file, :class:`~fastalign.io.slabs.SlabWriter` writes a 3-D array block by
+    block and renames it into place once complete.
+
+HDF5 and Zarr need the ``io`` extra; ``h5py``/``zarr`` are imported only when used.  Nothing
+here imports the algorithms (the version for file labels comes from ``fastalign._version``).
 """
 from ._atomic import OutputSet, atomic_write, check_output_path, same_file
 from .angles import find_angle_file, find_mdoc, read_angles, read_mdoc, write_tlt

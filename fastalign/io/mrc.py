@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 
 from .._validate import as_float32_array
+from .._version import __version__
 from ._atomic import atomic_write
 
 __all__ = ["MRC_SUFFIXES", "OldMRCHeaderWarning", "inspect_mrc", "read_mrc", "write_mrc",
@@ -285,8 +286,6 @@ def write_mrc(path, data, *, voxel_size_A=None, volume=False, label=None, overwr
         The path written.
     """
     import mrcfile
-
-    from .. import __version__
 
     arr = as_float32_array(data, 3, "data", allow_nonfinite=True)
     if voxel_size_A is not None:

@@ -1,0 +1,164 @@
+"""``fastalign align``: estimate the shifts of a tilt series, write the aligned stack, the
+volume, the transforms, the figures and the report (locally or on Dask)."""
+import time
+
+import fastalign
+
+from .. import io
+from . import dask, outputs
+from .common import int_list, options_record, progress_enabled, say, set_threads
+from .inputs import (TV_EXTRA_VOLUMES, VOLUME_COPIES, check_memory, format_bytes,
+                     input_record, inspect_input, load_input, out_dir, require_angles, stem)
+from .signals import checkpoint
+
+
+def add_parser(sub, parents, fmt):
+    """Register the ``align`` sub-command on ``sub`` (an argparse sub-parsers action)."""
+    p = sub.add_parser(
+        "align", parents=parents, formatter_class=fmt,
+        help="align a tilt series and reconstruct it",
+        description="Estimate per-image translations of a tilt series, write the aligned "
+                    "stack and its reconstruction.",
+        epilog="Writes to the output directory: <stem>.ali (aligned stack, MRC), <stem>.rec "
+               "(volume, MRC, sections along y), <stem>.xf (IMOD transforms '1 0 0 1 DX DY' "
+               "with DX, DY = -dx, -dy), <stem>.tlt (angles), report.json (inputs, options, "
+               "shifts, history, timings, versions, machine), shifts.png, slices.png, "
+               "convergence.png.  Refuses to start if any of these exist, unless --overwrite.")
+    p.add_argument("input", metavar="INPUT", help="tilt series file (see 'fastalign --help')")
+    p.add_argument("--recon", choices=("sirt", "tv"), default="sirt",
+                   help="reconstruction used inside the alignment loop (default: sirt)")
+    p.add_argument("--method", choices=("autofocus", "xcorr", "com"), default="autofocus",
+                   help="alignment method: autofocus (Fourier-phase, reconstruction based; "
+                        "default), xcorr (sequential cross-correlation) or com (centre of "
+                        "mass)")
+    p.add_argument("--axes", choices=("xy", "x", "y"), default="xy",
+                   help="shift components to estimate: xy (default), x only or y only")
+    p.add_argument("--estimator", choices=("phase", "gradient"),
+                   help="autofocus shift estimator: phase (complex logarithm, unwrapping and "
+                        "weighted least squares; library default) or gradient (Newton steps "
+                        "on the spectral mismatch)")
+    p.add_argument("--lam", type=float, metavar="LAMBDA",
+                   help="TV weight for --recon tv (default: the library's automatic choice)")
+    p.add_argument("--max-iter", type=int, metavar="N",
+                   help="maximum number of outer alignment iterations (default: library's)")
+    p.add_argument("--tol", type=float, metavar="PX",
+                   help="stop when the largest shift update is below PX pixels (default: "
+                        "library's)")
+    p.add_argument("--levels", metavar="LIST",
+                   help="comma-separated binning factors of the coarse-to-fine levels, "
+                        "strictly decreasing, e.g. 4,2,1 (default: automatic; the finest is "
+                        "2, i.e. 2x binned data, from 512 px wide; end with 1 to estimate at "
+                        "full resolution)")
+    p.add_argument("--refine", metavar="LIST",
+                   help="comma-separated parameters to estimate, among shifts (required), "
+                        "axis_angle (in-plane tilt-axis angle) and center (rotation-centre "
+                        "offset), e.g. 'shifts,axis_angle,center' (default: shifts)")
+    p.add_argument("--axis-angle", type=float, metavar="DEG", dest="axis_angle_deg",
+                   help="tilt-axis angle in degrees, counter-clockwise from +y with y up "
+                        "(IMOD): fixed, or the starting value with --refine ...,axis_angle "
+                        "(default: 0, or a coarse estimate when refined)")
+    p.set_defaults(func=run)
+
+
+def _given(args, keys):
+    """The options among ``keys`` that were given (the library's defaults apply to the rest)."""
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _local_options(args):
+    """Keyword arguments of :func:`fastalign.align` from the command line."""
+    kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
+              "progress": progress_enabled(args)}
+    kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
+                                "axis_angle_deg")))
+    if args.refine is not None:
+        kwargs["refine"] = tuple(r.strip() for r in args.refine.split(",") if r.strip())
+    if args.levels is not None:
+        kwargs["levels"] = int_list(args.levels, "--levels")
+    kwargs["callback"] = checkpoint
+    return kwargs
+
+
+def run(args):
+    """Run ``fastalign align``; returns the exit status."""
+    t_start = time.perf_counter()
+    if args.lam is not None and args.recon != "tv":
+        raise ValueError("--lam is only used with --recon tv")
+    set_threads(args.threads)
+    meta, info = inspect_input(args)
+    angles = require_angles(meta)
+    names = outputs.align_names(stem(meta))
+    directory = out_dir(args, meta)
+    staged = io.OutputSet(directory, names.values(), overwrite=args.overwrite,
+                          inputs=meta["files"])
+    staged.check()
+    if dask.wanted(args):
+        return run_distributed(args, meta, angles, names, staged, t_start)
+    vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.recon == "tv" else 0)
+    need = check_memory(args, meta, volume_copies=vol_copies)
+
+    t0 = time.perf_counter()
+    data = load_input(args, meta, info)
+    timings = {"read_s": time.perf_counter() - t0}
+    kwargs = _local_options(args)
+    n, ny, nx = meta["shape"]
+    say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} ({args.method}, {args.recon}; "
+              f"estimated peak memory {format_bytes(need)})")
+    t0 = time.perf_counter()
+    result = fastalign.align(data, angles, **kwargs)
+    checkpoint()
+    timings["align_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    panels = outputs.slice_panels(data, result, angles, result.volume.shape[1])
+    del data
+    timings["figures_s"] = time.perf_counter() - t0
+    px = meta["pixel_size_A"]
+    record = dict(inputs=input_record(meta, angles), options=options_record(args),
+                  argv=args.argv, extra={"memory_estimate_bytes": need})
+    with staged:
+        t0 = time.perf_counter()
+        io.write_aligned_stack(staged.path(names["aligned"]), result.aligned, pixel_size_A=px)
+        io.write_volume(staged.path(names["volume"]), result.volume, voxel_size_A=px)
+        outputs.write_align_products(staged, names, stem(meta), angles, result, panels,
+                                     timings, t0, t_start, record=record)
+        checkpoint()
+        staged.commit()
+    return outputs.align_done(args, result, names, directory)
+
+
+def run_distributed(args, meta, angles, names, staged, t_start):
+    """``fastalign align --scheduler/--workers``: :func:`fastalign.distributed.align`, the
+    workers reading the input and writing the stack and volume slab-wise."""
+    from .. import distributed as fd
+    from ..io.slabs import SlabSource
+
+    if args.method != "autofocus":
+        raise ValueError(f"--method {args.method} is not available with --scheduler/"
+                         "--workers (autofocus only)")
+    kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
+    kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam")))
+    if args.levels is not None:
+        kwargs["levels"] = int_list(args.levels, "--levels")
+    n, ny, nx = meta["shape"]
+    say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} on Dask (autofocus, "
+              f"{args.recon})")
+    timings = {}
+    with dask.DaskClient(args) as client, staged:
+        t0 = time.perf_counter()
+        result = fd.align(client, meta["source"], angles,
+                          out=staged.path(names["volume"]),
+                          aligned_out=staged.path(names["aligned"]), **kwargs)
+        checkpoint()
+        timings["align_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        panels = outputs.slice_panels(outputs.SourceRows(SlabSource(meta["source"], angles)),
+                                      result, angles, result.volume.shape[1])
+        record = dict(inputs=input_record(meta, angles), options=options_record(args),
+                      argv=args.argv,
+                      extra={"dask_workers": len(client.scheduler_info()["workers"])})
+        outputs.write_align_products(staged, names, stem(meta), angles, result, panels,
+                                     timings, t0, t_start, record=record)
+        checkpoint()
+        staged.commit()
+    return outputs.align_done(args, result, names, staged.out_dir)

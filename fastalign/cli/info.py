@@ -1,0 +1,55 @@
+"""``fastalign info``: describe a tilt-series file from its headers and metadata."""
+from .common import EXIT_OK
+from .inputs import estimate_peak_bytes, format_bytes, inspect_input
+
+
+def add_parser(sub, fmt):
+    """Register the ``info`` sub-command on ``sub`` (an argparse sub-parsers action)."""
+    p = sub.add_parser(
+        "info", formatter_class=fmt, help="describe a tilt-series file",
+        description="Print shape, on-disk dtype, tilt-angle range and source, pixel size "
+                    "and a memory estimate, reading only headers and metadata.")
+    p.add_argument("input", metavar="INPUT", help="tilt series file (see 'fastalign --help')")
+    p.add_argument("--angles", metavar="FILE",
+                   help="tilt-angle file to check against the data (default: found next to "
+                        "INPUT)")
+    p.add_argument("--nz", type=int, metavar="N",
+                   help="volume thickness for the memory estimate (default: nx)")
+    p.set_defaults(func=run)
+
+
+def describe(meta, nz=None):
+    """``[(label, text), ...]`` describing an inspected input (``meta`` of
+    :func:`fastalign.io.tiltseries._inspect`)."""
+    n, ny, nx = meta["shape"]
+    lines = [("file", meta["path"])]
+    if meta["dataset"]:
+        lines.append(("dataset", meta["dataset"]))
+    fmt = meta["format"] + (" (old-style header, no 'MAP ' id)" if meta["old_header"] else "")
+    lines += [("format", fmt),
+              ("shape", f"{n} tilts x {ny} (y) x {nx} (x)   (n_tilts, ny, nx)"),
+              ("dtype", f"{meta['dtype']} on disk, read as float32")]
+    px = meta["pixel_size_A"]
+    lines.append(("pixel size", f"{px:.4g} A" if px else "unknown"))
+    a = meta["angles_deg"]
+    if a is None:
+        lines.append(("angles", "none found (give --angles FILE or a .rawtlt next to the file)"))
+    else:
+        lines.append(("angles", f"{a.size} from {meta['angles_source']}: "
+                                f"{a.min():.2f} to {a.max():.2f} degrees"))
+    series = 4 * n * ny * nx
+    peak = estimate_peak_bytes(n, ny, nx, nz)
+    lines.append(("memory", f"{format_bytes(series)} as float32; align/SIRT peak ~ "
+                            f"{format_bytes(peak)} ((4 tilt-series + 3 volumes) x 4 bytes, "
+                            f"nz = {nz or nx})"))
+    return lines
+
+
+def run(args):
+    """Run ``fastalign info``: print :func:`describe` as aligned ``label: text`` lines."""
+    meta, _ = inspect_input(args)
+    lines = describe(meta, args.nz)
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key + ':':<{width + 1}} {value}")
+    return EXIT_OK

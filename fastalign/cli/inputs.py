@@ -1,0 +1,145 @@
+"""Reading the input of a command: inspection, tilt angles, memory check, NaN policy."""
+import os
+import re
+import warnings
+
+#: working copies assumed by the memory estimate: tilt series and volumes, float32
+SERIES_COPIES = 4
+VOLUME_COPIES = 3
+TV_EXTRA_VOLUMES = 3
+
+MEMORY_HELP = (
+    "refuse to start when the estimated peak memory exceeds SIZE (bytes, or a number with "
+    "suffix K, M, G or T = powers of 1024, e.g. 8G).  Estimate: (4 tilt-series copies + 3 "
+    "volumes) x 4 bytes, a tilt series being n_tilts x ny x nx and a volume ny x nz x nx "
+    "float32 values (nz = nx unless --nz); TV counts 3 more volumes.")
+
+
+def parse_size(text):
+    """Parse a memory size such as ``8G``, ``512M``, ``1.5GiB`` or ``1000000``.
+
+    Parameters
+    ----------
+    text : str
+        A non-negative number of bytes, optionally followed by ``K``, ``M``, ``G`` or ``T``
+        (powers of 1024; ``B``/``iB`` accepted after them).
+
+    Returns
+    -------
+    int
+        Bytes.
+
+    Raises
+    ------
+    ValueError
+        Unparseable text.
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"cannot read memory size {text!r}: use e.g. 8G, 512M or a number "
+                         "of bytes")
+    power = " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * 1024 ** power)
+
+
+def format_bytes(n):
+    """``1234567`` -> ``'1.18 MiB'``."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"  # pragma: no cover
+
+
+def estimate_peak_bytes(n_tilts, ny, nx, nz=None, *, series_copies=SERIES_COPIES,
+                        volume_copies=VOLUME_COPIES):
+    """Estimated peak memory of an alignment or reconstruction run.
+
+    Parameters
+    ----------
+    n_tilts, ny, nx : int
+        Tilt-series shape.
+    nz : int, optional
+        Volume thickness (default ``nx``).
+    series_copies, volume_copies : int
+        Working copies of the tilt series and of the volume (defaults 4 and 3).
+
+    Returns
+    -------
+    int
+        ``(series_copies * n_tilts*ny*nx + volume_copies * ny*nz*nx) * 4`` bytes.
+    """
+    nz = nx if nz is None else nz
+    return 4 * (series_copies * n_tilts * ny * nx + volume_copies * ny * nz * nx)
+
+
+def stem(meta):
+    """The input's file name without directory and suffix (names the outputs)."""
+    base = os.path.basename(meta["path"].rstrip("/\\"))
+    return os.path.splitext(base)[0]
+
+
+def out_dir(args, meta):
+    """``--out``, else ``<stem>_fastalign/`` next to the input (absolute)."""
+    if args.out:
+        return os.path.abspath(args.out)
+    return os.path.join(os.path.dirname(meta["path"]), f"{stem(meta)}_fastalign")
+
+
+def inspect_input(args):
+    """``(meta, info)`` of ``args.input`` (headers and metadata only; angles found)."""
+    from ..io import tiltseries
+
+    return tiltseries._inspect(args.input, args.angles)
+
+
+def require_angles(meta):
+    """The input's tilt angles; a user error naming the fix if none were found."""
+    if meta["angles_deg"] is None:
+        raise ValueError(f"no tilt angles found for {meta['source']}: pass --angles FILE, or "
+                         f"put {stem(meta)}.rawtlt (one angle per line) next to it")
+    return meta["angles_deg"]
+
+
+def check_memory(args, meta, *, volume_copies=VOLUME_COPIES):
+    """The estimated peak memory in bytes; ``MemoryError`` if above ``--max-memory``."""
+    n, ny, nx = meta["shape"]
+    need = estimate_peak_bytes(n, ny, nx, args.nz, volume_copies=volume_copies)
+    if args.max_memory is not None:
+        limit = parse_size(args.max_memory)
+        if need > limit:
+            raise MemoryError(
+                f"estimated peak memory {format_bytes(need)} for {n} x {ny} x {nx} images "
+                f"(nz = {args.nz or nx}) exceeds --max-memory {args.max_memory} "
+                f"({format_bytes(limit)}); bin the data or raise the limit")
+    return need
+
+
+def load_input(args, meta, info):
+    """Load the data and apply the NaN/Inf policy of ``--fill-nonfinite``."""
+    import numpy as np
+
+    from .._validate import fill_nonfinite
+    from ..io import tiltseries
+
+    data = tiltseries._load(meta, info)
+    if not np.isfinite(data).all():
+        if not args.fill_nonfinite:
+            n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+            raise ValueError(f"{meta['source']} contains {n_bad} NaN/Inf values; pass "
+                             "--fill-nonfinite to replace them with the median of the finite "
+                             "values")
+        data, n_bad, value = fill_nonfinite(data, name=meta["source"])
+        warnings.warn(f"replaced {n_bad} NaN/Inf values in {meta['source']} by the median of "
+                      f"the finite values ({value:.6g})")
+    return data
+
+
+def input_record(meta, angles):
+    """The input as recorded in ``report.json``."""
+    keep = ("source", "path", "dataset", "format", "shape", "dtype", "pixel_size_A",
+            "angles_source", "old_header")
+    rec = {k: meta[k] for k in keep}
+    rec["angles_deg"] = angles
+    return rec

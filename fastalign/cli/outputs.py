@@ -1,0 +1,116 @@
+"""Writing the results of an alignment, shared by the local and the Dask runs.
+
+The aligned stack and the volume are written by the caller (in memory locally, slab-wise by
+the workers on Dask); everything else -- ``.xf``, ``.tlt``, the three figures and
+``report.json`` -- is written here into the staged :class:`fastalign.io.OutputSet`.
+"""
+import time
+import warnings
+
+import fastalign
+
+from .. import io, report
+from .common import EXIT_OK, say
+
+
+def align_names(stem):
+    """``{output key: file name}`` of an alignment run."""
+    return {"aligned": f"{stem}.ali", "volume": f"{stem}.rec", "xf": f"{stem}.xf",
+            "tlt": f"{stem}.tlt", "report": "report.json", "shifts_png": "shifts.png",
+            "slices_png": "slices.png", "convergence_png": "convergence.png"}
+
+
+class SourceRows:
+    """Enough of an array for :func:`slice_panels`: ``shape``, and ``[:, c:c+1, :]`` read
+    from the file (for runs whose data never reside in this process)."""
+
+    def __init__(self, src):
+        self.src = src
+        self.shape = src.shape
+
+    def __getitem__(self, key):
+        rows = key[1]
+        return self.src.read(0, self.shape[0], rows.start, rows.stop)
+
+
+def slice_panels(data, result, angles, nz):
+    """Central x-z slices before/after alignment (FBP) and of the result volume.
+
+    Parameters
+    ----------
+    data : ndarray or SourceRows
+        The unaligned tilt series (only its central row is used).
+    result : AlignResult
+    angles : ndarray
+        Degrees.
+    nz : int
+        Thickness of the FBP slices.
+
+    Returns
+    -------
+    list of (str, ndarray)
+        Titles and images for :func:`fastalign.report.plot_slices`.
+    """
+    c = data.shape[1] // 2
+    panels = []
+    try:
+        before = fastalign.fbp(data[:, c:c + 1, :], angles, nz=nz)[0]
+        after = fastalign.fbp(result.aligned[:, c:c + 1, :], angles, nz=nz)[0]
+        panels += [(f"before alignment (FBP), x-z slice y={c}", before),
+                   (f"after alignment (FBP), x-z slice y={c}", after)]
+    except (ValueError, TypeError) as exc:
+        warnings.warn(f"slices.png: could not reconstruct the before/after slices ({exc})")
+    panels.append((f"result volume, x-z slice y={c}", result.volume[c]))
+    return panels
+
+
+def write_align_products(outputs, names, stem, angles, result, panels, timings, t0,
+                         t_start, record):
+    """Write the .xf, .tlt, the three figures and report.json of an alignment into the
+    staged ``outputs`` (the stack and volume are written by the caller).
+
+    Parameters
+    ----------
+    outputs : fastalign.io.OutputSet
+        Entered (staging).
+    names : dict
+        :func:`align_names`.
+    stem : str
+    angles : ndarray
+    result : AlignResult
+    panels : list
+        :func:`slice_panels`.
+    timings : dict
+        Seconds so far; ``write_s`` and ``total_s`` are added.
+    t0, t_start : float
+        ``time.perf_counter()`` when writing and the run started.
+    record : dict
+        ``inputs``, ``options``, ``argv`` and ``extra`` for the report.
+    """
+    io.write_xf(outputs.path(names["xf"]), result.shifts,
+                axis_angle_deg=result.axis_angle_deg or 0.0)
+    io.write_tlt(outputs.path(names["tlt"]), angles)
+    report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
+                       title=f"{stem}: shifts ({result.method})")
+    report.plot_slices(outputs.path(names["slices_png"]), panels,
+                       title=f"{stem}: central slices")
+    report.plot_convergence(outputs.path(names["convergence_png"]), result.history,
+                            title=f"{stem}: convergence")
+    timings["write_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    rep = report.build_report(inputs=record["inputs"], options=record["options"],
+                              result=result, timings=timings, outputs=names,
+                              command=["fastalign"] + list(record["argv"]),
+                              extra=record["extra"])
+    report.write_report(outputs.path(names["report"]), rep)
+
+
+def align_done(args, result, names, out_dir):
+    """Say how the alignment ended (warn if it did not converge) and where the outputs are."""
+    state = "converged" if result.converged else "did NOT converge"
+    say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
+    if not result.converged:
+        warnings.warn("alignment did not converge within --max-iter; the shifts may be "
+                      "inaccurate")
+    say(args, f"fastalign: wrote {', '.join(names.values())} to {out_dir}")
+    return EXIT_OK
