@@ -136,6 +136,61 @@ def _relative_shift(spec_moving, spec_ref, shape, upsample, max_shift, workers):
     return float(dx), float(dy)
 
 
+def _xcorr_options(ts, upsample, taper, max_shift):
+    """Validate :func:`xcorr_shifts`' options against the series ``ts`` (n, ny, nx).
+
+    Returns ``(upsample, window, max_shift)``: the Tukey window ``(ny, nx)`` (float64) for
+    ``taper > 0``, else None.  Raises ValueError for bad options or a constant image.
+    """
+    upsample = as_positive_int(upsample, "upsample")
+    taper = as_finite_float(taper, "taper", minimum=0.0)
+    if taper > 1.0:
+        raise ValueError(f"taper must be in [0, 1], got {taper}")
+    if max_shift is not None:
+        max_shift = as_finite_float(max_shift, "max_shift", minimum=0.0)
+    flat = np.flatnonzero(ts.max(axis=(1, 2)) == ts.min(axis=(1, 2)))
+    if flat.size:
+        raise ValueError(f"tilt images {flat.tolist()} are constant: cross-correlation needs "
+                         "structure in every image")
+    window = None
+    if taper > 0.0:
+        _, ny, nx = ts.shape
+        window = np.outer(tukey(ny, taper), tukey(nx, taper))
+    return upsample, window, max_shift
+
+
+def _xcorr_chain(ts, angles, order, window, upsample, max_shift, cosine_stretch):
+    """Walk the tilts sorted by ``order`` outward from the smallest ``|angle|`` (steps 1-4 of
+    :func:`xcorr_shifts`).
+
+    Returns ``(dx, dy)``, float64 ``(n_tilts,)`` each, in sorted order, both 0 at the
+    reference tilt (``dy`` not yet mean-free).
+    """
+    n, ny, nx = ts.shape
+    th = np.deg2rad(angles[order])
+    ref = int(np.argmin(np.abs(angles[order])))
+    dx = np.zeros(n)
+    dy = np.zeros(n)
+    workers = numba.get_num_threads()
+    ref_spec = _spectrum(ts[order[ref]], window, workers)
+    max_rad = np.deg2rad(STRETCH_MAX_DEG)
+    for direction in (range(ref + 1, n), range(ref - 1, -1, -1)):
+        lo, lo_spec = ref, ref_spec
+        for hi in direction:
+            s = 1.0
+            if cosine_stretch and max(abs(th[lo]), abs(th[hi])) <= max_rad:
+                s = math.cos(th[lo]) / math.cos(th[hi])
+            raw = ts[order[hi]]
+            moving = _spectrum(_stretch_x(raw, s), window, workers)
+            rx, ry = _relative_shift(moving, lo_spec, (ny, nx), upsample, max_shift, workers)
+            dx[hi] = (dx[lo] + rx) / s
+            dy[hi] = dy[lo] + ry
+            log.debug("xcorr %.2f -> %.2f deg: stretch %.4f, r = (%.3f, %.3f)",
+                      np.rad2deg(th[lo]), np.rad2deg(th[hi]), s, rx, ry)
+            lo, lo_spec = hi, (moving if s == 1.0 else _spectrum(raw, window, workers))
+    return dx, dy
+
+
 def xcorr_shifts(tilt_series, angles_deg, *, upsample=20, taper=0.1, max_shift=None,
                  cosine_stretch=True):
     """Sequential cross-correlation alignment (as IMOD ``tiltxcorr`` / TomoPy do).
@@ -183,47 +238,11 @@ def xcorr_shifts(tilt_series, angles_deg, *, upsample=20, taper=0.1, max_shift=N
         Fewer than two tilts, NaN/Inf, an all-zero series, a constant image, bad options.
     """
     ts, angles = _check_series(tilt_series, angles_deg)
-    upsample = as_positive_int(upsample, "upsample")
-    taper = as_finite_float(taper, "taper", minimum=0.0)
-    if taper > 1.0:
-        raise ValueError(f"taper must be in [0, 1], got {taper}")
-    if max_shift is not None:
-        max_shift = as_finite_float(max_shift, "max_shift", minimum=0.0)
-    flat = np.flatnonzero(ts.max(axis=(1, 2)) == ts.min(axis=(1, 2)))
-    if flat.size:
-        raise ValueError(f"tilt images {flat.tolist()} are constant: cross-correlation needs "
-                         "structure in every image")
-
-    n, ny, nx = ts.shape
-    window = None
-    if taper > 0.0:
-        window = np.outer(tukey(ny, taper), tukey(nx, taper))
-
+    upsample, window, max_shift = _xcorr_options(ts, upsample, taper, max_shift)
     order = np.argsort(angles, kind="stable")
-    th = np.deg2rad(angles[order])
-    ref = int(np.argmin(np.abs(angles[order])))
-    dx = np.zeros(n)
-    dy = np.zeros(n)
-    workers = numba.get_num_threads()
-    ref_spec = _spectrum(ts[order[ref]], window, workers)
-    max_rad = np.deg2rad(STRETCH_MAX_DEG)
-    for direction in (range(ref + 1, n), range(ref - 1, -1, -1)):
-        lo, lo_spec = ref, ref_spec
-        for hi in direction:
-            s = 1.0
-            if cosine_stretch and max(abs(th[lo]), abs(th[hi])) <= max_rad:
-                s = math.cos(th[lo]) / math.cos(th[hi])
-            raw = ts[order[hi]]
-            moving = _spectrum(_stretch_x(raw, s), window, workers)
-            rx, ry = _relative_shift(moving, lo_spec, (ny, nx), upsample, max_shift, workers)
-            dx[hi] = (dx[lo] + rx) / s
-            dy[hi] = dy[lo] + ry
-            log.debug("xcorr %.2f -> %.2f deg: stretch %.4f, r = (%.3f, %.3f)",
-                      np.rad2deg(th[lo]), np.rad2deg(th[hi]), s, rx, ry)
-            lo, lo_spec = hi, (moving if s == 1.0 else _spectrum(raw, window, workers))
-
+    dx, dy = _xcorr_chain(ts, angles, order, window, upsample, max_shift, cosine_stretch)
     dy -= dy.mean()
-    shifts = np.empty((n, 2))
+    shifts = np.empty((ts.shape[0], 2))
     shifts[order, 0] = dx
     shifts[order, 1] = dy
     return shifts
