@@ -276,6 +276,55 @@ def _weighted_median(values, weights):
     return out
 
 
+def _row_moments(ts, background, border_px, clip):
+    """Background-corrected (optionally clipped) row moments of every tilt.
+
+    Returns ``(mass, first, total)``: ``mass[i, y]`` and ``first[i, y]``, float64
+    ``(n_tilts, ny)``, are the zeroth and first x moments of row ``y`` of tilt ``i``;
+    ``total[i]`` is the mass of tilt ``i``.  Raises ValueError for a tilt with no mass.
+    """
+    n, ny, _ = ts.shape
+    bg = np.ascontiguousarray(_background(ts, background, border_px), dtype=np.float64)
+    mass = np.empty((n, ny))
+    first = np.empty((n, ny))
+    _kcom.row_moments(ts, bg, bool(clip), mass, first)
+    total = mass.sum(axis=1)
+    empty = np.flatnonzero(total <= 0.0)
+    if empty.size:
+        raise ValueError(f"tilt images {empty.tolist()} have no intensity above the background: "
+                         "centre of mass undefined")
+    return mass, first, total
+
+
+def _per_slice_dx(mass, first, dy, angles, nx, min_row_mass):
+    """``dx`` per tilt from the row moments (``com_shifts(per_slice=True)``), shape (n_tilts,).
+
+    Undo ``dy`` on the row moments (they are linear in the rows): row y of every tilt then
+    sees the same object slice.  Fourier shift along y, as for the images themselves; rows
+    within the largest ``|dy|`` of the top/bottom edge are dropped (wrapped around), and so
+    are rows whose mass at some tilt is below ``min_row_mass`` times the largest row mass.
+    The sinusoid is fitted per row over the tilts; ``dx`` is the mass-weighted median of the
+    residuals.
+    """
+    ny = mass.shape[1]
+    ky = sfft.rfftfreq(ny)
+    phase = np.exp(2j * np.pi * np.outer(dy, ky))
+    mass = sfft.irfft(sfft.rfft(mass, axis=1) * phase, n=ny, axis=1)
+    first = sfft.irfft(sfft.rfft(first, axis=1) * phase, n=ny, axis=1)
+    margin = int(np.ceil(np.abs(dy).max())) + 1
+    usable = mass.min(axis=0) > min_row_mass * mass.max()
+    usable[:margin] = False
+    usable[ny - margin:] = False
+    rows = np.flatnonzero(usable)
+    if rows.size == 0:
+        raise ValueError("per_slice: no row has enough mass at every tilt "
+                         f"(min_row_mass={min_row_mass}, {margin} edge rows excluded)")
+    t = first[:, rows] / mass[:, rows] - 0.5 * (nx - 1)     # (n, n_rows)
+    resid = remove_sinusoid(t, angles)[0]
+    log.debug("com per_slice: %d of %d rows used", rows.size, ny)
+    return _weighted_median(resid, mass[:, rows].sum(axis=0))
+
+
 def com_shifts(tilt_series, angles_deg, *, per_slice=False, background="border", border_px=2,
                clip=True, min_row_mass=0.01):
     """Centre-of-mass alignment (after Sanders et al. 2015).
@@ -331,43 +380,13 @@ def com_shifts(tilt_series, angles_deg, *, per_slice=False, background="border",
     border_px = as_positive_int(border_px, "border_px")
     min_row_mass = as_finite_float(min_row_mass, "min_row_mass", minimum=0.0)
     n, ny, nx = ts.shape
-
-    bg = np.ascontiguousarray(_background(ts, background, border_px), dtype=np.float64)
-    mass = np.empty((n, ny))
-    first = np.empty((n, ny))
-    _kcom.row_moments(ts, bg, bool(clip), mass, first)
-
-    total = mass.sum(axis=1)
-    empty = np.flatnonzero(total <= 0.0)
-    if empty.size:
-        raise ValueError(f"tilt images {empty.tolist()} have no intensity above the background: "
-                         "centre of mass undefined")
+    mass, first, total = _row_moments(ts, background, border_px, clip)
     yy = np.arange(ny, dtype=np.float64)
     com_y = (mass @ yy) / total
     shifts = np.empty((n, 2))
     shifts[:, 1] = com_y - com_y.mean()
-
     if not per_slice:
         shifts[:, 0] = first.sum(axis=1) / total - 0.5 * (nx - 1)
-        return shifts
-
-    # Undo dy on the row moments (they are linear in the rows): row y of every tilt then sees
-    # the same object slice.  Fourier shift along y, as for the images themselves; rows within
-    # the largest |dy| of the top/bottom edge are dropped (wrapped around).
-    ky = sfft.rfftfreq(ny)
-    phase = np.exp(2j * np.pi * np.outer(shifts[:, 1], ky))
-    mass = sfft.irfft(sfft.rfft(mass, axis=1) * phase, n=ny, axis=1)
-    first = sfft.irfft(sfft.rfft(first, axis=1) * phase, n=ny, axis=1)
-    margin = int(np.ceil(np.abs(shifts[:, 1]).max())) + 1
-    usable = mass.min(axis=0) > min_row_mass * mass.max()
-    usable[:margin] = False
-    usable[ny - margin:] = False
-    rows = np.flatnonzero(usable)
-    if rows.size == 0:
-        raise ValueError("per_slice: no row has enough mass at every tilt "
-                         f"(min_row_mass={min_row_mass}, {margin} edge rows excluded)")
-    t = first[:, rows] / mass[:, rows] - 0.5 * (nx - 1)     # (n, n_rows)
-    resid = remove_sinusoid(t, angles)[0]
-    shifts[:, 0] = _weighted_median(resid, mass[:, rows].sum(axis=0))
-    log.debug("com per_slice: %d of %d rows used", rows.size, ny)
+    else:
+        shifts[:, 0] = _per_slice_dx(mass, first, shifts[:, 1], angles, nx, min_row_mass)
     return shifts
