@@ -8,7 +8,8 @@ import numpy as np
 from _harness import chunks
 from benchmarks._util import touched
 
-__all__ = ["astra_geometry", "AstraSlicer", "AstraThreads", "AstraProcesses"]
+__all__ = ["astra_geometry", "AstraLinked", "AstraSlicer", "SlicePool", "AstraThreads",
+           "AstraProcesses"]
 
 
 def astra_geometry(angles_deg, nz, nx):
@@ -27,11 +28,10 @@ def astra_geometry(angles_deg, nz, nx):
     return vol_geom, proj_geom
 
 
-class AstraSlicer:
-    """One worker's ASTRA objects: a linked slice buffer, a linked sinogram buffer, an FP and
-    a BP algorithm.  ``forward``/``back`` process a contiguous range of slices: copy the
-    slice (or its sinogram rows) in, ``astra.algorithm.run`` (which releases the GIL), copy
-    the result out.  The copies are ~0.1 % of the work."""
+class AstraLinked:
+    """One worker's ASTRA objects on one slice: a ``linear`` projector, a linked slice buffer
+    ``vol`` ``(nz, nx)`` and a linked sinogram buffer ``sino`` ``(n_tilts, nx)``, and the
+    algorithms created on them with :meth:`algorithm` (all freed by :meth:`close`)."""
 
     def __init__(self, angles_deg, nz, nx):
         import astra
@@ -42,16 +42,36 @@ class AstraSlicer:
         self.sino = touched((len(angles_deg), nx))
         self.vol_id = astra.data2d.link("-vol", vol_geom, self.vol)
         self.sino_id = astra.data2d.link("-sino", proj_geom, self.sino)
-        cfg = astra.astra_dict("FP")
+        self._alg_ids = []
+
+    def algorithm(self, name):
+        """Create the ASTRA algorithm ``name`` (``"FP"``, ``"BP"``, ``"SIRT"``, ``"FBP"``...)
+        on the projector and the linked buffers; returns its id."""
+        cfg = self.astra.astra_dict(name)
         cfg["ProjectorId"] = self.proj_id
         cfg["ProjectionDataId"] = self.sino_id
-        cfg["VolumeDataId"] = self.vol_id
-        self.fp_id = astra.algorithm.create(cfg)
-        cfg = astra.astra_dict("BP")
-        cfg["ProjectorId"] = self.proj_id
-        cfg["ProjectionDataId"] = self.sino_id
-        cfg["ReconstructionDataId"] = self.vol_id
-        self.bp_id = astra.algorithm.create(cfg)
+        cfg["VolumeDataId" if name == "FP" else "ReconstructionDataId"] = self.vol_id
+        alg_id = self.astra.algorithm.create(cfg)
+        self._alg_ids.append(alg_id)
+        return alg_id
+
+    def close(self):
+        a = self.astra
+        a.algorithm.delete(self._alg_ids)
+        a.data2d.delete([self.vol_id, self.sino_id])
+        a.projector.delete(self.proj_id)
+
+
+class AstraSlicer(AstraLinked):
+    """One worker's ASTRA objects: a linked slice buffer, a linked sinogram buffer, an FP and
+    a BP algorithm.  ``forward``/``back`` process a contiguous range of slices: copy the
+    slice (or its sinogram rows) in, ``astra.algorithm.run`` (which releases the GIL), copy
+    the result out.  The copies are ~0.1 % of the work."""
+
+    def __init__(self, angles_deg, nz, nx):
+        super().__init__(angles_deg, nz, nx)
+        self.fp_id = self.algorithm("FP")
+        self.bp_id = self.algorithm("BP")
 
     def forward_one(self):
         self.astra.algorithm.run(self.fp_id)
@@ -68,42 +88,47 @@ class AstraSlicer:
             self.astra.algorithm.run(self.bp_id)  # BP overwrites the volume
             np.copyto(out[s], self.vol)
 
-    def close(self):
-        a = self.astra
-        a.algorithm.delete([self.fp_id, self.bp_id])
-        a.data2d.delete([self.vol_id, self.sino_id])
-        a.projector.delete(self.proj_id)
 
+class SlicePool:
+    """Slice-range workers (e.g. :class:`AstraLinked` subclasses) on a thread pool, one
+    thread per worker (one worker: a plain loop in this thread)."""
 
-class AstraThreads:
-    """ASTRA slice by slice on ``n`` threads (``n = 1``: a plain loop in this thread)."""
-
-    def __init__(self, angles_deg, nz, nx, n):
-        self.workers = [AstraSlicer(angles_deg, nz, nx) for _ in range(n)]
+    def __init__(self, workers):
+        self.workers = workers
+        n = len(workers)
         self.pool = ThreadPoolExecutor(n) if n > 1 else None
 
-    def _run(self, kind, src, dst):
-        ranges = chunks(dst.shape[0] if kind == "back" else dst.shape[1], len(self.workers))
+    def run(self, kind, n_slices, src, dst, *extra):
+        """``worker.<kind>(src, dst, start, stop, *extra)`` on contiguous ranges covering
+        ``range(n_slices)``, one per worker; waits for all."""
+        ranges = chunks(n_slices, len(self.workers))
         if self.pool is None:
             for w, (a, b) in zip(self.workers, ranges):
-                getattr(w, kind)(src, dst, a, b)
+                getattr(w, kind)(src, dst, a, b, *extra)
             return
-        futs = [self.pool.submit(getattr(w, kind), src, dst, a, b)
+        futs = [self.pool.submit(getattr(w, kind), src, dst, a, b, *extra)
                 for w, (a, b) in zip(self.workers, ranges)]
         for f in futs:
             f.result()
-
-    def forward(self, vol, out):
-        self._run("forward", vol, out)
-
-    def back(self, ts, out):
-        self._run("back", ts, out)
 
     def close(self):
         if self.pool is not None:
             self.pool.shutdown()
         for w in self.workers:
             w.close()
+
+
+class AstraThreads(SlicePool):
+    """ASTRA slice by slice on ``n`` threads (``n = 1``: a plain loop in this thread)."""
+
+    def __init__(self, angles_deg, nz, nx, n):
+        super().__init__([AstraSlicer(angles_deg, nz, nx) for _ in range(n)])
+
+    def forward(self, vol, out):
+        self.run("forward", out.shape[1], vol, out)
+
+    def back(self, ts, out):
+        self.run("back", out.shape[0], ts, out)
 
 
 # Process-pool variant (only used when ASTRA holds the GIL, or with --astra-pool process).

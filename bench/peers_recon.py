@@ -33,7 +33,6 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -43,7 +42,7 @@ if _BENCH_DIR not in sys.path:
 
 import _astra  # noqa: E402
 import _harness  # noqa: E402
-from _harness import Row, chunks, phantom_volume, rel_err, set_numba_threads  # noqa: E402
+from _harness import Row, phantom_volume, rel_err, set_numba_threads  # noqa: E402
 from benchmarks._util import touched  # noqa: E402
 
 
@@ -51,29 +50,14 @@ def _log(msg):
     print(msg, flush=True)
 
 
-class _AstraRecon:
+class _AstraRecon(_astra.AstraLinked):
     """One pool worker's ASTRA objects: linked slice and sinogram buffers, a SIRT and an FBP
     algorithm on them.  ``sirt`` / ``fbp`` process a contiguous range of slices."""
 
     def __init__(self, angles_deg, nz, nx):
-        import astra
-        self.astra = astra
-        vol_geom, proj_geom = _astra.astra_geometry(angles_deg, nz, nx)
-        self.proj_id = astra.create_projector("linear", proj_geom, vol_geom)
-        self.vol = touched((nz, nx))
-        self.sino = touched((len(angles_deg), nx))
-        self.vol_id = astra.data2d.link("-vol", vol_geom, self.vol)
-        self.sino_id = astra.data2d.link("-sino", proj_geom, self.sino)
-        cfg = astra.astra_dict("SIRT")
-        cfg["ProjectorId"] = self.proj_id
-        cfg["ProjectionDataId"] = self.sino_id
-        cfg["ReconstructionDataId"] = self.vol_id
-        self.sirt_id = astra.algorithm.create(cfg)
-        cfg = astra.astra_dict("FBP")
-        cfg["ProjectorId"] = self.proj_id
-        cfg["ProjectionDataId"] = self.sino_id
-        cfg["ReconstructionDataId"] = self.vol_id
-        self.fbp_id = astra.algorithm.create(cfg)
+        super().__init__(angles_deg, nz, nx)
+        self.sirt_id = self.algorithm("SIRT")
+        self.fbp_id = self.algorithm("FBP")
 
     def sirt_one(self, n_iter=1):
         self.astra.algorithm.run(self.sirt_id, n_iter)
@@ -92,40 +76,16 @@ class _AstraRecon:
             self.astra.algorithm.run(self.fbp_id)
             np.copyto(out[s], self.vol)
 
-    def close(self):
-        a = self.astra
-        a.algorithm.delete([self.sirt_id, self.fbp_id])
-        a.data2d.delete([self.vol_id, self.sino_id])
-        a.projector.delete(self.proj_id)
 
-
-class _AstraPool:
+class _AstraPool(_astra.SlicePool):
     def __init__(self, angles_deg, nz, nx, n):
-        self.workers = [_AstraRecon(angles_deg, nz, nx) for _ in range(n)]
-        self.pool = ThreadPoolExecutor(n) if n > 1 else None
-
-    def _run(self, kind, S, *args):
-        ranges = chunks(S, len(self.workers))
-        if self.pool is None:
-            for w, (a, b) in zip(self.workers, ranges):
-                getattr(w, kind)(args[0], args[1], a, b, *args[2:])
-            return
-        futs = [self.pool.submit(getattr(w, kind), args[0], args[1], a, b, *args[2:])
-                for w, (a, b) in zip(self.workers, ranges)]
-        for f in futs:
-            f.result()
+        super().__init__([_AstraRecon(angles_deg, nz, nx) for _ in range(n)])
 
     def sirt(self, ts, x, n_iter=1):
-        self._run("sirt", x.shape[0], ts, x, n_iter)
+        self.run("sirt", x.shape[0], ts, x, n_iter)
 
     def fbp(self, ts, out):
-        self._run("fbp", out.shape[0], ts, out)
-
-    def close(self):
-        if self.pool is not None:
-            self.pool.shutdown()
-        for w in self.workers:
-            w.close()
+        self.run("fbp", out.shape[0], ts, out)
 
 
 def interleaved(calls, repeats, warmup):

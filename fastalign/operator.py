@@ -116,10 +116,6 @@ class Projector:
         kernel(y, self._cos, self._sin, self._wts, self._zlist, self._xlist, cu, out)
         return out
 
-    # private spellings kept for callers outside this package's library layer
-    _forward = forward_into
-    _adjoint = adjoint_into
-
     def norm(self, n_iter=30, seed=0):
         """Estimate of the operator norm ``||A||_2`` by power iteration on ``A^T A``.
 

@@ -20,6 +20,7 @@ import pytest
 
 import fastalign
 from fastalign.io import read_angles, read_tilt_series, read_xf, write_aligned_stack, write_tlt
+from fastalign.testing import remove_gauge
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STUB = os.path.join(HERE, "cli_stub.py")
@@ -501,14 +502,6 @@ def _blob_phantom(ny, nz, nx, seed=0):
     return vol.astype(np.float32)
 
 
-def _remove_gauge(err, angles_deg):
-    """Remove ``a cos + b sin`` from the x error and the mean from the y error (DESIGN.md)."""
-    th = np.deg2rad(angles_deg)
-    basis = np.stack([np.cos(th), np.sin(th)], axis=1)
-    coef, *_ = np.linalg.lstsq(basis, err[:, 0], rcond=None)
-    return np.stack([err[:, 0] - basis @ coef, err[:, 1] - err[:, 1].mean()], axis=1)
-
-
 def test_end_to_end_alignment_recovers_shifts(tmp_path):
     ny, nz, nx = 16, 64, 64
     angles = np.arange(-60.0, 60.1, 3.0)
@@ -523,7 +516,7 @@ def test_end_to_end_alignment_recovers_shifts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert {k: v for k, v in snapshot(tmp_path).items() if k in snap} == snap
     est = read_xf(tmp_path / "out" / "sim.xf")
-    err = _remove_gauge(est - truth, angles)
+    err = remove_gauge(est - truth, angles)
     rms = np.sqrt(np.mean(err ** 2, axis=0))
     assert rms[0] < 0.1 and rms[1] < 0.1, (rms, err)
     rep = json.loads((tmp_path / "out" / "report.json").read_text())

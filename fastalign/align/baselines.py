@@ -136,6 +136,61 @@ def _relative_shift(spec_moving, spec_ref, shape, upsample, max_shift, workers):
     return float(dx), float(dy)
 
 
+def _xcorr_options(ts, upsample, taper, max_shift):
+    """Validate :func:`xcorr_shifts`' options against the series ``ts`` (n, ny, nx).
+
+    Returns ``(upsample, window, max_shift)``: the Tukey window ``(ny, nx)`` (float64) for
+    ``taper > 0``, else None.  Raises ValueError for bad options or a constant image.
+    """
+    upsample = as_positive_int(upsample, "upsample")
+    taper = as_finite_float(taper, "taper", minimum=0.0)
+    if taper > 1.0:
+        raise ValueError(f"taper must be in [0, 1], got {taper}")
+    if max_shift is not None:
+        max_shift = as_finite_float(max_shift, "max_shift", minimum=0.0)
+    flat = np.flatnonzero(ts.max(axis=(1, 2)) == ts.min(axis=(1, 2)))
+    if flat.size:
+        raise ValueError(f"tilt images {flat.tolist()} are constant: cross-correlation needs "
+                         "structure in every image")
+    window = None
+    if taper > 0.0:
+        _, ny, nx = ts.shape
+        window = np.outer(tukey(ny, taper), tukey(nx, taper))
+    return upsample, window, max_shift
+
+
+def _xcorr_chain(ts, angles, order, window, upsample, max_shift, cosine_stretch):
+    """Walk the tilts sorted by ``order`` outward from the smallest ``|angle|`` (steps 1-4 of
+    :func:`xcorr_shifts`).
+
+    Returns ``(dx, dy)``, float64 ``(n_tilts,)`` each, in sorted order, both 0 at the
+    reference tilt (``dy`` not yet mean-free).
+    """
+    n, ny, nx = ts.shape
+    th = np.deg2rad(angles[order])
+    ref = int(np.argmin(np.abs(angles[order])))
+    dx = np.zeros(n)
+    dy = np.zeros(n)
+    workers = numba.get_num_threads()
+    ref_spec = _spectrum(ts[order[ref]], window, workers)
+    max_rad = np.deg2rad(STRETCH_MAX_DEG)
+    for direction in (range(ref + 1, n), range(ref - 1, -1, -1)):
+        lo, lo_spec = ref, ref_spec
+        for hi in direction:
+            s = 1.0
+            if cosine_stretch and max(abs(th[lo]), abs(th[hi])) <= max_rad:
+                s = math.cos(th[lo]) / math.cos(th[hi])
+            raw = ts[order[hi]]
+            moving = _spectrum(_stretch_x(raw, s), window, workers)
+            rx, ry = _relative_shift(moving, lo_spec, (ny, nx), upsample, max_shift, workers)
+            dx[hi] = (dx[lo] + rx) / s
+            dy[hi] = dy[lo] + ry
+            log.debug("xcorr %.2f -> %.2f deg: stretch %.4f, r = (%.3f, %.3f)",
+                      np.rad2deg(th[lo]), np.rad2deg(th[hi]), s, rx, ry)
+            lo, lo_spec = hi, (moving if s == 1.0 else _spectrum(raw, window, workers))
+    return dx, dy
+
+
 def xcorr_shifts(tilt_series, angles_deg, *, upsample=20, taper=0.1, max_shift=None,
                  cosine_stretch=True):
     """Sequential cross-correlation alignment (as IMOD ``tiltxcorr`` / TomoPy do).
@@ -183,47 +238,11 @@ def xcorr_shifts(tilt_series, angles_deg, *, upsample=20, taper=0.1, max_shift=N
         Fewer than two tilts, NaN/Inf, an all-zero series, a constant image, bad options.
     """
     ts, angles = _check_series(tilt_series, angles_deg)
-    upsample = as_positive_int(upsample, "upsample")
-    taper = as_finite_float(taper, "taper", minimum=0.0)
-    if taper > 1.0:
-        raise ValueError(f"taper must be in [0, 1], got {taper}")
-    if max_shift is not None:
-        max_shift = as_finite_float(max_shift, "max_shift", minimum=0.0)
-    flat = np.flatnonzero(ts.max(axis=(1, 2)) == ts.min(axis=(1, 2)))
-    if flat.size:
-        raise ValueError(f"tilt images {flat.tolist()} are constant: cross-correlation needs "
-                         "structure in every image")
-
-    n, ny, nx = ts.shape
-    window = None
-    if taper > 0.0:
-        window = np.outer(tukey(ny, taper), tukey(nx, taper))
-
+    upsample, window, max_shift = _xcorr_options(ts, upsample, taper, max_shift)
     order = np.argsort(angles, kind="stable")
-    th = np.deg2rad(angles[order])
-    ref = int(np.argmin(np.abs(angles[order])))
-    dx = np.zeros(n)
-    dy = np.zeros(n)
-    workers = numba.get_num_threads()
-    ref_spec = _spectrum(ts[order[ref]], window, workers)
-    max_rad = np.deg2rad(STRETCH_MAX_DEG)
-    for direction in (range(ref + 1, n), range(ref - 1, -1, -1)):
-        lo, lo_spec = ref, ref_spec
-        for hi in direction:
-            s = 1.0
-            if cosine_stretch and max(abs(th[lo]), abs(th[hi])) <= max_rad:
-                s = math.cos(th[lo]) / math.cos(th[hi])
-            raw = ts[order[hi]]
-            moving = _spectrum(_stretch_x(raw, s), window, workers)
-            rx, ry = _relative_shift(moving, lo_spec, (ny, nx), upsample, max_shift, workers)
-            dx[hi] = (dx[lo] + rx) / s
-            dy[hi] = dy[lo] + ry
-            log.debug("xcorr %.2f -> %.2f deg: stretch %.4f, r = (%.3f, %.3f)",
-                      np.rad2deg(th[lo]), np.rad2deg(th[hi]), s, rx, ry)
-            lo, lo_spec = hi, (moving if s == 1.0 else _spectrum(raw, window, workers))
-
+    dx, dy = _xcorr_chain(ts, angles, order, window, upsample, max_shift, cosine_stretch)
     dy -= dy.mean()
-    shifts = np.empty((n, 2))
+    shifts = np.empty((ts.shape[0], 2))
     shifts[order, 0] = dx
     shifts[order, 1] = dy
     return shifts
@@ -255,6 +274,55 @@ def _weighted_median(values, weights):
         k = int(np.searchsorted(cw, 0.5 * cw[-1]))
         out[i] = v[o[min(k, v.size - 1)]]
     return out
+
+
+def _row_moments(ts, background, border_px, clip):
+    """Background-corrected (optionally clipped) row moments of every tilt.
+
+    Returns ``(mass, first, total)``: ``mass[i, y]`` and ``first[i, y]``, float64
+    ``(n_tilts, ny)``, are the zeroth and first x moments of row ``y`` of tilt ``i``;
+    ``total[i]`` is the mass of tilt ``i``.  Raises ValueError for a tilt with no mass.
+    """
+    n, ny, _ = ts.shape
+    bg = np.ascontiguousarray(_background(ts, background, border_px), dtype=np.float64)
+    mass = np.empty((n, ny))
+    first = np.empty((n, ny))
+    _kcom.row_moments(ts, bg, bool(clip), mass, first)
+    total = mass.sum(axis=1)
+    empty = np.flatnonzero(total <= 0.0)
+    if empty.size:
+        raise ValueError(f"tilt images {empty.tolist()} have no intensity above the background: "
+                         "centre of mass undefined")
+    return mass, first, total
+
+
+def _per_slice_dx(mass, first, dy, angles, nx, min_row_mass):
+    """``dx`` per tilt from the row moments (``com_shifts(per_slice=True)``), shape (n_tilts,).
+
+    Undo ``dy`` on the row moments (they are linear in the rows): row y of every tilt then
+    sees the same object slice.  Fourier shift along y, as for the images themselves; rows
+    within the largest ``|dy|`` of the top/bottom edge are dropped (wrapped around), and so
+    are rows whose mass at some tilt is below ``min_row_mass`` times the largest row mass.
+    The sinusoid is fitted per row over the tilts; ``dx`` is the mass-weighted median of the
+    residuals.
+    """
+    ny = mass.shape[1]
+    ky = sfft.rfftfreq(ny)
+    phase = np.exp(2j * np.pi * np.outer(dy, ky))
+    mass = sfft.irfft(sfft.rfft(mass, axis=1) * phase, n=ny, axis=1)
+    first = sfft.irfft(sfft.rfft(first, axis=1) * phase, n=ny, axis=1)
+    margin = int(np.ceil(np.abs(dy).max())) + 1
+    usable = mass.min(axis=0) > min_row_mass * mass.max()
+    usable[:margin] = False
+    usable[ny - margin:] = False
+    rows = np.flatnonzero(usable)
+    if rows.size == 0:
+        raise ValueError("per_slice: no row has enough mass at every tilt "
+                         f"(min_row_mass={min_row_mass}, {margin} edge rows excluded)")
+    t = first[:, rows] / mass[:, rows] - 0.5 * (nx - 1)     # (n, n_rows)
+    resid = remove_sinusoid(t, angles)[0]
+    log.debug("com per_slice: %d of %d rows used", rows.size, ny)
+    return _weighted_median(resid, mass[:, rows].sum(axis=0))
 
 
 def com_shifts(tilt_series, angles_deg, *, per_slice=False, background="border", border_px=2,
@@ -312,43 +380,13 @@ def com_shifts(tilt_series, angles_deg, *, per_slice=False, background="border",
     border_px = as_positive_int(border_px, "border_px")
     min_row_mass = as_finite_float(min_row_mass, "min_row_mass", minimum=0.0)
     n, ny, nx = ts.shape
-
-    bg = np.ascontiguousarray(_background(ts, background, border_px), dtype=np.float64)
-    mass = np.empty((n, ny))
-    first = np.empty((n, ny))
-    _kcom.row_moments(ts, bg, bool(clip), mass, first)
-
-    total = mass.sum(axis=1)
-    empty = np.flatnonzero(total <= 0.0)
-    if empty.size:
-        raise ValueError(f"tilt images {empty.tolist()} have no intensity above the background: "
-                         "centre of mass undefined")
+    mass, first, total = _row_moments(ts, background, border_px, clip)
     yy = np.arange(ny, dtype=np.float64)
     com_y = (mass @ yy) / total
     shifts = np.empty((n, 2))
     shifts[:, 1] = com_y - com_y.mean()
-
     if not per_slice:
         shifts[:, 0] = first.sum(axis=1) / total - 0.5 * (nx - 1)
-        return shifts
-
-    # Undo dy on the row moments (they are linear in the rows): row y of every tilt then sees
-    # the same object slice.  Fourier shift along y, as for the images themselves; rows within
-    # the largest |dy| of the top/bottom edge are dropped (wrapped around).
-    ky = sfft.rfftfreq(ny)
-    phase = np.exp(2j * np.pi * np.outer(shifts[:, 1], ky))
-    mass = sfft.irfft(sfft.rfft(mass, axis=1) * phase, n=ny, axis=1)
-    first = sfft.irfft(sfft.rfft(first, axis=1) * phase, n=ny, axis=1)
-    margin = int(np.ceil(np.abs(shifts[:, 1]).max())) + 1
-    usable = mass.min(axis=0) > min_row_mass * mass.max()
-    usable[:margin] = False
-    usable[ny - margin:] = False
-    rows = np.flatnonzero(usable)
-    if rows.size == 0:
-        raise ValueError("per_slice: no row has enough mass at every tilt "
-                         f"(min_row_mass={min_row_mass}, {margin} edge rows excluded)")
-    t = first[:, rows] / mass[:, rows] - 0.5 * (nx - 1)     # (n, n_rows)
-    resid = remove_sinusoid(t, angles)[0]
-    shifts[:, 0] = _weighted_median(resid, mass[:, rows].sum(axis=0))
-    log.debug("com per_slice: %d of %d rows used", rows.size, ny)
+    else:
+        shifts[:, 0] = _per_slice_dx(mass, first, shifts[:, 1], angles, nx, min_row_mass)
     return shifts

@@ -212,8 +212,7 @@ def fbp(tilt_series, angles_deg, *, filter="ramp", nz=None, center_offset=0.0):
     A = Projector(angles, (ny, nz, nx), center_offset)
     q = filter_projections(b, angles, filter)
     vol = np.empty(A.domain_shape, np.float32)
-    A._adjoint(q, vol)
-    return vol
+    return A.adjoint_into(q, vol)
 
 
 __all__ = ["fbp", "filter_projections", "ramp_filter", "angular_weights"]
