@@ -22,6 +22,7 @@ import numpy as np
 from ._validate import as_positive_int
 
 __all__ = [
+    "slab_volume",
     "ellipses_2d",
     "ellipse_line_integrals",
     "shepp_logan_ellipses",
@@ -445,4 +446,51 @@ def thin_film_3d(shape=(32, 64, 128), thickness=None, seed=0, n_particles=None):
         zc = cz + rng.uniform(-(half - r), half - r)
         yc, xc = rng.uniform(0, ny - 1), rng.uniform(0, nx - 1)
         _add_ellipsoid(vol, (yc, zc, xc), (r, r, r), np.eye(3), rng.uniform(2.0, 4.0))
+    return np.ascontiguousarray(vol, dtype=np.float32)
+
+
+def slab_volume(shape, thickness, *, pitch_deg=0.0, film_density=1.0, seed=0,
+                n_particles=None):
+    """A textured film with dense particles, wider than any field of view cut from it.
+
+    The film occupies ``|d| <= thickness/2`` with ``d = z cos(p) - x sin(p)`` (``p`` the
+    pitch: the slab plane rotated about the tilt axis), partial-volume edges, density
+    ``film_density`` times a smooth random texture (1 +- 0.25).  Particles (radius 1-3 px,
+    density 2-4) have their centres inside the film, so some protrude from its surfaces.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nz, nx)``.
+    thickness : float
+        Film thickness (px).
+    pitch_deg : float
+    film_density : float
+    seed : int
+    n_particles : int, optional
+        Default one per 60 px of ``ny * nx``.
+
+    Returns
+    -------
+    ndarray, float32, shape (ny, nz, nx)
+    """
+    ny, nz, nx = _check_shape3(shape)
+    rng = np.random.default_rng(seed)
+    p = np.deg2rad(pitch_deg)
+    z = np.arange(nz) - 0.5 * (nz - 1)
+    x = np.arange(nx) - 0.5 * (nx - 1)
+    d = z[:, None] * np.cos(p) - x[None, :] * np.sin(p)
+    half = 0.5 * float(thickness)
+    occ = np.clip(np.minimum(d + 0.5, half) - np.maximum(d - 0.5, -half), 0.0, 1.0)
+    texture = 1.0 + 0.25 * np.clip(_smooth_noise(rng, (ny, nz, nx), 2.0), -2.0, 2.0) / 2.0
+    vol = film_density * texture * occ[None]
+    if n_particles is None:
+        n_particles = (ny * nx) // 60
+    for _ in range(n_particles):
+        r = rng.uniform(1.0, 3.0)
+        dd = rng.uniform(-half, half)
+        xc, yc = rng.uniform(0, nx - 1), rng.uniform(0, ny - 1)
+        zc = 0.5 * (nz - 1) + (dd + (xc - 0.5 * (nx - 1)) * np.sin(p)) / np.cos(p)
+        if 0 <= zc < nz:
+            _add_ellipsoid(vol, (yc, zc, xc), (r, r, r), np.eye(3), rng.uniform(2.0, 4.0))
     return np.ascontiguousarray(vol, dtype=np.float32)

@@ -17,9 +17,11 @@ from typing import NamedTuple
 import numpy as np
 
 from ._validate import as_positive_int
-from .phantoms import _check_shape3, binary_phantom_2d, particles_3d
+from .phantoms import _check_shape3, binary_phantom_2d, particles_3d, slab_volume
 
 __all__ = [
+    "slab_experiment",
+    "SlabExperiment",
     "fourier_shift",
     "SeedExperiment",
     "seed_experiment",
@@ -251,3 +253,49 @@ def rotated_axis_experiment(shape=(48, 64, 64), angles_deg=None, axis_angle_deg=
     if noise:
         data += rng.normal(0.0, float(noise) * float(data.std()), data.shape).astype(np.float32)
     return RotatedAxisExperiment(np.ascontiguousarray(data), angles, s, alpha, co, vol)
+
+
+class SlabExperiment(NamedTuple):
+    """A slab specimen's tilt series (:func:`slab_experiment`)."""
+    data: np.ndarray           # (n_tilts, fov, fov) float32, truncated, shifted, noisy
+    angles_deg: np.ndarray     # (n_tilts,)
+    shifts: np.ndarray         # (n_tilts, 2) true (dx, dy), px
+    thickness_px: float        # film thickness
+    pitch_deg: float
+
+
+def slab_experiment(fov=128, thickness=28.0, *, tilt_deg=60.0, step_deg=2.0, pitch_deg=0.0,
+                    film_density=1.0, shift_range=10.0, counts=1000.0, seed=0):
+    """Tilt series of a slab wider than the field of view at every tilt (issue 17's case).
+
+    A :func:`slab_volume` wide enough for every tilt is projected onto a wide detector, each
+    tilt is translated by ``(dx, dy) ~ U[-shift_range, shift_range]`` (periodic Fourier
+    shift of the wide projection), and the central ``fov x fov`` window is cut out: the data
+    are truncated in x and y, and material drifts in and out of the frame.  Poisson noise
+    with ``counts`` expected counts at the mean intensity (0: noise-free).
+
+    Returns
+    -------
+    SlabExperiment
+    """
+    from .operator import project
+    angles = np.arange(-tilt_deg, tilt_deg + 0.5 * step_deg, step_deg, dtype=np.float64)
+    th = np.deg2rad(np.abs(angles).max())
+    half_w = (0.5 * fov + shift_range + 0.5 * thickness * np.sin(th) + 2) / np.cos(th) + 8
+    nxb = int(2 * np.ceil(half_w)) + fov % 2
+    nyb = fov + 2 * int(np.ceil(shift_range)) + 8
+    p = np.deg2rad(pitch_deg)
+    nzb = int(np.ceil(thickness / np.cos(p) + nxb * abs(np.sin(p)) + 8))
+    vol = slab_volume((nyb, nzb, nxb), thickness, pitch_deg=pitch_deg,
+                      film_density=film_density, seed=seed)
+    wide = project(vol, angles)
+    rng = np.random.default_rng(seed + 1000)
+    true = rng.uniform(-shift_range, shift_range, (angles.size, 2))
+    y0, x0 = (nyb - fov) // 2, (nxb - fov) // 2
+    data = np.empty((angles.size, fov, fov), np.float32)
+    for i in range(angles.size):
+        data[i] = fourier_shift(wide[i], true[i, 0], true[i, 1])[y0:y0 + fov, x0:x0 + fov]
+    if counts:
+        scale = counts / float(data.mean())
+        data = (rng.poisson(np.clip(data, 0, None) * scale) / scale).astype(np.float32)
+    return SlabExperiment(data, angles, true, float(thickness), float(pitch_deg))

@@ -41,7 +41,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           slices=None, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
           pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
-          axis_search_deg=10.0, y_profile="auto", com_start="auto",
+          axis_search_deg=10.0, y_profile="auto", com_start="auto", specimen="auto",
           callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
@@ -154,6 +154,17 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         start dx from each tilt's x centre of mass (:func:`com_x_start`; a large
         rotation-centre offset is then already accounted for).  ``False``: start dx from
         zero.
+    specimen : {"auto", "compact", "slab"}
+        ``"auto"``: a specimen with material at both x edges of most tilts (median edge
+        fraction > 0.3, :func:`fastalign.align.specimen.edge_fraction`) is aligned as a
+        **slab** (:mod:`fastalign.align.slab`): a cross-correlation start, its thickness,
+        depth and pitch measured from a first reconstruction, a region sized to everything
+        the tilted views see and only as thick as the slab, data compared only where they
+        were measured, and Anderson steps on cold-started reconstructions (the loop's
+        reconstruction is SIRT then; ``recon`` applies to the final volume).  ``pad_x``,
+        ``nz``, ``levels`` and ``initial_shifts`` given explicitly override its choices;
+        ``options["specimen"]`` and ``thickness`` report them.  Other specimens keep the
+        compact-object loop; ``"compact"``/``"slab"`` force either.
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -182,7 +193,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         initial_shifts=initial_shifts, min_coherence=min_coherence, taper=taper,
         final_iter=final_iter, extrapolate=extrapolate, pad_x=pad_x, max_rows=max_rows,
         refine=refine, axis_angle_deg=axis_angle_deg, axis_search_deg=axis_search_deg,
-        y_profile=y_profile, com_start=com_start, callback=callback, progress=progress)
+        y_profile=y_profile, com_start=com_start, specimen=specimen, callback=callback,
+        progress=progress)
     if opts.method != "autofocus":
         return _baseline(data, angles, opts, t_start)
     total = initial_total(data, angles, opts)
@@ -197,8 +209,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         record.update(refine=list(opts.refine), axis_angle_deg_start=alpha)
     record.update(axis_record)
     geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
+    user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
+                initial_shifts=initial_shifts is not None)
     out = drive(LocalExecutor(data, angles, opts), opts, geometry, total, record,
-                alpha=alpha, t_start=t_start)
+                alpha=alpha, t_start=t_start, user=user)
     out["timings"] = dict(total_s=time.perf_counter() - t_start, **out["timings"])
     if opts.refine_axis:
         out["timings"]["axis_coarse_s"] = t_axis

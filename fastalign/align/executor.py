@@ -88,6 +88,47 @@ class LocalExecutor:
         self.opts = opts
         self.x = None
         self.prev_pos = None
+        self.slab = None
+
+    # ------------------------------------------------------------------ slab specimens
+    def edge_fraction(self):
+        """:func:`fastalign.align.specimen.edge_fraction` of the raw data."""
+        from .specimen import edge_fraction
+        return edge_fraction(self.data)
+
+    def slab_start(self):
+        """Starting ``(dx, dy)`` of a slab: the cosine-stretched cross-correlation chain for
+        dx, the pair network for dy (:mod:`fastalign.align.slab`)."""
+        from .baselines import xcorr_shifts
+        from .specimen import pair_network_dy
+        start = xcorr_shifts(self.data, self.angles)
+        if "y" in self.opts.axes:
+            start[:, 1] = pair_network_dy(self.data, self.angles)
+        else:
+            start[:, 1] = 0.0
+        if "x" not in self.opts.axes:
+            start[:, 0] = 0.0
+        return start
+
+    def depth_probe(self, total, f, depth):
+        """The central columns of a SIRT reconstruction (30 iterations) of the data aligned
+        with ``total``, ``f`` x binned, ``depth`` full-resolution px deep, in a region wide
+        enough for every oblique ray.  Returns ``(ny/f, depth/f, nx/f)`` float32."""
+        from .levels import bin_stack
+        from .specimen import slab_region
+        b = bin_stack(fourier_shift(self.data, -total), f)
+        _, nyl, nxl = b.shape
+        nzl = max(4, depth // f)
+        pad, _ = slab_region(nxl, self.angles, nzl, margin=1.0, margin_px=0.0)
+        A = Projector(self.angles, (nyl, nzl, nxl + 2 * pad))
+        solver = make_solver("sirt", A, nonneg=True, lam=None, pad=pad)
+        x = solver.run(pad_columns(b, pad, "sirt"), np.zeros(A.domain_shape, np.float32), 30)
+        return np.ascontiguousarray(x[:, :, pad:pad + nxl])
+
+    def use_slab(self, opts, slab):
+        """Run the slab iteration with the slab's options (region, levels, tolerance)."""
+        self.opts = opts
+        self.slab = slab
 
     # ------------------------------------------------------------------ start
     def profiles(self, alpha):
@@ -109,11 +150,16 @@ class LocalExecutor:
         self.raw = bin_stack(self.data, lv.f, lv.fy)
         nyl = self.raw.shape[1]
         # the axis-angle step needs y gradients over contiguous rows: no row budget then
-        self.rows = level_rows(nyl, lv.fy, o.slices, None if o.refine_axis else o.max_rows)
+        # the slab iteration weights whole columns by where the data are measured: all rows
+        budget = None if o.refine_axis or self.slab is not None else o.max_rows
+        self.rows = level_rows(nyl, lv.fy, o.slices, budget)
         pos = lv.positions(self.rows)
         nzl, nxl = lv.geometry.nz, lv.geometry.nx
         self.A = Projector(lv.geometry.with_shape((self.rows.size, nzl, nxl + 2 * lv.pad)))
-        self.solver = make_solver(o.recon, self.A, nonneg=o.nonneg, lam=o.lam, pad=lv.pad)
+        if self.slab is None:
+            self.solver = make_solver(o.recon, self.A, nonneg=o.nonneg, lam=o.lam, pad=lv.pad)
+        else:
+            self.solver = slab_solver(self.A, self.slab, lv.f, o.nonneg)
         if self.x is None:
             self.x = np.zeros(self.A.domain_shape, np.float32)
         else:
@@ -134,9 +180,23 @@ class LocalExecutor:
             corrected = _axis.rotate_shift(self.raw, alpha, total, scale=(f, fy),
                                            full_shape=self.data.shape[1:])
         b = np.ascontiguousarray(corrected[:, self.rows, :])
+        if self.slab is not None:
+            from .specimen import valid_weights
+            hard, (wy, wys), (wx, wxs) = valid_weights(corrected.shape, total / lv.scale,
+                                                       taper=self.opts.taper)
+            wy, wys = wy[:, self.rows], wys[:, self.rows]
+            self.windows = (wy, wys, wx, wxs)
+            self.solver.set_data_weights(pad_columns(np.ascontiguousarray(hard[:, self.rows]),
+                                                     lv.pad, "sirt"))
+            self.b = pad_columns(b, lv.pad, "sirt")
+            return
         self.b = pad_columns(b, lv.pad, self.opts.recon)
 
     def reconstruct(self, n_iter):
+        if self.slab is not None:
+            self.x.fill(0.0)     # cold start: the update is a function of the shifts alone
+            self.solver.run(self.b, self.x, n_iter, Ax=self.solver.zero_reprojection())
+            return
         self.x_before = self.x.copy() if self.opts.extrapolate else None
         self.solver.run(self.b, self.x, n_iter)
 
@@ -144,6 +204,8 @@ class LocalExecutor:
         pl, nxl = self.lv.pad, self.lv.geometry.nx
         b, P = self.b, self.solver.reprojection   # P = A x
         self.bc, self.Pc = (b[:, :, pl:pl + nxl], P[:, :, pl:pl + nxl]) if pl else (b, P)
+        if self.slab is not None:
+            return measure_windowed(self.bc, self.Pc, self.windows, want_x, want_y, self.opts)
         spec_x = spec_y = None
         if want_x:
             spec_x = cross_power(self.bc, self.Pc, 2, self.wx) + (nxl,)
@@ -179,7 +241,11 @@ class LocalExecutor:
             aligned = fourier_shift(data, -shifts)
         else:
             aligned = _axis.rotate_shift(data, alpha, shifts)
-        full = (ny, o.nz, nx + 2 * o.pad_x)
+        nz = o.nz
+        if self.slab is not None and not self.slab["fixed_nz"]:
+            # the reported gauge moves the slab by gb in depth: keep it inside the region
+            nz = o.nz + 2 * int(np.ceil(abs(gb)))
+        full = (ny, nz, nx + 2 * o.pad_x)
         A = Projector(self.angles, full, center_offset)
         x0 = np.zeros(full, np.float32)
         b = pad_columns(aligned, o.pad_x, o.recon)
@@ -193,8 +259,16 @@ class LocalExecutor:
         elif x is not None:
             x0 = warm_start(x, self.prev_pos + gy, np.arange(ny, dtype=np.float64), full,
                             zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / full[2]))
+        if self.slab is not None:
+            x0 = np.zeros(full, np.float32)
         solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
-        final_iter = o.final_iter
+        if self.slab is not None and o.recon == "sirt":
+            from .specimen import valid_weights
+            solver.set_data_weights(pad_columns(
+                valid_weights(data.shape, shifts, taper=o.taper)[0], o.pad_x, "sirt"))
+            final_iter = o.final_iter or 3 * o.n_inner
+        if self.slab is None or o.recon != "sirt":
+            final_iter = o.final_iter
         if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
             final_iter = max(1, o.n_inner // 2) if fbp_start else 2 * o.n_inner
         volume = solver.run(b, x0, final_iter)
@@ -208,3 +282,39 @@ def extrapolate_volume(x, x_before, jump, nonneg):
     x += np.float32(jump) * (x - x_before)
     if nonneg:
         np.maximum(x, 0.0, out=x)
+
+
+def slab_solver(A, slab, f, nonneg):
+    """The slab iteration's SIRT: over-relaxed, data weights set per iteration
+    (:meth:`SIRTSolver.set_data_weights`), and for a pitched slab a support mask of the slab's
+    thickness (with the margin of :func:`fastalign.align.specimen.slab_region`)."""
+    mask = None
+    if slab["pitch_deg"]:
+        _, nz, nxp = A.domain_shape
+        p = np.deg2rad(slab["pitch_deg"])
+        z = np.arange(nz) - 0.5 * (nz - 1)
+        x = np.arange(nxp) - 0.5 * (nxp - 1)
+        half = (0.5 * 1.1 * slab["thickness"] + 2.0) / f
+        mask = np.abs(z[:, None] * np.cos(p) - x[None, :] * np.sin(p)) <= half
+    return SIRTSolver(A, nonneg=nonneg, relax=SIRT_RELAX, mask=mask, weight_floor=1e-6)
+
+
+def measure_windowed(bc, Pc, windows, want_x, want_y, opts):
+    """Shift updates and residual of measured ``bc`` and reprojected ``Pc`` compared only
+    where the data are measured (``windows = (wy, wy_smooth, wx, wx_smooth)``,
+    :func:`fastalign.align.specimen.valid_weights`): along x with the smooth x window over
+    the measured rows, along y with the smooth y window over the measured columns."""
+    wy, wys, wx, wxs = windows
+    n = bc.shape[0]
+    spec_x = spec_y = None
+    if want_x:
+        w = wy[:, :, None] * wxs[:, None, :]
+        spec_x = cross_power(bc * w, Pc * w, 2, None) + (bc.shape[2],)
+    if want_y:
+        w = wys[:, :, None] * wx[:, None, :]
+        spec_y = cross_power(bc * w, Pc * w, 1, None) + (bc.shape[1],)
+    upd = estimate_updates(n, spec_x, spec_y, opts)
+    w = wy[:, :, None] * wx[:, None, :]
+    b, p = bc * w, Pc * w
+    res = float(np.linalg.norm(p - b) / max(np.linalg.norm(b), 1e-30))
+    return upd, res

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from .accel import Anderson
 from .gauge import fix_gauge, split_center
 
 log = logging.getLogger("fastalign.align")
@@ -70,6 +71,26 @@ def tail_factor(rho):
     return 1.0 / (1.0 - min(max(rho, 0.0), 0.95))
 
 
+#: The slab iteration has reached the noise floor of its updates when the smallest of the
+#: last STALL_WINDOW largest-updates is not below STALL_RATIO times the smallest before them
+#: (and all are within STALL_TOLS x tol): further Anderson steps only move along the noise.
+STALL_WINDOW = 4
+STALL_RATIO = 0.8
+STALL_TOLS = 10.0
+#: The slab iteration returns to its best iterate (lowest data residual) when the last one's
+#: residual is more than this factor above it: a diverging run, not the small fluctuations
+#: of the residual near convergence.
+REVERT_RATIO = 1.05
+
+
+def stalled(updates, tol):
+    """True when the sequence of largest updates no longer decreases (see ``STALL_*``)."""
+    if len(updates) < 2 * STALL_WINDOW or updates[-1] >= STALL_TOLS * tol:
+        return False
+    recent, before = updates[-STALL_WINDOW:], updates[:-STALL_WINDOW]
+    return min(recent) >= STALL_RATIO * min(before)
+
+
 class LoopController:
     """Decisions of the outer loop from scalars and small vectors only.
 
@@ -99,7 +120,7 @@ class LoopController:
     """
 
     def __init__(self, opts, angles_deg, total, full_shape, *, hold_y=False, alpha=0.0,
-                 callback=None, t_start=None, bar=None):
+                 callback=None, t_start=None, bar=None, slab=False):
         self.opts = opts
         self.angles = angles_deg
         self.total = total
@@ -112,8 +133,12 @@ class LoopController:
         self.do_axis = opts.refine_axis
         self.history = []
         self.converged = self.stopped = False
+        self.stop_reason = "max_iter"
         self.first_level = True
         self.timings = dict(reconstruct_s=0.0, estimate_s=0.0, resample_s=0.0)
+        # slab iteration (fastalign.align.slab): cold starts, Anderson steps, best iterate
+        self.slab = bool(slab)
+        self.accel = Anderson() if self.slab else None
 
     # ------------------------------------------------------------------ per level
     def begin_level(self, level, can_rotate=False):
@@ -128,17 +153,29 @@ class LoopController:
         self.recon_its = 0       # reconstruction iterations on this level
         self.level_res = []      # data residuals of this level's iterations
         self.it = -1
+        self.best = None         # slab: (residual, totals measured, iteration)
+        self.level_upd = []      # slab: largest updates of this level
+        if self.accel is not None:
+            self.accel.reset()   # each level is a different map
 
     def end_level(self):
         """After a level: advance the progress bar past unused iterations."""
         lv = self.level
+        if self.best is not None and self.level_res[-1] > REVERT_RATIO * self.best[0]:
+            # never worse than the best iterate: the loop moved away from the lowest data
+            # residual (e.g. fitting noise); return to it
+            log.info("level %d: back to iteration %d (residual %.4g, last %.4g)", lv.f,
+                     self.best[2] + 1, self.best[0], self.level_res[-1])
+            self.total[:] = self.best[1]
+            self.returned_iteration = self.best[2] + 1
         if self.bar is not None and not lv.final and not self.stopped:
             self.bar.update(lv.n_outer - self.it - 1)
         self.first_level = False
 
     def inner_iterations(self, it):
         """Reconstruction iterations of outer iteration ``it`` (3x on the very first)."""
-        n = 3 * self.opts.n_inner if self.first_level and it == 0 else self.opts.n_inner
+        n = (3 * self.opts.n_inner if self.slab or self.first_level and it == 0
+             else self.opts.n_inner)
         self.recon_its += n
         self.it = it
         return n
@@ -160,7 +197,13 @@ class LoopController:
         Returns True when the axis-angle step should run now (shifts and reconstruction
         settled: ROT_* constants)."""
         scale, f = self.level.scale, self.level.f
-        self.total += upd * scale
+        if self.slab:
+            # Anderson step on the gauge-free update: the totals keep the start's gauge
+            # (which centres the slab in depth)
+            self.measured_at = self.total.copy()
+            self.total[:] = self.accel.step(self.total, fix_gauge(upd * scale, self.angles)[0])
+        else:
+            self.total += upd * scale
         self.x_upd = float(np.abs(upd[:, 0]).max()) * f
         self.upd = upd
         self.eps_px = 0.0
@@ -186,7 +229,7 @@ class LoopController:
         """Aitken factor for this iteration (0: none); applies it to the totals."""
         upd = self.upd
         jump = (aitken_jump(upd, self.prev_upd)
-                if self.opts.extrapolate and self.prev_upd is not None
+                if self.opts.extrapolate and not self.slab and self.prev_upd is not None
                 and self.since_jump >= 3 else 0.0)
         if jump:
             self.total += upd * self.level.scale * jump
@@ -200,6 +243,8 @@ class LoopController:
         level ends (converged, or stopped by the callback: then :attr:`stopped`)."""
         lv = self.level
         self.level_res.append(residual)
+        if self.slab and (self.best is None or residual < self.best[0]):
+            self.best = (residual, self.measured_at, self.it)
         # the update without its gauge part (DESIGN.md): a drift of the sinusoid in
         # dx or of the mean dy moves the object, not the alignment
         upd_g = fix_gauge(self.upd * lv.scale, self.angles)[0]
@@ -226,7 +271,17 @@ class LoopController:
         self.prev_upd_g = upd_g
         # with "axis_angle" refined, only an iteration that took the rotation step can
         # end the level (else the angle might never have been refined)
-        if max_upd * tail_factor(rho_g) < lv.tol and (self.axis_step or not self.can_rotate):
+        if self.slab:
+            tail = 1.0  # Anderson steps: no geometric tail to count
+            self.level_upd.append(max_upd)
+            if stalled(self.level_upd, lv.tol):
+                self.stop_reason = "updates at their noise floor"
+                self.converged = lv.final
+                return True
+        else:
+            tail = tail_factor(rho_g)
+        if max_upd * tail < lv.tol and (self.axis_step or not self.can_rotate):
+            self.stop_reason = "updates below tol"
             self.converged = lv.final
             return True
         return False
@@ -279,7 +334,7 @@ def run_levels(plan, executor, controller):
     return ctl
 
 
-def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None):
+def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, user=None):
     """Options -> starting shifts -> run levels -> final volume, for any executor.
 
     Parameters
@@ -295,6 +350,9 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None):
         ``AlignResult.options`` being built (the start's decisions are added).
     alpha : float
         Starting axis angle (degrees).
+    user : dict, optional
+        Which of ``pad_x``, ``nz``, ``levels``, ``initial_shifts`` the caller set (overrides
+        of the slab decisions, :func:`fastalign.align.slab.setup_slab`).
 
     Returns
     -------
@@ -303,15 +361,21 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None):
         ``method`` and ``options``) plus ``timings`` without ``total_s``.
     """
     from .levels import plan_levels
+    from .slab import decide_specimen, setup_slab
     from .start import profile_start
     opts.check_executor(executor.name, executor.lacks)
     t_start = time.perf_counter() if t_start is None else t_start
     angles = geometry.angles_deg
     n, (ny, nx) = len(angles), (geometry.ny, geometry.nx)
+    slab = None
+    if decide_specimen(executor, opts, record) == "slab":
+        user = user or dict(pad_x=False, nz=False, levels=False, initial_shifts=False)
+        opts, geometry, slab = setup_slab(executor, opts, geometry, total, record, user=user)
+        executor.use_slab(opts, slab)
     hold_y = False
     want_y = opts.y_profile == "auto" and "y" in opts.axes
     want_x = opts.com_start == "auto" and "x" in opts.axes
-    if (want_y or want_x) and ny >= 8 and opts.initial_shifts is None:
+    if (want_y or want_x) and ny >= 8 and opts.initial_shifts is None and slab is None:
         # with a rotated axis the profiles are those of the data rotated back (model of
         # fastalign.align.axis: the shifts act in that frame)
         profiles, col_sums = executor.profiles(alpha)
@@ -324,12 +388,17 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None):
         bar = tqdm(total=opts.coarse_iter * (len(plan) - 1) + opts.max_iter, desc="align",
                    unit="it", leave=False)
     ctl = LoopController(opts, angles, total, (ny, nx), hold_y=hold_y, alpha=alpha,
-                         callback=opts.callback, t_start=t_start, bar=bar)
+                         callback=opts.callback, t_start=t_start, bar=bar,
+                         slab=slab is not None)
     try:
         run_levels(plan, executor, ctl)
     finally:
         if bar is not None:
             bar.close()
+    if slab is not None:
+        record["specimen"]["stop"] = ctl.stop_reason
+        if getattr(ctl, "returned_iteration", None):
+            record["specimen"]["returned_iteration"] = ctl.returned_iteration
     # Report in the fixed gauge; the final warm start is moved accordingly (the object moves
     # by (a, b) in (x, z) and by mean dy along y when the gauge is taken out of the shifts)
     shifts, center_offset, gauge = ctl.final_shifts(opts.center_offset)
@@ -337,4 +406,5 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None):
     timings = dict(ctl.timings, final_s=final_s)
     return dict(shifts=shifts, aligned=aligned, volume=volume, history=ctl.history,
                 converged=ctl.converged, angles_deg=angles, timings=timings,
-                axis_angle_deg=float(ctl.alpha), center_offset=float(center_offset))
+                axis_angle_deg=float(ctl.alpha), center_offset=float(center_offset),
+                thickness=None if slab is None else slab["thickness"])

@@ -78,6 +78,7 @@ class AlignOptions:
     axis_search_deg: float = 10.0
     y_profile: Any = "auto"
     com_start: Any = "auto"
+    specimen: str = "auto"
     callback: Any = None
     progress: bool = False
 
@@ -94,6 +95,8 @@ class AlignOptions:
         _choice(self.axes, "axes", ("xy", "x", "y", "yx"), "'xy', 'x' or 'y'")
         _choice(self.y_profile, "y_profile", ("auto", False), "'auto' or False")
         _choice(self.com_start, "com_start", ("auto", False), "'auto' or False")
+        _choice(self.specimen, "specimen", ("auto", "compact", "slab"),
+                "'auto', 'compact' or 'slab'")
         if self.levels is not None:
             put("levels", self._check_levels(self.levels))
         put("max_iter", as_positive_int(self.max_iter, "max_iter"))
@@ -180,6 +183,8 @@ class AlignOptions:
             bad.append("progress")
         if "method" in lacks and self.method != "autofocus":
             bad.append("method")
+        if "specimen" in lacks and self.specimen == "slab":
+            bad.append("specimen='slab'")
         if bad:
             raise ValueError(f"the {name} executor does not support {', '.join(bad)}")
 
@@ -191,5 +196,5 @@ class AlignOptions:
                     n_inner=self.n_inner, coarse_iter=self.coarse_iter, nz=self.nz,
                     lam=self.lam, nonneg=self.nonneg, center_offset=self.center_offset,
                     min_coherence=self.min_coherence, taper=self.taper,
-                    final_iter=self.final_iter,
+                    final_iter=self.final_iter, specimen=self.specimen,
                     slices=None if self.slices is None else self.slices.tolist())

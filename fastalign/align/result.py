@@ -40,6 +40,10 @@ class AlignResult:
     center_offset : float
         Rotation-centre offset (pixels, DESIGN.md) of ``volume``: estimated with
         ``refine=(..., "center")`` (the constant part of dx), else the given one.
+    thickness : float or None
+        Specimen thickness (full-resolution px) measured for a slab
+        (:mod:`fastalign.align.slab`); None for a compact object.  ``options["specimen"]``
+        holds the other decisions (kind, depth offset, pitch, region).
     """
 
     shifts: np.ndarray
@@ -53,6 +57,7 @@ class AlignResult:
     timings: dict = field(default_factory=dict)
     axis_angle_deg: float = 0.0
     center_offset: float = 0.0
+    thickness: float = None
 
     @property
     def n_iter(self):
@@ -71,4 +76,6 @@ class AlignResult:
             "timings": self.timings,
             "axis_angle_deg": float(self.axis_angle_deg),
             "center_offset": float(self.center_offset),
+            "thickness_px": None if self.thickness is None else float(self.thickness),
+            "specimen": self.options.get("specimen"),
         }

@@ -109,6 +109,15 @@ def align_done(args, result, names, out_dir):
     """Say how the alignment ended (warn if it did not converge) and where the outputs are."""
     state = "converged" if result.converged else "did NOT converge"
     say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
+    spec = result.options.get("specimen") if result.options else None
+    if spec:
+        line = f"fastalign: specimen {spec.get('kind')}"
+        if spec.get("kind") == "slab":
+            line += (f" (edge fraction {spec.get('edge_fraction')}): thickness "
+                     f"{spec.get('thickness_px')} px, pitch {spec.get('pitch_deg')} deg, "
+                     f"region pad_x={spec.get('pad_x')} nz={spec.get('nz')}, "
+                     f"stopped: {spec.get('stop')}")
+        say(args, line)
     if not result.converged:
         warnings.warn("alignment did not converge within --max-iter; the shifts may be "
                       "inaccurate")

@@ -47,7 +47,8 @@ class SIRTSolver:
     data_weights : array_like, shape (n_tilts, 1, nx), optional
         Weights ``w`` of the detector bins, the same for every row (e.g. 0 on padding columns
         that carry no measurement): ``R = w / (A m)``, ``C = m / (A^T w)``, so unmeasured rays
-        neither enter the residual nor count in the column sums.
+        neither enter the residual nor count in the column sums.  Weights that vary along y
+        as well, ``(n_tilts, ny, nx)``, are set with :meth:`set_data_weights`.
     weight_floor : float, optional
         Row/column sums at or below this absolute value get weight 0; default (None): sums
         at or below ``1e-6`` times the largest.
@@ -95,6 +96,8 @@ class SIRTSolver:
         if m is not None:
             C = C * m  # (1 or ny, nz, nx)
         self._C = np.ascontiguousarray(C, dtype=np.float32)
+        self._row_sums = row_sums
+        self._weight_floor = weight_floor
         self._bp = np.empty(A.domain_shape, np.float32)
         self._res = np.empty(A.range_shape, np.float32)
         self._ax = np.empty(A.range_shape, np.float32)
@@ -107,6 +110,27 @@ class SIRTSolver:
         """``A x`` of the volume returned by the last :meth:`run` (a solver-owned buffer,
         overwritten by the next run), or None before the first run."""
         return self._ax if self._has_reprojection else None
+
+    def set_data_weights(self, w):
+        """Replace the data weights by ``w`` of shape ``(n_tilts, ny, nx)`` (every ray its own
+        weight, e.g. 0 where a shifted image carries no measurement).
+
+        ``R = w / (A m)`` and ``C = relax m / (A^T w)``; ``A^T w`` is one backprojection
+        (a volume-sized ``C``).
+        """
+        A = self.A
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if w.shape != A.range_shape:
+            raise ValueError(f"data weights must have shape {A.range_shape}, got {w.shape}")
+        self._R = np.ascontiguousarray(
+            safe_reciprocal(self._row_sums, abs_tol=self._weight_floor) * w, dtype=np.float32)
+        cols = A.adjoint_into(w, np.empty(A.domain_shape, np.float32))
+        C = safe_reciprocal(cols, abs_tol=self._weight_floor)
+        if self.relax != 1.0:
+            C = self.relax * C
+        if self.mask is not None:
+            C = C * self.mask
+        self._C = np.ascontiguousarray(C, dtype=np.float32)
 
     def zero_reprojection(self):
         """Zero the reprojection buffer and return it: ``A 0`` for ``run(..., Ax=)``."""
