@@ -151,6 +151,16 @@ def case_lamella(mode="full"):
                 "-60..60 step 2, dx~U[-3,3]")
 
 
+def case_slab(mode="full"):
+    from fastalign.simulate import slab_experiment
+    fov, t = {"full": (128, 28.0), "quick": (96, 20.0), "tiny": (48, 10.0)}[mode]
+    exp = slab_experiment(fov, t, seed=0)
+    return Case("slab", exp.data, exp.angles_deg, exp.shifts, "xy",
+                f"slab {t:g} px thick, wider than the {fov} px field at every tilt, truncated "
+                "in x and y, -60..60 step 2, dx, dy ~ U[-10, 10], Poisson ~1000 counts/px "
+                "(simulate.slab_experiment)")
+
+
 def case_rotated(mode="full"):
     from fastalign.simulate import rotated_axis_experiment
     exp = rotated_axis_experiment()
@@ -179,13 +189,14 @@ CASES = {
     "seed": case_seed,
     "particles": case_particles,
     "lamella": case_lamella,
+    "slab": case_slab,
     "rotated": case_rotated,
     "target256": case_target(256),
     "target600": case_target(600),
 }
 BIG_CASES = ("target256", "target600")   # skipped by --quick
 DESCRIPTIONS = {}                        # case -> description, filled by run_align
-DEFAULT_CASES = ("seed", "particles", "lamella", "rotated", "target256")  # target600: opt-in
+DEFAULT_CASES = ("seed", "particles", "lamella", "slab", "rotated", "target256")  # target600: opt-in
 BIG_BUDGET_S = 240.0   # fastalign.align on a big case stops (converged=False) past this
 
 
@@ -300,8 +311,8 @@ def _etspy_tilt_align(case):
     return np.stack([-sh[:, 0], -sh[:, 1]], axis=1), info
 
 
-_ALL_BUT_600 = ("seed", "particles", "lamella", "rotated", "target256")
-_SMALL = ("seed", "particles", "lamella", "rotated")   # the costliest methods skip the big
+_ALL_BUT_600 = ("seed", "particles", "lamella", "slab", "rotated", "target256")
+_SMALL = ("seed", "particles", "lamella", "slab", "rotated")   # the costliest methods skip the big
 
 
 @dataclass
@@ -330,7 +341,7 @@ METHODS = [
            "etspy", cases=_ALL_BUT_600),
     Method("ETSpy ProjMatch", _etspy_projmatch(None),
            "ProjMatch defaults (FBP, levels 8,4,2,1), middle slice, x only", "etspy",
-           cases=("seed", "particles", "lamella", "target256")),
+           cases=("seed", "particles", "lamella", "slab", "target256")),
     Method("ETSpy ProjMatch SIRT", _etspy_projmatch(PROJMATCH_TEST_PARAMS),
            "ProjMatch as in ETSpy's test (SIRT 50, levels 4,2,1), middle slice, x only",
            "etspy", cases=("seed", "particles", "lamella")),
