@@ -128,3 +128,74 @@ def fill_nonfinite(arr, name="data"):
     value = float(np.median(arr[finite]))
     arr[~finite] = value
     return arr, n_bad, value
+
+
+#: a series judged by :func:`check_angle_units` has more tilts than this
+RADIANS_MIN_TILTS = 5
+#: ... and every ``|angle|`` at most this: pi/2 (a radian series up to +-90 degrees)
+RADIANS_MAX_ABS = np.pi / 2 + 1e-6
+
+
+def looks_like_radians(angles_deg):
+    """True when tilt angles given as degrees are probably radians.
+
+    More than :data:`RADIANS_MIN_TILTS` tilts that all lie within +-pi/2 (so a series spans
+    at most 3.2 "degrees"): a radian series up to +-90 degrees; no degree series that can be
+    aligned looks like that.
+    """
+    a = np.asarray(angles_deg, dtype=np.float64)
+    return a.size > RADIANS_MIN_TILTS and float(np.abs(a).max()) <= RADIANS_MAX_ABS
+
+
+def check_angle_units(angles_deg, name="angles_deg"):
+    """Refuse tilt angles that look like radians (:func:`looks_like_radians`).
+
+    Raises
+    ------
+    ValueError
+        Naming the fix, ``np.rad2deg``.
+    """
+    if looks_like_radians(angles_deg):
+        a = np.asarray(angles_deg, dtype=np.float64)
+        raise ValueError(
+            f"{name} look like radians: all {a.size} lie within {a.min():.3g} .. "
+            f"{a.max():.3g}; fastalign takes degrees: pass np.rad2deg(angles)")
+
+
+def check_signal(data, name="tilt_series"):
+    """Refuse a series with nothing to align: all zero, every image constant, or a whole-series
+    standard deviation below ``1e-6`` times its mean absolute value.
+
+    Works image by image (float64 sums), so it needs no full-size temporary.
+
+    Raises
+    ------
+    ValueError
+        ``"... nothing to align"``.
+    """
+    n = data.shape[0]
+    ptp = np.empty(n)
+    mean = np.empty(n)
+    var = np.empty(n)
+    mabs = np.empty(n)
+    for i in range(n):
+        img = data[i]
+        ptp[i] = float(img.max()) - float(img.min())
+        mean[i] = img.mean(dtype=np.float64)
+        var[i] = np.square(img - mean[i]).mean()
+        mabs[i] = np.abs(img).mean(dtype=np.float64)
+    if not np.any(ptp) and not np.any(mean):
+        raise ValueError(f"{name} is all zero: nothing to align")
+    if not np.any(ptp):
+        raise ValueError(f"{name} is constant in every image (no contrast): nothing to align")
+    std = float(np.sqrt(var.mean() + mean.var()))  # equal-size images: total variance
+    scale = float(mabs.mean())
+    if std < 1e-6 * scale:
+        raise ValueError(f"{name} is nearly constant (standard deviation {std:.3g} < 1e-6 x "
+                         f"mean |value| {scale:.3g}): nothing to align")
+
+
+def two_tilts_message(n):
+    """The warning for a series of ``n == 2`` tilts (one wording for API and CLI)."""
+    return (f"alignment from {n} tilts is not determined: the shifts can only be fitted, not "
+            "checked (use 3 or more tilts)")

@@ -16,11 +16,13 @@ loop's decisions are :class:`fastalign.align.loop.LoopController`'s, its data st
 :class:`fastalign.align.executor.LocalExecutor`'s (the Dask twin:
 :func:`fastalign.distributed.align`); see ``docs/architecture.md``.
 """
+import logging
 import time
 
 import numpy as np
 
-from .._validate import as_angles_deg, as_float32_array
+from .._validate import (as_angles_deg, as_float32_array, check_angle_units, check_signal,
+                         two_tilts_message)
 from ..geometry import TiltGeometry
 from ..operator import Projector
 from .executor import LocalExecutor, make_solver
@@ -34,6 +36,8 @@ from .start import (PROFILE_HOLD, PROFILE_USE, coarse_axis, column_sums,  # noqa
                     com_x_start, initial_total, profile_start, start_shifts)
 
 __all__ = ["align"]
+
+log = logging.getLogger("fastalign.align")
 
 
 def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimator="phase",
@@ -50,7 +54,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     tilt_series : array_like, shape (n_tilts, ny, nx)
         Raw projections, tilt axis along y.  Converted once to float32; never modified.
     angles_deg : array_like, shape (n_tilts,)
-        Tilt angles in degrees.
+        Tilt angles in degrees.  Angles that look like radians (more than 5 tilts, all
+        within +-pi/2) are refused with a ``ValueError`` naming the fix, ``np.rad2deg``;
+        there is no opt-out (such a degree series spans under 3.2 degrees: nothing to
+        align).
     method : {"autofocus", "xcorr", "com"}
         ``"autofocus"`` is the reconstruction-based phase method; ``"xcorr"`` (sequential
         cross-correlation) and ``"com"`` (centre of mass) are baselines.
@@ -177,6 +184,14 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``shifts`` in the fixed gauge (sinusoid removed from dx, mean from dy; with
         ``"center"`` also the constant), ``aligned`` (raw data resampled once, rotation and
         shift), ``volume``, ``history``, ``converged``, ``axis_angle_deg``, ``center_offset``.
+
+    Raises
+    ------
+    ValueError
+        Before any computation: fewer than 2 tilts, angles that look like radians, a series
+        with nothing to align (all zero, every image constant, or a standard deviation below
+        1e-6 x its mean absolute value), bad options.  A series of exactly 2 tilts is aligned
+        with a warning on the ``fastalign.align`` logger (the result is not determined).
     """
     t_start = time.perf_counter()
     data = as_float32_array(tilt_series, 3, "tilt_series")
@@ -184,8 +199,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     angles = as_angles_deg(angles_deg, n_expected=n)
     if n < 2:
         raise ValueError("alignment needs at least 2 tilts")
-    if not np.any(data):
-        raise ValueError("tilt_series is all zero: nothing to align")
+    check_angle_units(angles)
+    check_signal(data)
+    if n == 2:
+        log.warning(two_tilts_message(n))
     opts = AlignOptions(
         method=method, recon=recon, estimator=estimator, axes=axes, max_iter=max_iter,
         tol=tol, levels=levels, n_inner=n_inner, coarse_iter=coarse_iter, slices=slices,

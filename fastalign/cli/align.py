@@ -1,5 +1,7 @@
 """``fastalign align``: estimate the shifts of a tilt series, write the aligned stack, the
 volume, the transforms, the figures and the report (locally or on Dask)."""
+import contextlib
+import logging
 import time
 
 import fastalign
@@ -7,8 +9,10 @@ import fastalign
 from .. import io
 from . import dask, outputs
 from .common import int_list, options_record, progress_enabled, say, set_threads
-from .inputs import (TV_EXTRA_VOLUMES, VOLUME_COPIES, check_memory, format_bytes,
-                     input_record, inspect_input, load_input, out_dir, require_angles, stem)
+from .._validate import check_signal, two_tilts_message
+from .inputs import (TV_EXTRA_VOLUMES, VOLUME_COPIES, check_angle_units, check_memory,
+                     format_bytes, input_record, inspect_input, load_input, out_dir,
+                     output_bytes, require_angles, stem, warn_few_tilts)
 from .signals import checkpoint
 
 
@@ -87,11 +91,13 @@ def run(args):
     set_threads(args.threads)
     meta, info = inspect_input(args)
     angles = require_angles(meta)
+    check_angle_units(meta, angles)
     names = outputs.align_names(stem(meta))
     directory = out_dir(args, meta)
     staged = io.OutputSet(directory, names.values(), overwrite=args.overwrite,
                           inputs=meta["files"])
-    staged.check()
+    staged.preflight(output_bytes(meta, args.nz))
+    warn_few_tilts(meta)
     if dask.wanted(args):
         return run_distributed(args, meta, angles, names, staged, t_start)
     vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.recon == "tv" else 0)
@@ -99,13 +105,15 @@ def run(args):
 
     t0 = time.perf_counter()
     data = load_input(args, meta, info)
+    check_signal(data, name=meta["source"])
     timings = {"read_s": time.perf_counter() - t0}
     kwargs = _local_options(args)
     n, ny, nx = meta["shape"]
     say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} ({args.method}, {args.recon}; "
               f"estimated peak memory {format_bytes(need)})")
     t0 = time.perf_counter()
-    result = fastalign.align(data, angles, **kwargs)
+    with _without_log(two_tilts_message(2)):  # already warned above
+        result = fastalign.align(data, angles, **kwargs)
     checkpoint()
     timings["align_s"] = time.perf_counter() - t0
 
@@ -125,6 +133,19 @@ def run(args):
         checkpoint()
         staged.commit()
     return outputs.align_done(args, result, names, directory)
+
+
+@contextlib.contextmanager
+def _without_log(text):
+    """Drop the library's ``fastalign.align`` log record ``text`` (the CLI said it)."""
+    logger = logging.getLogger("fastalign.align")
+    drop = logging.Filter()
+    drop.filter = lambda record: record.getMessage() != text
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def run_distributed(args, meta, angles, names, staged, t_start):

@@ -1,4 +1,5 @@
 """``fastalign info``: describe a tilt-series file from its headers and metadata."""
+from .._validate import looks_like_radians
 from .common import EXIT_OK
 from .inputs import estimate_peak_bytes, format_bytes, inspect_input
 
@@ -35,8 +36,10 @@ def describe(meta, nz=None):
     if a is None:
         lines.append(("angles", "none found (give --angles FILE or a .rawtlt next to the file)"))
     else:
-        lines.append(("angles", f"{a.size} from {meta['angles_source']}: "
-                                f"{a.min():.2f} to {a.max():.2f} degrees"))
+        text = f"{a.size} from {meta['angles_source']}: {a.min():.2f} to {a.max():.2f} degrees"
+        if looks_like_radians(a):
+            text += "  (these look like radians: fastalign takes degrees, see numpy.rad2deg)"
+        lines.append(("angles", text))
     series = 4 * n * ny * nx
     peak = estimate_peak_bytes(n, ny, nx, nz)
     lines.append(("memory", f"{format_bytes(series)} as float32; align/SIRT peak ~ "

@@ -102,6 +102,37 @@ def require_angles(meta):
     return meta["angles_deg"]
 
 
+def check_angle_units(meta, angles):
+    """A user error when the tilt angles look like radians, naming their file and the fix."""
+    from .._validate import looks_like_radians
+
+    if looks_like_radians(angles):
+        raise ValueError(
+            f"tilt angles from {meta['angles_source']} look like radians (all {angles.size} "
+            f"within {angles.min():.3g} .. {angles.max():.3g}); fastalign takes degrees: "
+            "convert them (e.g. numpy.rad2deg) and pass the file with --angles")
+
+
+def warn_few_tilts(meta):
+    """A one-line warning for a 2-tilt series (its alignment is not determined)."""
+    from .._validate import two_tilts_message
+
+    if meta["shape"][0] == 2:
+        warnings.warn(two_tilts_message(2))
+
+
+#: allowance for the small outputs (.xf, .tlt, figures, report.json, MRC headers), bytes
+SMALL_OUTPUTS_BYTES = 4 * 2 ** 20
+
+
+def output_bytes(meta, nz=None, *, stack=True):
+    """Estimated size of the outputs: the volume (and the aligned stack) as float32, plus
+    :data:`SMALL_OUTPUTS_BYTES`."""
+    n, ny, nx = meta["shape"]
+    nz = nx if nz is None else nz
+    return 4 * (ny * nz * nx + (n * ny * nx if stack else 0)) + SMALL_OUTPUTS_BYTES
+
+
 def check_memory(args, meta, *, volume_copies=VOLUME_COPIES):
     """The estimated peak memory in bytes; ``MemoryError`` if above ``--max-memory``."""
     n, ny, nx = meta["shape"]

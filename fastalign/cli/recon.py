@@ -7,8 +7,9 @@ import fastalign
 from .. import io
 from . import dask
 from .common import EXIT_OK, progress_enabled, say, set_threads
-from .inputs import (TV_EXTRA_VOLUMES, VOLUME_COPIES, check_memory, format_bytes,
-                     inspect_input, load_input, out_dir, require_angles, stem)
+from .inputs import (TV_EXTRA_VOLUMES, VOLUME_COPIES, check_angle_units, check_memory,
+                     format_bytes, inspect_input, load_input, out_dir, output_bytes,
+                     require_angles, stem)
 from .signals import checkpoint
 
 #: the default ``n_iter`` of :func:`fastalign.sirt` and :func:`fastalign.tv` (the total of
@@ -56,10 +57,11 @@ def run(args):
     _check_options(args)
     meta, info = inspect_input(args)
     angles = require_angles(meta)
+    check_angle_units(meta, angles)
     name = f"{stem(meta)}.rec"
     directory = out_dir(args, meta)
     staged = io.OutputSet(directory, [name], overwrite=args.overwrite, inputs=meta["files"])
-    staged.check()
+    staged.preflight(output_bytes(meta, args.nz, stack=False))
     if dask.wanted(args):
         return run_distributed(args, meta, angles, name, staged)
     vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.method == "tv" else 0)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import warnings
 
 __all__ = ["atomic_write", "check_output_path", "same_file", "OutputSet"]
 
@@ -221,6 +222,52 @@ class OutputSet:
             raise FileExistsError(
                 f"output directory {self.out_dir} already holds results "
                 f"({', '.join(present)}); use --overwrite to replace them")
+
+    def preflight(self, need_bytes=None):
+        """Refuse before anything is computed: an output directory that cannot be created,
+        is not writable, or whose file system has less free space than ``need_bytes``.
+
+        The nearest existing directory (``out_dir`` or an ancestor) is probed by creating
+        and removing an empty hidden directory in it; nothing else is written.
+
+        Parameters
+        ----------
+        need_bytes : int, optional
+            Estimated size of the outputs; when the free space cannot be determined, a
+            ``UserWarning`` says so.
+
+        Raises
+        ------
+        NotADirectoryError, PermissionError, OSError
+        """
+        self.check()
+        base = self.out_dir
+        while not os.path.lexists(base):
+            base = os.path.dirname(base)
+        if not os.path.isdir(base):
+            raise NotADirectoryError(f"cannot create output directory {self.out_dir}: {base} "
+                                     "is not a directory")
+        where = ("output directory" if base == self.out_dir
+                 else f"cannot create output directory {self.out_dir}:")
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise PermissionError(f"{where} {base} is not writable")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".fastalign-probe-", dir=base))
+        except OSError as exc:
+            raise PermissionError(f"{where} {base} is not writable "
+                                  f"({exc.strerror or exc})") from None
+        if need_bytes is None:
+            return
+        mib = need_bytes / 2 ** 20
+        try:
+            free = shutil.disk_usage(base).free
+        except OSError as exc:
+            warnings.warn(f"could not determine the free space in {base} ({exc}); the "
+                          f"outputs need about {mib:.1f} MiB")
+            return
+        if free < need_bytes:
+            raise OSError(f"not enough free space for the outputs in {base}: about "
+                          f"{mib:.1f} MiB needed, {free / 2 ** 20:.1f} MiB free")
 
     def __enter__(self):
         self.check()

@@ -274,7 +274,9 @@ def write_mrc(path, data, *, voxel_size_A=None, volume=False, label=None, overwr
     volume : bool
         Mark the file as a volume (``ispg = 1``) rather than an image stack (``ispg = 0``).
     label : str, optional
-        Header label (truncated to 80 characters); a fastalign version label is always added.
+        Header label (truncated to 80 characters), after the label ``fastalign <version>``.
+        These are the only labels: no creation time, so the same data and options give
+        byte-identical files.
     overwrite : bool
         Replace an existing file.
     inputs : iterable of path
@@ -303,6 +305,10 @@ def write_mrc(path, data, *, voxel_size_A=None, volume=False, label=None, overwr
                     mrc.set_image_stack()
                 if voxel_size_A is not None:
                     mrc.voxel_size = voxel_size_A
+                # mrcfile's own first label carries the creation time: replace it, so that
+                # the same data and options give byte-identical files
+                mrc.header.label[:] = b""
+                mrc.header.nlabl = 0
                 mrc.add_label(f"fastalign {__version__}"[:80])
                 if label:
                     mrc.add_label(str(label)[:80])
