@@ -57,3 +57,15 @@ def test_specimen_option_is_validated():
     data, angles, _ = fastalign.simulate.seed_experiment(n=32)
     with pytest.raises(ValueError, match="specimen must be"):
         fastalign.align(data, angles, specimen="film")
+
+
+def test_edge_fraction_separates_slabs_from_compact_objects_on_a_background():
+    from cases import particle_projections
+
+    from fastalign.align.specimen import SLAB_EDGE_FRACTION, edge_fraction
+    compact, _ = particle_projections()
+    slab = slab_experiment(64, 12.0, seed=2).data
+    assert edge_fraction(compact) < 0.1
+    # a constant background (vacuum level, detector offset) is not material at the edges
+    assert edge_fraction(compact + 2.0 * compact.mean()) < 0.1
+    assert edge_fraction(slab) > 0.8 > SLAB_EDGE_FRACTION

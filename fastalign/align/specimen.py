@@ -63,13 +63,23 @@ class Specimen:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def edge_fraction(data, border=2):
-    """Median over tilts of ``mean |outermost border columns| / mean |image|``."""
+def edge_fraction(data, border=2, low_percentile=2.0):
+    """Median over tilts of how much signal the outermost ``border`` columns carry:
+    ``(edge mean - low) / (image mean - low)`` with ``low`` the image's ``low_percentile``
+    (a constant background, e.g. the vacuum level of a compact object, does not count).
+
+    A compact object gives about 0, a slab (material at both x edges) about 1.
+    """
     data = np.asarray(data)
-    edge = np.abs(np.concatenate([data[:, :, :border], data[:, :, -border:]], axis=2)).mean(
-        axis=(1, 2), dtype=np.float64)
-    mean = np.abs(data).mean(axis=(1, 2), dtype=np.float64)
-    ratio = np.divide(edge, mean, out=np.zeros_like(edge), where=mean > 0)
+    n = data.shape[0]
+    ratio = np.zeros(n)
+    for i in range(n):
+        img = data[i].astype(np.float64)
+        low = float(np.percentile(img, low_percentile))
+        edge = float(np.concatenate([img[:, :border], img[:, -border:]], axis=1).mean())
+        mean = float(img.mean())
+        if mean - low > 0:
+            ratio[i] = (edge - low) / (mean - low)
     return float(np.median(ratio))
 
 
