@@ -134,6 +134,17 @@ def install():
         fastalign.report.plot_convergence = _hanging(fastalign.report.plot_convergence)
 
 
+def assert_user_error(proc, *fragments):
+    """Exit status 2, exactly one ``fastalign: error:`` line (the last), no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("fastalign: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+
+
 if __name__ == "__main__":
     install()
     from fastalign.cli import main

@@ -25,7 +25,7 @@ from fastalign.testing import remove_gauge
 HERE = os.path.dirname(os.path.abspath(__file__))
 STUB = os.path.join(HERE, "cli_stub.py")
 sys.path.insert(0, HERE)
-from cli_stub import stub_shifts  # noqa: E402
+from cli_stub import assert_user_error, stub_shifts  # noqa: E402
 
 ALIGN_OUTPUTS = ["ts.ali", "ts.rec", "ts.xf", "ts.tlt", "report.json", "shifts.png",
                  "slices.png", "convergence.png"]
@@ -71,15 +71,6 @@ def stray_files(directory):
     return bad
 
 
-def assert_user_error(proc, *fragments):
-    """Exit status 2, exactly one ``fastalign: error:`` line (the last), no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("fastalign: error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
 
 
 @pytest.fixture

@@ -27,6 +27,9 @@ autofocus = importlib.import_module("fastalign.align.autofocus")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STUB = os.path.join(HERE, "cli_stub.py")
+sys.path.insert(0, HERE)
+from cli_stub import assert_user_error  # noqa: E402
+
 DEG = np.linspace(-60.0, 60.0, 21)
 
 
@@ -46,15 +49,6 @@ def run_here(capsys, *args):
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
-def assert_user_error(proc, *fragments):
-    """Exit status 2 and exactly one ``fastalign: error:`` line (the last), no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("fastalign: error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
 
 
 def series(n=21, ny=8, nx=10, seed=3):
