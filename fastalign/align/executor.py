@@ -249,26 +249,25 @@ class LocalExecutor:
         A = Projector(self.angles, full, center_offset)
         x0 = np.zeros(full, np.float32)
         b = pad_columns(aligned, o.pad_x, o.recon)
-        x = self.x
-        fbp_start = x is not None and self.prev_pos.size < ny
+        x, slab = self.x, self.slab
+        fbp_start = slab is None and x is not None and self.prev_pos.size < ny
         if fbp_start:
             from ..recon.fbp import fbp
             x0 = fbp(b, self.angles, nz=o.nz, center_offset=center_offset)
             if o.nonneg:
                 np.maximum(x0, 0.0, out=x0)
-        elif x is not None:
+        elif x is not None and slab is None:
             x0 = warm_start(x, self.prev_pos + gy, np.arange(ny, dtype=np.float64), full,
                             zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / full[2]))
-        if self.slab is not None:
-            x0 = np.zeros(full, np.float32)
         solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
-        if self.slab is not None and o.recon == "sirt":
+        final_iter = o.final_iter
+        if slab is not None and o.recon == "sirt":
+            # from zero, as the slab loop's volumes; measured pixels only
             from .specimen import valid_weights
             solver.set_data_weights(pad_columns(
                 valid_weights(data.shape, shifts, taper=o.taper)[0], o.pad_x, "sirt"))
-            final_iter = o.final_iter or 3 * o.n_inner
-        if self.slab is None or o.recon != "sirt":
-            final_iter = o.final_iter
+            if final_iter is None:
+                final_iter = 3 * o.n_inner
         if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
             final_iter = max(1, o.n_inner // 2) if fbp_start else 2 * o.n_inner
         volume = solver.run(b, x0, final_iter)

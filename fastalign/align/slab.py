@@ -83,7 +83,7 @@ def setup_slab(executor, opts, geometry, total, record, *, user):
         Which of ``pad_x``, ``nz``, ``levels``, ``initial_shifts`` the caller set.
     """
     angles = geometry.angles_deg
-    n, ny, nx = len(angles), geometry.ny, geometry.nx
+    ny, nx = geometry.ny, geometry.nx
     info = record["specimen"]
     if not user["initial_shifts"]:
         total[:] = executor.slab_start()
