@@ -30,6 +30,7 @@ from .gauge import fix_gauge
 from .levels import BINNED_FINEST_NX, auto_levels as _auto_levels, bin_stack  # noqa: F401
 from .loop import drive
 from .options import AlignOptions
+from .orient import orient_data
 from .result import AlignResult
 from .shift import fourier_shift
 from .start import (PROFILE_HOLD, PROFILE_USE, coarse_axis, column_sums,  # noqa: F401
@@ -46,7 +47,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
           pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
           axis_search_deg=10.0, y_profile="auto", com_start="auto", specimen="auto",
-          callback=None, progress=False):
+          orient=True, callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
     Parameters
@@ -144,7 +145,14 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``"axis_angle"`` is not refined (default 0), the starting value when it is (default:
         :func:`fastalign.align.axis.coarse_axis_angle`).
     axis_search_deg : float
-        Half-width of the coarse axis-angle search (degrees).
+        Half-width of the coarse axis-angle search (degrees) when ``orient=False``.
+    orient : bool
+        With ``axis_angle_deg=None`` (default), find the tilt-axis direction over the full
+        circle (:mod:`fastalign.align.orient`): the data are turned by a multiple of 90
+        degrees exactly, and a residual angle of a degree or more switches on
+        ``"axis_angle"`` refinement from it.  Recorded in ``options["orientation"]``; the
+        reported ``axis_angle_deg`` is the total.  ``False``: the axis starts along y
+        (refined within ``axis_search_deg`` with ``refine=(..., "axis_angle")``).
     y_profile : {"auto", False}
         ``"auto"`` (when y is estimated and no starting shifts are given): start dy from
         the tilt-invariant x-integrated profiles (of the data rotated back by the starting
@@ -210,17 +218,26 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         initial_shifts=initial_shifts, min_coherence=min_coherence, taper=taper,
         final_iter=final_iter, extrapolate=extrapolate, pad_x=pad_x, max_rows=max_rows,
         refine=refine, axis_angle_deg=axis_angle_deg, axis_search_deg=axis_search_deg,
-        y_profile=y_profile, com_start=com_start, specimen=specimen, callback=callback,
-        progress=progress)
+        y_profile=y_profile, com_start=com_start, specimen=specimen, orient=orient,
+        callback=callback, progress=progress)
     if opts.method != "autofocus":
         return _baseline(data, angles, opts, t_start)
+    oriented, t_axis, offset = None, 0.0, 0.0
+    if opts.orient and opts.axis_angle_deg is None:
+        t0 = time.perf_counter()
+        data, opts, alpha, offset, oriented = orient_data(data, angles, opts)
+        t_axis = time.perf_counter() - t0
+        ny, nx = data.shape[1:]
     total = initial_total(data, angles, opts)
     mean_abs = edge = None
     if opts.recon == "tv" and opts.lam is None or isinstance(opts.pad_x, str):
         mean_abs = float(np.abs(data).mean())
         edge = float(np.abs(data[:, :, [0, -1]]).mean())
     opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge)
-    alpha, axis_record, t_axis = coarse_axis(data, opts)
+    if oriented is None:
+        alpha, axis_record, t_axis = coarse_axis(data, opts)
+    else:
+        axis_record = dict(orientation=oriented)
     record = opts.record()
     if opts.refine != ("shifts",) or alpha != 0.0:
         record.update(refine=list(opts.refine), axis_angle_deg_start=alpha)
@@ -231,7 +248,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     out = drive(LocalExecutor(data, angles, opts), opts, geometry, total, record,
                 alpha=alpha, t_start=t_start, user=user)
     out["timings"] = dict(total_s=time.perf_counter() - t_start, **out["timings"])
-    if opts.refine_axis:
+    if offset:
+        turned = out["axis_angle_deg"] + offset
+        out["axis_angle_deg"] = float((turned + 180.0) % 360.0 - 180.0)
+    if opts.refine_axis or oriented is not None:
         out["timings"]["axis_coarse_s"] = t_axis
     return AlignResult(method="autofocus", options=record, **out)
 

@@ -167,7 +167,7 @@ def _profile_score(flat, ny, nx, alpha_rad):
 
 
 def coarse_axis_angle(tilt_series, angles_deg=None, *, search_deg=10.0, step_deg=0.25,
-                      max_size=128):
+                      max_size=128, window=None):
     """Axis angle from the tilt invariance of the profiles along the tilt axis (no recon).
 
     Integrating an ideal projection along x gives the object's mass per row, whatever the
@@ -188,6 +188,9 @@ def coarse_axis_angle(tilt_series, angles_deg=None, *, search_deg=10.0, step_deg
         Grid step in degrees.
     max_size : int
         Images are binned (block mean) until both sides are at most about this size.
+    window : (float, float), optional
+        Candidates in ``[lo, hi]`` instead (degrees), e.g. around a full-circle estimate
+        (:mod:`fastalign.align.orient`).
 
     Returns
     -------
@@ -197,7 +200,8 @@ def coarse_axis_angle(tilt_series, angles_deg=None, *, search_deg=10.0, step_deg
     small = _binned_to(tilt_series, max_size).astype(np.float64)
     n, nyb, nxb = small.shape
     flat = small.reshape(n, -1)
-    grid = np.arange(-search_deg, search_deg + 0.5 * step_deg, step_deg)
+    lo, hi = (-search_deg, search_deg) if window is None else window
+    grid = np.arange(lo, hi + 0.5 * step_deg, step_deg)
     scores = np.array([_profile_score(flat, nyb, nxb, np.deg2rad(a)) for a in grid])
     return _grid_minimum(grid, scores, step_deg)[0]
 

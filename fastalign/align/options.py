@@ -8,6 +8,7 @@ the data statistics are known.  What an executor cannot do is refused in one pla
 :meth:`AlignOptions.check_executor`.
 """
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -17,6 +18,8 @@ from .._validate import as_finite_float, as_positive_int
 from .levels import auto_levels
 
 __all__ = ["AlignOptions", "REFINE"]
+
+log = logging.getLogger("fastalign.align")
 
 REFINE = ("shifts", "axis_angle", "center")
 
@@ -76,6 +79,7 @@ class AlignOptions:
     refine: tuple = ("shifts",)
     axis_angle_deg: Optional[float] = None
     axis_search_deg: float = 10.0
+    orient: bool = True
     y_profile: Any = "auto"
     com_start: Any = "auto"
     specimen: str = "auto"
@@ -176,6 +180,9 @@ class AlignOptions:
                              "the shifts (e.g. from fastalign.xcorr_shifts) as an array")
         if "refine" in lacks and self.refine != ("shifts",):
             bad.append("refine")
+        if "orient" in lacks and self.orient and self.axis_angle_deg is None:
+            log.info("the %s executor keeps the tilt axis along y (no full-circle search); "
+                     "pass axis_angle_deg to the local align for a rotated axis", name)
         for k in ("slices", "axis_angle_deg"):
             if k in lacks and getattr(self, k) is not None:
                 bad.append(k)
@@ -196,5 +203,5 @@ class AlignOptions:
                     n_inner=self.n_inner, coarse_iter=self.coarse_iter, nz=self.nz,
                     lam=self.lam, nonneg=self.nonneg, center_offset=self.center_offset,
                     min_coherence=self.min_coherence, taper=self.taper,
-                    final_iter=self.final_iter, specimen=self.specimen,
+                    final_iter=self.final_iter, specimen=self.specimen, orient=self.orient,
                     slices=None if self.slices is None else self.slices.tolist())
