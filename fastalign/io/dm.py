@@ -117,7 +117,9 @@ def _read_image(path, lazy):
     file_reader = _file_reader()
     try:
         images = file_reader(path, lazy=lazy)
-    except (OSError, ValueError, KeyError, NotImplementedError, IndexError) as exc:
+    except (ImportError, MemoryError):
+        raise
+    except Exception as exc:  # the parser fails in many ways on a foreign/corrupt file
         raise ValueError(f"{path} is not a readable DM file ({type(exc).__name__}: "
                          f"{exc})") from None
     if len(images) != 1:
