@@ -325,6 +325,19 @@ def test_dm_stack_angles_from_axis_calibration_or_setup(tmp_path, series, rsciio
     assert meta["angles_deg"] is None and meta["pixel_size_A"] is None
 
 
+def test_found_angle_file_of_another_count_gives_way_to_the_tags(tmp_path, series, rsciio):
+    """ETSpy's test data: HAADF.rawtlt (77 angles, for HAADF.mrc) beside HAADF.dm3 (91)."""
+    p = write_dm(tmp_path / "haadf.dm3", series, stack_axis=(2.0, 30.0, "deg"))
+    (tmp_path / "haadf.rawtlt").write_text("\n".join(str(a) for a in ANGLES[:4]))
+    with pytest.warns(UserWarning, match=r"ignored .*haadf\.rawtlt \(4 tilt angles for 5 "
+                                         r"images"):
+        _, angles, meta = read_tilt_series(p)
+    np.testing.assert_allclose(angles, ANGLES)
+    assert "stack-axis calibration" in meta["angles_source"]
+    with pytest.raises(ValueError, match="4 tilt angles but"):       # given: never skipped
+        read_tilt_series(p, angles=tmp_path / "haadf.rawtlt")
+
+
 def test_dm_folder_pattern_and_list(tmp_path, series, rsciio):
     alphas = [-60.004, -29.998, 0.001, 30.002, 59.997]
     d = dm_series(tmp_path / "series", series, alphas, scale=0.0191, units="µm")
