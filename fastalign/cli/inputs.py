@@ -87,11 +87,41 @@ def out_dir(args, meta):
     return os.path.join(os.path.dirname(meta["path"]), f"{stem(meta)}_fastalign")
 
 
-def inspect_input(args):
-    """``(meta, info)`` of ``args.input`` (headers and metadata only; angles found)."""
+PIXEL_SIZE_HELP = (
+    "pixel size in angstroms, overriding the input's metadata (default: the MRC header when "
+    "really set -- 0 and exactly 1 A count as unset --, the FEI extended header, the TIFF/"
+    "HDF5/Zarr/DM calibration, else the PixelSpacing of a SerialEM .mdoc; when none is "
+    "found the pixel size is unknown and outputs claim none)")
+
+
+def pixel_size_arg(text):
+    """argparse ``type`` of ``--pixel-size``: a positive number of angstroms."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of angstroms, got "
+                                         f"{text!r}")
+    return value
+
+
+def inspect_input(args, *, strict=True):
+    """``(meta, info)`` of ``args.input`` (headers and metadata only; angles found;
+    ``--pixel-size`` applied).  ``strict=False`` (``fastalign info``) records angle problems
+    as ``meta["angles_problem"]`` instead of raising."""
     from ..io import tiltseries
 
-    return tiltseries._inspect(args.input, args.angles)
+    pixel_size = getattr(args, "pixel_size", None)
+    if pixel_size is not None and (getattr(args, "scheduler", None) is not None
+                                   or getattr(args, "workers", None) is not None):
+        raise ValueError("--pixel-size is not available with --scheduler/--workers (the "
+                         "workers write the pixel size the input file records)")
+    return tiltseries._inspect(args.input, args.angles, pixel_size_A=pixel_size,
+                               strict=strict)
 
 
 def require_angles(meta):
@@ -168,9 +198,10 @@ def load_input(args, meta, info):
 
 
 def input_record(meta, angles):
-    """The input as recorded in ``report.json``."""
+    """The input as recorded in ``report.json`` (``pixel_size_A`` null when unknown, with
+    ``pixel_size_source`` saying where a known one came from)."""
     keep = ("source", "path", "dataset", "format", "shape", "dtype", "pixel_size_A",
-            "angles_source", "old_header")
+            "pixel_size_source", "angles_source", "old_header")
     rec = {k: meta[k] for k in keep}
     rec["angles_deg"] = angles
     return rec

@@ -17,7 +17,7 @@ import warnings
 from .._version import __version__
 from . import align, demo, info, recon, signals
 from .common import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, USER_ERRORS
-from .inputs import MEMORY_HELP
+from .inputs import MEMORY_HELP, PIXEL_SIZE_HELP, pixel_size_arg
 
 __all__ = ["main", "build_parser"]
 
@@ -25,10 +25,13 @@ _DESCRIPTION = ("Fast CPU alignment (Fourier-phase autofocus) and reconstruction
                 "electron-tomography tilt series.")
 _EPILOG = (
     "Inputs: MRC (.mrc .st .ali .mrcs .rec .map .preali), TIFF stacks, HDF5 "
-    "(file.h5:/dataset), Zarr (store.zarr[:/array]) and .npy, as (n_tilts, ny, nx) "
-    "with the tilt axis along y.  Tilt angles (degrees) come from --angles, else "
-    "<stem>.rawtlt/<stem>.tlt or a SerialEM .mdoc next to the input, else the "
-    "file's header.\n\nExit status: 0 success, 2 user error (one line on stderr; "
+    "(file.h5:/dataset), Zarr (store.zarr[:/array]), .npy and Gatan DM (a .dm3/.dm4 "
+    "stack, a folder of single-image DM files, or a quoted pattern 'dir/*.dm3'; needs "
+    "the 'dm' extra), as (n_tilts, ny, nx) with the tilt axis along y.  Tilt angles "
+    "(degrees) come from --angles, else <stem>.rawtlt/<stem>.tlt or a SerialEM .mdoc "
+    "next to the input, else the file's header or DM tags.  The pixel size comes from "
+    "--pixel-size, else the file's metadata or .mdoc, else it is unknown (never assumed "
+    "1 A).\n\nExit status: 0 success, 2 user error (one line on stderr; "
     "FASTALIGN_DEBUG=1 shows the traceback), 130 interrupted (Ctrl-C), 143 "
     "terminated.  Interrupted runs leave no partial files.")
 
@@ -62,6 +65,7 @@ def _data_options():
     data.add_argument("--angles", metavar="FILE",
                       help="tilt angles in degrees: a .rawtlt/.tlt file (one per line) or a "
                            "SerialEM .mdoc (default: found next to INPUT, or in its header)")
+    data.add_argument("--pixel-size", type=pixel_size_arg, metavar="A", help=PIXEL_SIZE_HELP)
     data.add_argument("--out", "-o", metavar="DIR",
                       help="output directory (default: <input stem>_fastalign/ next to the "
                            "input); created if missing")

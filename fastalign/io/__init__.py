@@ -1,9 +1,10 @@
 """File input and output (the edge layer: no maths here).
 
 Readers
-    :func:`read_tilt_series` (MRC family, TIFF, HDF5, Zarr, ``.npy``; angles from
-    ``.rawtlt``/``.tlt``/``.mdoc``/headers), :func:`inspect_tilt_series`,
-    :func:`read_angles`, :func:`read_mdoc`, :func:`read_xf`.
+    :func:`read_tilt_series` (MRC family, TIFF, HDF5, Zarr, ``.npy``, Gatan DM3/DM4; angles
+    from ``.rawtlt``/``.tlt``/``.mdoc``/headers/DM tags; the pixel size only when a file
+    really records one, else None), :func:`inspect_tilt_series`, :func:`read_angles`,
+    :func:`read_mdoc`, :func:`read_mdoc_pixel_size`, :func:`read_xf`.
 Writers (atomic, never over an input, no overwrite unless asked)
     :func:`write_aligned_stack` (``.ali``), :func:`write_volume` (``.rec``),
     :func:`write_mrc`, :func:`write_xf`, :func:`write_tlt`.
@@ -13,11 +14,13 @@ Block-wise (for data no one process holds: the Dask twins)
     tilt series file, :class:`~fastalign.io.slabs.SlabWriter` writes a 3-D array block by
     block and renames it into place once complete.
 
-HDF5 and Zarr need the ``io`` extra; ``h5py``/``zarr`` are imported only when used.  Nothing
+HDF5 and Zarr need the ``io`` extra, DM the ``dm`` extra (RosettaSciIO); ``h5py``/``zarr``/
+``rsciio`` are imported only when used.  Nothing
 here imports the algorithms (the version for file labels comes from ``fastalign._version``).
 """
 from ._atomic import OutputSet, atomic_write, check_output_path, same_file
-from .angles import find_angle_file, find_mdoc, read_angles, read_mdoc, write_tlt
+from .angles import (find_angle_file, find_mdoc, read_angles, read_mdoc, read_mdoc_pixel_size,
+                     write_tlt)
 from .mrc import OldMRCHeaderWarning, write_aligned_stack, write_mrc, write_volume
 from .tiltseries import (FORMATS, detect_format, inspect_tilt_series, read_tilt_series,
                          split_source)
@@ -25,7 +28,8 @@ from .xf import read_xf, write_xf
 
 __all__ = [
     "read_tilt_series", "inspect_tilt_series", "detect_format", "split_source", "FORMATS",
-    "read_angles", "read_mdoc", "find_angle_file", "find_mdoc", "write_tlt",
+    "read_angles", "read_mdoc", "read_mdoc_pixel_size", "find_angle_file", "find_mdoc",
+    "write_tlt",
     "read_xf", "write_xf",
     "write_mrc", "write_aligned_stack", "write_volume", "OldMRCHeaderWarning",
     "atomic_write", "check_output_path", "same_file", "OutputSet",

@@ -1,4 +1,5 @@
-"""Tilt-angle files: IMOD ``.rawtlt``/``.tlt`` (read and write) and SerialEM ``.mdoc`` (read).
+"""Tilt-angle files: IMOD ``.rawtlt``/``.tlt`` (read and write) and SerialEM ``.mdoc`` (read:
+angles and pixel size).
 
 All angles are in degrees.  Readers report problems with the file name and line number;
 count and duplicate checks against the tilt series happen in :func:`fastalign.io.read_tilt_series`.
@@ -10,7 +11,8 @@ import numpy as np
 
 from ._atomic import atomic_write
 
-__all__ = ["read_angles", "read_mdoc", "write_tlt", "find_angle_file", "find_mdoc"]
+__all__ = ["read_angles", "read_mdoc", "read_mdoc_pixel_size", "write_tlt", "find_angle_file",
+           "find_mdoc"]
 
 
 def _parse_float(token, path, lineno, line):
@@ -66,6 +68,38 @@ _SECTION = re.compile(r"^\[\s*(\w+)\s*=\s*([^\]]*)\]\s*$")
 _KEYVAL = re.compile(r"^(\w+)\s*=\s*(.*)$")
 
 
+def _parse_mdoc(path):
+    """``(global_keys, sections)`` of a SerialEM ``.mdoc``: ``{key: (value, lineno, line)}``
+    before the first section, and ``{z: {key: (value, lineno, line)}}`` per ``[ZValue = z]``
+    (other sections are skipped)."""
+    path = os.fspath(path)
+    top, sections = {}, {}
+    current = top
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            m = _SECTION.match(text)
+            if m:
+                if m.group(1) == "ZValue":
+                    try:
+                        z = int(m.group(2).strip())
+                    except ValueError:
+                        raise ValueError(f"{path}, line {lineno}: bad section header "
+                                         f"{text!r}") from None
+                    if z in sections:
+                        raise ValueError(f"{path}, line {lineno}: ZValue {z} appears twice")
+                    sections[z] = current = {}
+                else:
+                    current = None
+                continue
+            m = _KEYVAL.match(text)
+            if current is not None and m:
+                current[m.group(1)] = (m.group(2).strip(), lineno, line)
+    return top, sections
+
+
 def read_mdoc(path):
     """Read tilt angles from a SerialEM ``.mdoc`` file.
 
@@ -88,44 +122,75 @@ def read_mdoc(path):
         line named), duplicate or missing ``ZValue`` indices.
     """
     path = os.fspath(path)
-    sections = {}
-    current = None
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            m = _SECTION.match(text)
-            if m:
-                if m.group(1) == "ZValue":
-                    try:
-                        z = int(m.group(2).strip())
-                    except ValueError:
-                        raise ValueError(f"{path}, line {lineno}: bad section header "
-                                         f"{text!r}") from None
-                    if z in sections:
-                        raise ValueError(f"{path}, line {lineno}: ZValue {z} appears twice")
-                    sections[z] = None
-                    current = z
-                else:
-                    current = None
-                continue
-            m = _KEYVAL.match(text)
-            if current is not None and m and m.group(1) == "TiltAngle":
-                tokens = m.group(2).split()
-                sections[current] = _parse_float(tokens[0] if tokens else "", path, lineno,
-                                                 line)
+    _, sections = _parse_mdoc(path)
     if not sections:
         raise ValueError(f"{path} has no [ZValue = n] sections: not a SerialEM tilt-series "
                          "mdoc")
-    missing_angle = sorted(z for z, a in sections.items() if a is None)
+    missing_angle = sorted(z for z, keys in sections.items() if "TiltAngle" not in keys)
     if missing_angle:
         raise ValueError(f"{path}: no TiltAngle in ZValue section(s) {missing_angle[:10]}")
     zs = sorted(sections)
     if zs != list(range(len(zs))):
         raise ValueError(f"{path}: ZValue sections are not numbered 0..{len(zs) - 1} "
                          f"(found {zs[:10]}{'...' if len(zs) > 10 else ''})")
-    return np.asarray([sections[z] for z in zs], dtype=np.float64)
+    angles = []
+    for z in zs:
+        value, lineno, line = sections[z]["TiltAngle"]
+        tokens = value.split()
+        angles.append(_parse_float(tokens[0] if tokens else "", path, lineno, line))
+    return np.asarray(angles, dtype=np.float64)
+
+
+def read_mdoc_pixel_size(path):
+    """The pixel size (angstroms) a SerialEM ``.mdoc`` records, or None.
+
+    SerialEM writes ``PixelSpacing = value`` (angstroms) as a global key and in every
+    ``[ZValue = n]`` section.  The global value is used; without it the sections' values,
+    which must then agree (to 0.1 %).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    float or None
+        None when no ``PixelSpacing`` is given, or it is 0 (unknown).
+
+    Raises
+    ------
+    ValueError
+        A value that is not a number, or is negative (file and line named); sections that
+        disagree.
+    """
+    path = os.fspath(path)
+    top, sections = _parse_mdoc(path)
+
+    def value(entry):
+        text, lineno, line = entry
+        try:
+            v = float(text.split()[0])
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}, line {lineno}: cannot read a pixel size (angstroms) "
+                             f"from {line.strip()!r}") from None
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{path}, line {lineno}: pixel size {line.strip()!r} is not a "
+                             "positive number")
+        return v
+
+    if "PixelSpacing" in top:
+        v = value(top["PixelSpacing"])
+        return v if v > 0 else None
+    found = [(z, value(keys["PixelSpacing"])) for z, keys in sorted(sections.items())
+             if "PixelSpacing" in keys]
+    if not found:
+        return None
+    first = found[0][1]
+    for z, v in found[1:]:
+        if abs(v - first) > 1e-3 * max(abs(first), 1e-12):
+            raise ValueError(f"{path}: PixelSpacing differs between ZValue {found[0][0]} "
+                             f"({first} A) and ZValue {z} ({v} A)")
+    return first if first > 0 else None
 
 
 def _candidate_stems(data_path):

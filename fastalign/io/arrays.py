@@ -70,8 +70,8 @@ def _check_real(dtype, where):
 
 
 def _attr_metadata(attrs, where):
-    """Angles and pixel size from a mapping of array attributes."""
-    angles = source = pixel = None
+    """``(angles, angles source, pixel size, pixel-size source)`` from array attributes."""
+    angles = source = pixel = pixel_source = None
     for key in _ANGLE_ATTRS:
         if key in attrs:
             try:
@@ -88,9 +88,9 @@ def _attr_metadata(attrs, where):
             except (TypeError, ValueError, IndexError):
                 raise ValueError(f"{where}: attribute {key!r} is not a number") from None
             if np.isfinite(value) and value > 0:
-                pixel = value
+                pixel, pixel_source = value, f"{where} attribute {key!r}"
             break
-    return angles, source, pixel
+    return angles, source, pixel, pixel_source
 
 
 # --------------------------------------------------------------------------------- TIFF
@@ -148,8 +148,9 @@ def inspect_tiff(path):
         dtype = _check_real(series.dtype, path)
         shape = stack_shape(series.shape, path)
         pixel = _tiff_pixel_size(tf)
-    return {"shape": shape, "dtype": dtype, "pixel_size_A": pixel, "header_angles_deg": None,
-            "header_angles_source": None}
+    return {"shape": shape, "dtype": dtype, "pixel_size_A": pixel,
+            "pixel_size_source": "TIFF resolution tags" if pixel is not None else None,
+            "header_angles_deg": None, "header_angles_source": None}
 
 
 def read_tiff(path, info):
@@ -226,9 +227,10 @@ def inspect_hdf5(path, dataset=None):
         where = f"{path}:{ds.name}"
         dtype = _check_real(ds.dtype, where)
         shape = stack_shape(ds.shape, where)
-        angles, src, pixel = _attr_metadata(ds.attrs, where)
+        angles, src, pixel, pixel_src = _attr_metadata(ds.attrs, where)
         name = ds.name
-    return {"shape": shape, "dtype": dtype, "pixel_size_A": pixel, "header_angles_deg": angles,
+    return {"shape": shape, "dtype": dtype, "pixel_size_A": pixel,
+            "pixel_size_source": pixel_src, "header_angles_deg": angles,
             "header_angles_source": src, "dataset": name}
 
 
@@ -311,8 +313,9 @@ def inspect_zarr(path, dataset=None):
     dtype = _check_real(arr.dtype, where)
     shape = stack_shape(arr.shape, where)
     attrs = dict(arr.attrs)
-    angles, src, pixel = _attr_metadata(attrs, where)
-    return {"shape": shape, "dtype": dtype, "pixel_size_A": pixel, "header_angles_deg": angles,
+    angles, src, pixel, pixel_src = _attr_metadata(attrs, where)
+    return {"shape": shape, "dtype": dtype, "pixel_size_A": pixel,
+            "pixel_size_source": pixel_src, "header_angles_deg": angles,
             "header_angles_source": src, "dataset": name}
 
 

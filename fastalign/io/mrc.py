@@ -8,8 +8,11 @@ Files that are not MRC at all, or whose data block is shorter than the header pr
 
 Tilt angles stored in the extended header are recovered on a best-effort basis:
 
-* ``exttyp`` ``FEI1``/``FEI2`` (EPU/Tomography >= 2014): field ``Alpha tilt`` per section,
-  pixel size from ``Pixel size X`` (metres).
+* ``exttyp`` ``FEI1``/``FEI2`` (EPU/Tomography >= 2014; one big-endian record of 768/888
+  bytes per section, layout as in ``mrcfile``'s FEI dtypes): field ``Alpha tilt`` (degrees)
+  per section, pixel size from ``Pixel size X`` (metres) of the first section.  A field is
+  used when its bit in the record's ``Bitmask 1`` is set (bit 7 alpha tilt, bit 14 pixel
+  size X), or, when a writer left the whole bitmask zero, when its values look valid.
 * ``exttyp`` ``SERI``/``AGAR`` (SerialEM/IMOD): when bit 0 of ``nreal`` (header bytes
   130-131) is set, the first 2 bytes of each ``nint``-byte section record are the tilt angle
   times 100.
@@ -19,6 +22,13 @@ Tilt angles stored in the extended header are recovered on a best-effort basis:
   within +-90 degrees, not all equal).
 
 Anything else yields no angles from the header.
+
+**When is the pixel size "set"?**  The main header's voxel size is ``cella.x / mx``.  It is
+read as *not set* when ``cella`` or ``mx`` is 0 (what ``mrcfile`` and fastalign write when no
+size is known) or when it is exactly 1 A (``cella`` equal to the grid: the default of IMOD,
+``mrcfile`` and old FEI software, which write it whatever the real pixel).  The extended
+header's pixel size is used next.  Otherwise the pixel size is unknown (None): a tilt series
+with genuine 1.000 A pixels needs ``pixel_size_A=1`` (CLI ``--pixel-size 1``).
 """
 import os
 import sys
@@ -57,28 +67,53 @@ def _plausible_angles(a, n):
             and (n == 1 or np.ptp(a) > 0))
 
 
+#: bits of an FEI1/FEI2 record's ``Bitmask 1`` saying which fields hold values
+_FEI_BIT_ALPHA = 1 << 7
+_FEI_BIT_PIXEL_X = 1 << 14
+
+
+def _metres_to_A(value):
+    """A pixel size in metres as angstroms, or None when it is not a plausible pixel."""
+    value = float(value)
+    return value * 1e10 if np.isfinite(value) and 1e-13 < value < 1e-5 else None
+
+
+def _fei_records(mrc, n):
+    """``(alpha tilts, pixel size in A)`` of an FEI1/FEI2 extended header (None if absent)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            idx = mrc.indexed_extended_header
+        except Exception:  # malformed FEI header: best effort only
+            idx = None
+    if idx is None or len(idx) < n:
+        return None, None
+    bits = np.asarray(idx["Bitmask 1"][:n], dtype=np.uint64)
+    no_flags = not bits.any()
+    a = np.asarray(idx["Alpha tilt"][:n], dtype=np.float64)
+    if not (no_flags or np.all(bits & _FEI_BIT_ALPHA)):
+        a = None
+    px = None
+    if no_flags or int(bits[0]) & _FEI_BIT_PIXEL_X:
+        px = _metres_to_A(idx["Pixel size X"][0])
+    return a, px
+
+
 def _extended_header_angles(mrc, raw, byteorder, n):
-    """Best-effort ``(angles_deg or None, pixel_size_A or None, description)``."""
+    """Best-effort ``(angles_deg or None, pixel_size_A or None, description)``: the
+    description names the extended header that gave the angles or, failing them, the pixel
+    size."""
     ext = mrc.extended_header
     if ext is None or ext.size == 0:
         return None, None, None
     ext = ext.tobytes()
     exttyp = bytes(mrc.header.exttyp).strip(b"\0 ")
     if exttyp in (b"FEI1", b"FEI2"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                idx = mrc.indexed_extended_header
-            except Exception:  # malformed FEI header: best effort only
-                idx = None
-        if idx is None or len(idx) < n:
-            return None, None, None
-        a = np.asarray(idx["Alpha tilt"][:n], dtype=np.float64)
-        px = float(idx["Pixel size X"][0]) * 1e10
-        px = px if np.isfinite(px) and 0.0 < px < 1e5 else None
-        if _plausible_angles(a, n):
-            return a, px, f"{exttyp.decode()} extended header"
-        return None, px, None
+        a, px = _fei_records(mrc, n)
+        src = f"{exttyp.decode()} extended header"
+        if a is not None and _plausible_angles(a, n):
+            return a, px, src
+        return None, px, (src if px is not None else None)
     if exttyp in (b"SERI", b"AGAR"):
         nint = int(np.frombuffer(raw, dtype=byteorder + "i2", count=1, offset=128)[0])
         nreal = int(np.frombuffer(raw, dtype=byteorder + "i2", count=1, offset=130)[0])
@@ -91,11 +126,19 @@ def _extended_header_angles(mrc, raw, byteorder, n):
     if not exttyp and len(ext) % 128 == 0 and len(ext) >= 128 * n:
         rec = np.frombuffer(ext, dtype=byteorder + "f4", count=32 * n).reshape(n, 32)
         a = rec[:, 0].astype(np.float64)
-        px_m = float(rec[0, 11])
-        px = px_m * 1e10 if np.isfinite(px_m) and 1e-12 < px_m < 1e-6 else None
         if _plausible_angles(a, n):
-            return a, px, "FEI (pre-2014) extended header"
+            # the pixel size is trusted only in a record that also holds valid angles
+            return a, _metres_to_A(rec[0, 11]), "FEI (pre-2014) extended header"
     return None, None, None
+
+
+def header_pixel_size(voxel_x):
+    """The main header's pixel size in A, or None when it is not set (0, not finite, or
+    exactly 1 A: see the module notes)."""
+    px = float(voxel_x)
+    if not np.isfinite(px) or px <= 0 or px == 1.0:
+        return None
+    return px
 
 
 def _sniff(path, size):
@@ -151,7 +194,8 @@ def inspect_mrc(path):
     -------
     info : dict
         ``shape`` (n_sections, ny, nx), ``dtype`` (on-disk, str), ``mode``,
-        ``pixel_size_A`` (float or None), ``old_header`` (bool: no ``MAP `` id),
+        ``pixel_size_A`` (float or None: see the module notes on "not set"),
+        ``pixel_size_source`` (str or None), ``old_header`` (bool: no ``MAP `` id),
         ``header_angles_deg`` (ndarray or None), ``header_angles_source`` (str or None),
         ``unsigned_bytes`` (bool: IMOD mode-0 file flagged unsigned).
 
@@ -205,8 +249,10 @@ def inspect_mrc(path):
         imod_flags = int(np.frombuffer(raw, dtype=byteorder + "i4", count=1, offset=156)[0])
         unsigned_bytes = mode == 0 and imod_stamp == _IMOD_STAMP and not imod_flags & 1
         angles, ext_px, ext_src = _extended_header_angles(mrc, raw, byteorder, nz)
-        px = float(mrc.voxel_size.x)
-        pixel_size = px if np.isfinite(px) and px > 0 else ext_px
+        pixel_size = header_pixel_size(mrc.voxel_size.x)
+        pixel_source = "MRC header (cella / mx)" if pixel_size is not None else None
+        if pixel_size is None and ext_px is not None:
+            pixel_size, pixel_source = ext_px, ext_src
         dtype = np.dtype(np.uint8) if unsigned_bytes else dtype_from_mode(mode)
     finally:
         mrc.close()
@@ -219,9 +265,10 @@ def inspect_mrc(path):
         "dtype": str(np.dtype(dtype)),
         "mode": mode,
         "pixel_size_A": pixel_size,
+        "pixel_size_source": pixel_source,
         "old_header": not has_id,
         "header_angles_deg": angles,
-        "header_angles_source": ext_src,
+        "header_angles_source": ext_src if angles is not None else None,
         "unsigned_bytes": unsigned_bytes,
     }
 
@@ -270,7 +317,8 @@ def write_mrc(path, data, *, voxel_size_A=None, volume=False, label=None, overwr
     data : array_like, shape (nz_file, ny_file, nx_file)
         Written as sections ``data[k]``; converted to float32 (NaN/Inf are kept).
     voxel_size_A : float, optional
-        Isotropic voxel (pixel) size in angstroms; stored in the header (``cella``).
+        Isotropic voxel (pixel) size in angstroms; stored in the header (``cella``).  When
+        None, ``cella`` stays 0: the file claims no pixel size (and reads back as unknown).
     volume : bool
         Mark the file as a volume (``ispg = 1``) rather than an image stack (``ispg = 0``).
     label : str, optional

@@ -57,7 +57,8 @@ class SlabSource:
     Raises
     ------
     ValueError
-        A format that cannot be read in blocks (TIFF), an empty array, or no tilt angles.
+        A format that cannot be read in blocks (TIFF, Gatan DM: both are read whole by
+        :func:`fastalign.io.read_tilt_series`), an empty array, or no tilt angles.
     """
 
     def __init__(self, path, angles_deg=None):
@@ -65,8 +66,10 @@ class SlabSource:
 
         meta, info = tiltseries._inspect(path, angles_deg)
         if meta["format"] not in SLAB_FORMATS:
-            raise ValueError(f"{path}: {meta['format']} files cannot be read in slabs; "
-                             "convert to Zarr, HDF5 or MRC")
+            hint = (" (DM series are small: run without --scheduler/--workers, or convert)"
+                    if meta["format"] == "dm" else "")
+            raise ValueError(f"{meta['source']}: {meta['format']} files cannot be read in "
+                             f"slabs; convert to Zarr, HDF5 or MRC{hint}")
         self.format, self.path, self.dataset = meta["format"], meta["path"], meta["dataset"]
         self.unsigned = bool(info.get("unsigned_bytes", False))
         self.shape = tuple(meta["shape"])
