@@ -121,12 +121,13 @@ def decorrelation_axis(tilt_series, angles_deg, *, max_size=128, band=(0.03, 0.3
 
 
 def quarter_turn(stack, k):
-    """``stack`` turned by ``k`` quarter turns *clockwise* with y up (rows upwards), exactly:
-    the inverse of a tilt axis at ``90 k`` degrees (:mod:`fastalign.align.axis`'s sign)."""
+    """``stack`` turned back by ``k`` quarter turns, exactly: the same as
+    ``rotate_shift(stack, 90 k, 0)`` (which undoes a tilt axis at ``90 k`` degrees,
+    :mod:`fastalign.align.axis`), without interpolation."""
     k = int(k) % 4
     if k == 0:
         return stack
-    return np.ascontiguousarray(np.rot90(stack, -k, axes=(1, 2)))
+    return np.ascontiguousarray(np.rot90(stack, k, axes=(1, 2)))
 
 
 @dataclass
