@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import logging
 import time
+import warnings
 
 import fastalign
 
@@ -193,6 +194,10 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None):
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
     if start is not None:
         kwargs["initial_shifts"] = start.shifts_for(meta["shape"][0])
+        if abs(start.axis_angle_deg) > 0.5:
+            warnings.warn(f"{args.initial_xf}: its axis angle {start.axis_angle_deg:.3f} deg "
+                          "is not used with --scheduler/--workers (an untilted axis); only "
+                          "its shifts start the loop")
     if args.levels is not None:
         kwargs["levels"] = int_list(args.levels, "--levels")
     n, ny, nx = meta["shape"]

@@ -1,7 +1,8 @@
 """AreTomo ``.aln`` alignment files (global section), read and written; and
 :func:`read_alignment`, which reads a starting alignment from an ``.aln`` or an IMOD ``.xf``.
 
-Layout (as AreTomo2 writes it, ``MrcUtil/CSaveAlnFile.cpp``)::
+Layout (as AreTomo2 writes it: github.com/czimaginginstitute/AreTomo2,
+``MrcUtil/CSaveAlnFile.cpp`` at commit 241c54de)::
 
     # AreTomo Alignment / Priims bprmMn
     # RawSize = 512 512 61                     nx ny and the number of raw sections
@@ -11,25 +12,27 @@ Layout (as AreTomo2 writes it, ``MrcUtil/CSaveAlnFile.cpp``)::
         7   -10.6414    1.00000     30.409     -7.146     1.00     1.00     1.00     0.00   -41.00
 
 One row per image that was aligned; ``SEC`` is the image's 0-based section in the raw stack
-(AreTomo2's ``CDarkFrames::GenImodExcludeList`` adds 1 to it for IMOD's 1-based
-``EXCLUDELIST``); dark frames AreTomo dropped have no row but a ``DarkFrame`` line, so the
-raw stack has ``len(rows) + len(dark frames) == RawSize[2]`` sections.  Rows are sorted by
-tilt angle in AreTomo's output; :func:`read_aln` returns them sorted by ``SEC``, i.e. in the
-order of the raw stack with the dark frames removed.  AreTomo3 adds ``AlphaOffset``,
-``BetaOffset`` and ``Thickness`` header lines (kept in :attr:`AlnFile.header`), and a
-``# Local Alignment`` section (not read).  The example row above is from an AreTomo output
-quoted in ``scipion-em/scipion-em-aretomo`` (``protocol_aretomo.py``; its TILT column was
-garbage there and is replaced here).
+(AreTomo2's ``CDarkFrames::GenImodExcludeList``, ``MrcUtil/CDarkFrames.cpp`` at 7f8142df, adds
+1 to it for IMOD's 1-based ``EXCLUDELIST``); dark frames AreTomo dropped have no row but a
+``DarkFrame`` line, so the raw stack has ``len(rows) + len(dark frames) == RawSize[2]``
+sections.  Rows are sorted by tilt angle in AreTomo's output; :func:`read_aln` returns them
+sorted by ``SEC``, i.e. in the order of the raw stack with the dark frames removed.  AreTomo3
+adds ``AlphaOffset``, ``BetaOffset`` and ``Thickness`` header lines (kept in
+:attr:`AlnFile.header`), and a ``# Local Alignment`` section (not read).  The example row
+above is from an AreTomo output quoted in a comment of
+github.com/scipion-em/scipion-em-aretomo, ``aretomo/protocols/protocol_aretomo.py`` (its TILT
+column was garbage there and is replaced here); ``tests/test_aretomo.py`` pins the
+conventions below on its rows.
 
-Conventions, pinned by AreTomo2's own IMOD export (``ImodUtil/CSaveXF.cpp``, ``-OutImod``):
-for each row it writes the ``.xf`` line ``A = [[cos(-ROT), -sin(-ROT)], [sin(-ROT),
-cos(-ROT)]]``, ``(DX, DY) = A (-TX, -TY)``.  In fastalign's notation
-(:mod:`fastalign.align.axis`, :mod:`fastalign.io.xf`) ``A = R(-ROT)``, which is the linear
-part fastalign writes for ``axis_angle_deg = ROT``: **ROT is fastalign's (and IMOD's) tilt-axis
-angle, same sign, in degrees**.  fastalign's ``.xf`` translation is ``-(dx, dy)``, so
-``(dx, dy) = R(-ROT) (TX, TY)`` and ``(TX, TY) = R(ROT) (dx, dy)``: **TX, TY are the shift of
-the image (not the correction), in the raw, unrotated detector frame**; the correction
-applied is ``-(TX, TY)`` followed by the rotation ``-ROT``.  For ``ROT = 0``,
+Conventions, pinned by AreTomo2's own IMOD export (``ImodUtil/CSaveXF.cpp`` at 7f8142df,
+``-OutImod 1/2``): for each row it writes the ``.xf`` line
+``A = [[cos(-ROT), -sin(-ROT)], [sin(-ROT), cos(-ROT)]]``, ``(DX, DY) = A (-TX, -TY)``.  In
+fastalign's notation (:mod:`fastalign.align.axis`, :mod:`fastalign.io.xf`) ``A = R(-ROT)``,
+the linear part fastalign writes for ``axis_angle_deg = ROT``: **ROT is fastalign's (and
+IMOD's) tilt-axis angle, same sign, in degrees**.  fastalign's ``.xf`` translation is
+``-(dx, dy)``, so ``(dx, dy) = R(-ROT) (TX, TY)`` and ``(TX, TY) = R(ROT) (dx, dy)``: **TX, TY
+are the shift of the image (not the correction), in the raw, unrotated detector frame**; the
+correction applied is ``-(TX, TY)`` followed by the rotation ``-ROT``.  For ``ROT = 0``,
 ``(dx, dy) = (TX, TY)``.  AreTomo rotates about ``(nx/2, ny/2)``, fastalign about
 ``((nx-1)/2, (ny-1)/2)``: the difference is the sub-pixel one described in
 :mod:`fastalign.io.xf`.  ``GMAG`` other than 1 (a magnification) is refused; ``SMEAN``,
@@ -119,10 +122,11 @@ class AlnFile:
             return self.shifts.copy()
         nd = len(self.dark_frames)
         if nd and n == k + nd:
+            views = format_excludelist(self.dark_sections)
             raise ValueError(
                 f"{self.path} aligns {k} images; the tilt series has {n}, including the "
-                f"{nd} dark frames AreTomo left out (views {format_excludelist(self.dark_sections)}"
-                ", 1-based): remove them from the stack and its angles")
+                f"{nd} dark frames AreTomo left out (views {views}, 1-based): remove them "
+                "from the stack and its angles")
         size = "" if self.raw_size is None else f" (RawSize {self.raw_size[2]} sections"
         size += f", {nd} dark frames)" if size else ""
         raise ValueError(f"{self.path} holds {k} alignment lines{size}, the tilt series has "
