@@ -104,7 +104,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         Rotation-centre offset (detector pixels) of the geometry.
     initial_shifts : array_like of shape (n_tilts, 2), or {"xcorr", "com"}, optional
         Starting ``(dx, dy)``, or the name of a baseline to compute them with (``"com"``
-        suits compact objects, ``"xcorr"`` anything; default zeros).
+        suits compact objects, ``"xcorr"`` anything; default zeros), or an IMOD ``.xf`` /
+        AreTomo ``.aln`` read by :func:`fastalign.io.read_alignment` (its shifts, and its
+        axis angle unless ``axis_angle_deg`` is given).
     min_coherence : float
         Frequencies whose coherence ``|C| / sqrt(sum|B|^2 sum|P|^2)`` is lower are ignored.
     taper : float

@@ -113,7 +113,9 @@ class AlignOptions:
         if self.final_iter is not None:
             put("final_iter", as_positive_int(self.final_iter, "final_iter", 0))
         if isinstance(self.initial_shifts, str) and self.initial_shifts not in ("xcorr", "com"):
-            raise ValueError("initial_shifts must be an array, 'xcorr' or 'com'")
+            raise ValueError("initial_shifts must be an array, 'xcorr', 'com' or a file read "
+                             "by fastalign.io.read_alignment(path) (.xf/.aln), got "
+                             f"{self.initial_shifts!r}")
         if isinstance(self.pad_x, str):
             if self.pad_x != "auto":
                 raise ValueError(f"pad_x must be an integer or 'auto', got {self.pad_x!r}")

@@ -1,13 +1,15 @@
 """Starting point of the alignment loop: starting shifts and the coarse axis angle.
 
-The loop starts from the given shifts, a baseline's (``initial_shifts="xcorr"/"com"``), or
-zeros; for a compact object (the x-integrated profiles agree after alignment) dy starts from
-the profiles and dx from the centres of mass (:func:`profile_start`).  With
+The loop starts from the given shifts, a baseline's (``initial_shifts="xcorr"/"com"``), an
+alignment file's (``initial_shifts=fastalign.io.read_alignment("run.xf")``, also its axis
+angle), or zeros; for a compact object (the x-integrated profiles agree after alignment) dy
+starts from the profiles and dx from the centres of mass (:func:`profile_start`).  With
 ``refine="axis_angle"`` the axis angle starts from the tilt invariance of the profiles
 (:func:`coarse_axis`).  Everything here works on the data's profiles, never on a volume.
 """
 import logging
 import time
+import warnings
 
 import numpy as np
 
@@ -26,10 +28,20 @@ PROFILE_USE = 0.2
 PROFILE_HOLD = 0.02
 
 
+#: a file's axis angle further than this (degrees) from the one given is warned about
+AXIS_FILE_TOL_DEG = 0.5
+
+
 def start_shifts(initial_shifts, n):
-    """Starting ``(dx, dy)``: zeros for None, else the array checked and shaped ``(n, 2)``."""
+    """Starting ``(dx, dy)``: zeros for None, else the array checked and shaped ``(n, 2)``.
+
+    An alignment read from a file (``fastalign.io.read_alignment``: any value with a
+    ``shifts_for(n)`` method) gives its shifts; it refuses a count other than ``n``, naming
+    the file."""
     if initial_shifts is None:
         return np.zeros((n, 2))
+    if hasattr(initial_shifts, "shifts_for"):
+        initial_shifts = initial_shifts.shifts_for(n)
     total = np.array(initial_shifts, dtype=np.float64).reshape(n, 2)
     if not np.all(np.isfinite(total)):
         raise ValueError("initial_shifts contains NaN/Inf")
@@ -52,9 +64,25 @@ def coarse_axis(data, opts):
     the amplitude-spectrum estimate, refined where the aligned x-integrated profiles agree
     best when they can agree (a compact object: the same test as ``y_profile``'s); else 0.
 
+    A starting alignment read from a file (``initial_shifts`` with an ``axis_angle_deg``,
+    ``fastalign.io.read_alignment``) gives the angle when ``axis_angle_deg`` is not set (the
+    fixed angle, or the start of its refinement); when it is set, a file angle more than
+    AXIS_FILE_TOL_DEG away is warned about.
+
     Returns ``(alpha, record, seconds)``: ``record`` holds the estimates for the options."""
+    file_alpha = getattr(opts.initial_shifts, "axis_angle_deg", None)
+    source = getattr(opts.initial_shifts, "path", "") or "initial_shifts"
     if opts.axis_angle_deg is not None:
+        if (file_alpha is not None and abs((file_alpha - opts.axis_angle_deg + 180.0) % 360.0
+                                           - 180.0) > AXIS_FILE_TOL_DEG):
+            warnings.warn(f"{source}: its axis angle {file_alpha:.3f} deg differs from "
+                          f"axis_angle_deg={opts.axis_angle_deg:.3f}; using "
+                          f"{opts.axis_angle_deg:.3f} and only the file's shifts",
+                          stacklevel=3)
         return opts.axis_angle_deg, {}, 0.0
+    if file_alpha is not None:
+        log.info("axis angle %.3f deg from %s", file_alpha, source)
+        return float(file_alpha), dict(axis_angle_deg_file=float(file_alpha)), 0.0
     if not opts.refine_axis:
         return 0.0, {}, 0.0
     t0 = time.perf_counter()

@@ -1,8 +1,10 @@
 """``fastalign align``: estimate the shifts of a tilt series, write the aligned stack, the
 volume, the transforms, the figures and the report (locally or on Dask)."""
+import argparse
 import contextlib
 import logging
 import time
+import warnings
 
 import fastalign
 
@@ -25,7 +27,8 @@ def add_parser(sub, parents, fmt):
                     "stack and its reconstruction.",
         epilog="Writes to the output directory: <stem>.ali (aligned stack, MRC), <stem>.rec "
                "(volume, MRC, sections along y), <stem>.xf (IMOD transforms '1 0 0 1 DX DY' "
-               "with DX, DY = -dx, -dy), <stem>.tlt (angles), report.json (inputs, options, "
+               "with DX, DY = -dx, -dy), <stem>.aln (the same alignment for AreTomo), "
+               "<stem>.tlt (angles), report.json (inputs, options, "
                "shifts, history, timings, versions, machine), shifts.png, slices.png, "
                "convergence.png.  Refuses to start if any of these exist, unless --overwrite.")
     p.add_argument("input", metavar="INPUT", help="tilt series file (see 'fastalign --help')")
@@ -61,7 +64,32 @@ def add_parser(sub, parents, fmt):
                    help="tilt-axis angle in degrees, counter-clockwise from +y with y up "
                         "(IMOD): fixed, or the starting value with --refine ...,axis_angle "
                         "(default: 0, or a coarse estimate when refined)")
+    p.add_argument("--initial-xf", metavar="FILE", dest="initial_xf",
+                   help="start from the alignment in FILE: an IMOD .xf (rotation and "
+                        "translation per line; magnification or skew is refused) or an "
+                        "AreTomo .aln (global section; the stack must not hold the dark "
+                        "frames it lists).  Its shifts start the loop and, unless "
+                        "--axis-angle is given, its tilt-axis angle is used")
+    p.add_argument("--pad-x", metavar="N|auto", dest="pad_x", type=_pad_x,
+                   help="reconstruct N extra columns on each side (room for material that "
+                        "leaves the field of view at high tilt), or 'auto' to choose from "
+                        "the data (default: 0 for a compact object; slabs size it "
+                        "themselves)")
     p.set_defaults(func=run)
+
+
+def _pad_x(text):
+    """``--pad-x``: a non-negative integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer or 'auto', got "
+                                         f"{text!r}")
+    return value
 
 
 def _given(args, keys):
@@ -74,7 +102,7 @@ def _local_options(args):
     kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
               "progress": progress_enabled(args)}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
-                                "axis_angle_deg")))
+                                "axis_angle_deg", "pad_x")))
     if args.refine is not None:
         kwargs["refine"] = tuple(r.strip() for r in args.refine.split(",") if r.strip())
     if args.levels is not None:
@@ -94,12 +122,15 @@ def run(args):
     check_angle_units(meta, angles)
     names = outputs.align_names(stem(meta))
     directory = out_dir(args, meta)
+    start = None
+    if args.initial_xf is not None:  # read (and checked) before anything is computed
+        start = io.read_alignment(args.initial_xf, n=meta["shape"][0])
     staged = io.OutputSet(directory, names.values(), overwrite=args.overwrite,
-                          inputs=meta["files"])
+                          inputs=list(meta["files"]) + [args.initial_xf])
     staged.preflight(output_bytes(meta, args.nz))
     warn_few_tilts(meta)
     if dask.wanted(args):
-        return run_distributed(args, meta, angles, names, staged, t_start)
+        return run_distributed(args, meta, angles, names, staged, t_start, start)
     vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.recon == "tv" else 0)
     need = check_memory(args, meta, volume_copies=vol_copies)
 
@@ -108,6 +139,8 @@ def run(args):
     check_signal(data, name=meta["source"])
     timings = {"read_s": time.perf_counter() - t0}
     kwargs = _local_options(args)
+    if start is not None:
+        kwargs["initial_shifts"] = start
     n, ny, nx = meta["shape"]
     say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} ({args.method}, {args.recon}; "
               f"estimated peak memory {format_bytes(need)})")
@@ -148,7 +181,7 @@ def _without_log(text):
         logger.removeFilter(drop)
 
 
-def run_distributed(args, meta, angles, names, staged, t_start):
+def run_distributed(args, meta, angles, names, staged, t_start, start=None):
     """``fastalign align --scheduler/--workers``: :func:`fastalign.distributed.align`, the
     workers reading the input and writing the stack and volume slab-wise."""
     from .. import distributed as fd
@@ -158,7 +191,13 @@ def run_distributed(args, meta, angles, names, staged, t_start):
         raise ValueError(f"--method {args.method} is not available with --scheduler/"
                          "--workers (autofocus only)")
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
-    kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam")))
+    kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
+    if start is not None:
+        kwargs["initial_shifts"] = start.shifts_for(meta["shape"][0])
+        if abs(start.axis_angle_deg) > 0.5:
+            warnings.warn(f"{args.initial_xf}: its axis angle {start.axis_angle_deg:.3f} deg "
+                          "is not used with --scheduler/--workers (an untilted axis); only "
+                          "its shifts start the loop")
     if args.levels is not None:
         kwargs["levels"] = int_list(args.levels, "--levels")
     n, ny, nx = meta["shape"]

@@ -1,7 +1,7 @@
 """Writing the results of an alignment, shared by the local and the Dask runs.
 
 The aligned stack and the volume are written by the caller (in memory locally, slab-wise by
-the workers on Dask); everything else -- ``.xf``, ``.tlt``, the three figures and
+the workers on Dask); everything else -- ``.xf``, ``.aln``, ``.tlt``, the three figures and
 ``report.json`` -- is written here into the staged :class:`fastalign.io.OutputSet`.
 """
 import time
@@ -16,7 +16,8 @@ from .common import EXIT_OK, say
 def align_names(stem):
     """``{output key: file name}`` of an alignment run."""
     return {"aligned": f"{stem}.ali", "volume": f"{stem}.rec", "xf": f"{stem}.xf",
-            "tlt": f"{stem}.tlt", "report": "report.json", "shifts_png": "shifts.png",
+            "aln": f"{stem}.aln", "tlt": f"{stem}.tlt", "report": "report.json",
+            "shifts_png": "shifts.png",
             "slices_png": "slices.png", "convergence_png": "convergence.png"}
 
 
@@ -66,7 +67,7 @@ def slice_panels(data, result, angles, nz):
 
 def write_align_products(outputs, names, stem, angles, result, panels, timings, t0,
                          t_start, record):
-    """Write the .xf, .tlt, the three figures and report.json of an alignment into the
+    """Write the .xf, .aln, .tlt, the three figures and report.json of an alignment into the
     staged ``outputs`` (the stack and volume are written by the caller).
 
     Parameters
@@ -89,6 +90,9 @@ def write_align_products(outputs, names, stem, angles, result, panels, timings, 
     """
     io.write_xf(outputs.path(names["xf"]), result.shifts,
                 axis_angle_deg=result.axis_angle_deg or 0.0)
+    n, ny, nx = record["inputs"]["shape"]
+    io.write_aln(outputs.path(names["aln"]), angles, result.shifts,
+                 result.axis_angle_deg or 0.0, image_shape=(ny, nx))
     io.write_tlt(outputs.path(names["tlt"]), angles)
     report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
                        title=f"{stem}: shifts ({result.method})")
