@@ -225,7 +225,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     if opts.method != "autofocus":
         return _baseline(data, angles, opts, t_start)
     oriented, t_axis, offset = None, 0.0, 0.0
-    if opts.orient and opts.axis_angle_deg is None:
+    if (opts.orient and opts.axis_angle_deg is None
+            and getattr(opts.initial_shifts, "axis_angle_deg", None) is None):
         t0 = time.perf_counter()
         data, opts, alpha, offset, oriented = orient_data(data, angles, opts)
         t_axis = time.perf_counter() - t0
