@@ -78,4 +78,12 @@ class AlignResult:
             "center_offset": float(self.center_offset),
             "thickness_px": None if self.thickness is None else float(self.thickness),
             "specimen": self.options.get("specimen"),
+            "orientation": self.options.get("orientation"),
+            "diagnosis": self.diagnosis(),
         }
+
+    def diagnosis(self):
+        """Likely causes, with the option to set, when the run did not converge or fits
+        badly (:func:`fastalign.align.diagnose.diagnose`); empty otherwise."""
+        from .diagnose import diagnose
+        return diagnose(self)

@@ -122,8 +122,15 @@ def align_done(args, result, names, out_dir):
                      f"region pad_x={spec.get('pad_x')} nz={spec.get('nz')}, "
                      f"stopped: {spec.get('stop')}")
         say(args, line)
-    if not result.converged:
-        warnings.warn("alignment did not converge within --max-iter; the shifts may be "
-                      "inaccurate")
+    orient = result.options.get("orientation") if result.options else None
+    if orient:
+        say(args, f"fastalign: tilt axis {result.axis_angle_deg:.2f} deg (from the data: "
+                  f"{orient.get('used')}, {orient.get('quarter_turns')} quarter turn(s); "
+                  "direction modulo 180 deg)")
+    causes = result.diagnosis() if hasattr(result, "diagnosis") else []
+    if causes:
+        state = "did not converge" if not result.converged else "fits the data poorly"
+        warnings.warn(f"alignment {state}; likely causes, most likely first:\n  - "
+                      + "\n  - ".join(causes))
     say(args, f"fastalign: wrote {', '.join(names.values())} to {out_dir}")
     return EXIT_OK
