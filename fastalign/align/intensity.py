@@ -148,7 +148,7 @@ class IntensityModel:
                     background=self.background,
                     i0=None if self.i0 is None else list(self.i0),
                     scale=None if self.scale is None else list(self.scale),
-                    identity=self.is_identity, decisions=self.decisions,
+                    identity=self.is_identity, applied=True, decisions=self.decisions,
                     summary=self.summary())
 
     def apply(self, data):

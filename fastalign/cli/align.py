@@ -61,7 +61,27 @@ def add_parser(sub, parents, fmt):
                    help="tilt-axis angle in degrees, counter-clockwise from +y with y up "
                         "(IMOD): fixed, or the starting value with --refine ...,axis_angle "
                         "(default: 0, or a coarse estimate when refined)")
+    p.add_argument("--contrast", choices=("auto", "dark-field", "bright-field"),
+                   default="auto",
+                   help="intensity model: dark-field (mass bright, e.g. HAADF-STEM; used "
+                        "linearly), bright-field (mass dark on a bright background, e.g. "
+                        "TEM/cryo; -log(I/I0) with I0 per tilt) or auto (default: from the "
+                        "histogram, which side of the background level the mass lies)")
+    p.add_argument("--background", default="auto", metavar="{auto,none,VALUE}",
+                   help="constant detector offset removed before aligning: auto (default: "
+                        "only when clearly an offset, e.g. a vacuum level far from zero), "
+                        "none, or a number; the aligned stack keeps the original intensities")
     p.set_defaults(func=run)
+
+
+def _background(text):
+    """``--background`` as the library's ``background`` argument."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--background must be auto, none or a number, got {text!r}") from None
 
 
 def _given(args, keys):
@@ -72,7 +92,8 @@ def _given(args, keys):
 def _local_options(args):
     """Keyword arguments of :func:`fastalign.align` from the command line."""
     kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
-              "progress": progress_enabled(args)}
+              "progress": progress_enabled(args), "contrast": args.contrast,
+              "background": _background(args.background)}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
                                 "axis_angle_deg")))
     if args.refine is not None:
@@ -157,6 +178,9 @@ def run_distributed(args, meta, angles, names, staged, t_start):
     if args.method != "autofocus":
         raise ValueError(f"--method {args.method} is not available with --scheduler/"
                          "--workers (autofocus only)")
+    if args.contrast != "auto" or args.background != "auto":
+        raise ValueError("--contrast/--background are not available with --scheduler/"
+                         "--workers (the intensity model is local only)")
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam")))
     if args.levels is not None:
