@@ -19,8 +19,9 @@ Rules (``level`` is a refined histogram mode; ``spread`` the 0.5-99.5 percentile
 the subsample):
 
 1. **Contrast** (``"auto"``): mass is the minority of pixels spreading away from the
-   background level, so the longer histogram tail from the global mode tells the polarity:
-   above it (``p99.5 - mode >= mode - p0.5``) dark-field, below it bright-field.
+   background level, so the longer histogram tail from each tilt's mode tells the polarity:
+   above it (``p99.5 - mode >= mode - p0.5``) in at least half of the tilts dark-field,
+   else bright-field (per tilt, so that exposure changes do not blur the histogram).
 2. **Background** (dark-field, ``"auto"``), a constant offset removed only when it is clearly
    one:
 
@@ -192,32 +193,41 @@ def _subsample(data):
     return np.asarray(data[:, ::step, ::step], dtype=np.float64)
 
 
-def _mode(v, lo, hi, bins=256):
-    """Refined histogram mode of the samples ``v`` within ``[lo, hi]``: the densest bin,
-    then the median of the samples near it (within 1.5 bins, then 3 robust sigmas)."""
+def _mode(v, lo, hi):
+    """Refined histogram mode of the samples ``v`` within ``[lo, hi]``: the densest of
+    ``2 N^(1/3)`` bins (8 to 256), then the median of the samples near it, re-centred three
+    times within 2.5 robust sigmas (the cluster of a noisy background level)."""
     if hi <= lo:
         return float(np.median(v))
+    bins = int(np.clip(2.0 * v.size ** (1.0 / 3.0), 8, 256))
     h, edges = np.histogram(v, bins, (lo, hi))
     k = int(np.argmax(h))
     width = edges[1] - edges[0]
     c = 0.5 * (edges[k] + edges[k + 1])
-    near = v[np.abs(v - c) <= 1.5 * width]
-    c = float(np.median(near))
-    sigma = 1.4826 * float(np.median(np.abs(near - c)))
-    if sigma > 0:
-        near = v[np.abs(v - c) <= 3.0 * sigma]
-        if near.size:
-            c = float(np.median(near))
-    return c
+    near = v[np.abs(v - c) <= width]
+    for _ in range(3):
+        c = float(np.median(near))
+        sigma = 1.4826 * float(np.median(np.abs(near - c)))
+        if sigma == 0:
+            break
+        clipped = v[np.abs(v - c) <= 2.5 * sigma]
+        if clipped.size == 0:
+            break
+        near = clipped
+    return float(np.median(near))
 
 
-def _decide_contrast(flat, lo, hi, mode):
-    up, down = hi - mode, mode - lo
-    if up >= down:
-        return "dark-field", (f"the mass tail lies above the background level {mode:.6g} "
-                              f"(tails: above {up:.4g}, below {down:.4g})")
-    return "bright-field", (f"the mass tail lies below the background level {mode:.6g} "
-                            f"(tails: above {up:.4g}, below {down:.4g})")
+def _decide_contrast(lo, hi, modes):
+    """Per tilt, is the longer tail from the tilt's mode above it (mass bright)?  Majority."""
+    up, down = hi - modes, modes - lo
+    bright = int(np.sum(up >= down))
+    n = modes.size
+    tails = f"median tails: above {np.median(up):.4g}, below {np.median(down):.4g}"
+    if 2 * bright >= n:
+        return "dark-field", (f"the mass tail lies above the background level in {bright} of "
+                              f"{n} tilts ({tails})")
+    return "bright-field", (f"the mass tail lies below the background level in {n - bright} "
+                            f"of {n} tilts ({tails})")
 
 
 def _decide_background(u, levels, spread, angles_deg):
@@ -288,13 +298,14 @@ def intensity_model(data, *, contrast="auto", background="auto", angles_deg=None
     if angles_deg is not None and np.size(angles_deg) != n:
         raise ValueError(f"angles_deg has {np.size(angles_deg)} entries for {n} tilts")
     s = _subsample(data)
-    flat = s.ravel()
-    lo, hi = np.percentile(flat, [0.5, 99.5])
+    lo, hi = np.percentile(s, [0.5, 99.5])
     spread = float(hi - lo)
-    mode = _mode(flat, *np.percentile(flat, [0.1, 99.9]))
+    # per tilt: 0.5 / 99.5 percentiles and the mode (the background level of that tilt)
+    t_lo, t_hi = np.percentile(s.reshape(n, -1), [0.5, 99.5], axis=1)
+    modes = np.array([_mode(t.ravel(), a, b) for t, a, b in zip(s, t_lo, t_hi)])
     decisions = {}
     if contrast == "auto":
-        contrast, why = _decide_contrast(flat, lo, hi, mode)
+        contrast, why = _decide_contrast(t_lo, t_hi, modes)
         decisions["contrast"] = dict(by="data", why=why)
     else:
         decisions["contrast"] = dict(by="user", why="given")
@@ -309,8 +320,7 @@ def intensity_model(data, *, contrast="auto", background="auto", angles_deg=None
         decisions["background"] = dict(by="data", why="bright-field: the bright level I0 is "
                                                        "divided out (or subtracted) per tilt")
     else:
-        levels = np.array([_mode(t.ravel(), lo, hi) for t in s])
-        bg, kind, why = _decide_background(s, levels, spread, angles_deg)
+        bg, kind, why = _decide_background(s, modes, spread, angles_deg)
         decisions["background"] = dict(by="data", why=why)
     if bg != 0.0 and spread <= 1e-6 * abs(bg):
         raise ValueError(f"background={bg:.6g} leaves no signal: the data spread {spread:.3g} "
@@ -318,7 +328,7 @@ def intensity_model(data, *, contrast="auto", background="auto", angles_deg=None
     i0 = scale = None
     transform = "linear"
     if contrast == "bright-field":
-        i0 = tuple(_mode(t.ravel() - bg, lo - bg, hi - bg) for t in s)
+        i0 = tuple(float(m) - bg for m in modes)
         positive = float(np.min(data)) - bg > 0 and min(i0) > 0
         transform = "log" if positive else "invert"
         decisions["exposure"] = dict(

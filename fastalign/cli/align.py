@@ -92,8 +92,11 @@ def _given(args, keys):
 def _local_options(args):
     """Keyword arguments of :func:`fastalign.align` from the command line."""
     kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
-              "progress": progress_enabled(args), "contrast": args.contrast,
-              "background": _background(args.background)}
+              "progress": progress_enabled(args)}
+    if args.contrast != "auto":          # the intensity model (library defaults: "auto")
+        kwargs["contrast"] = args.contrast
+    if args.background != "auto":
+        kwargs["background"] = _background(args.background)
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
                                 "axis_angle_deg")))
     if args.refine is not None:
