@@ -282,3 +282,43 @@ def test_baseline_keeps_original_intensities():
     assert r.options["intensity"]["background"] == pytest.approx(OFFSET, abs=50)
     assert np.median(r.aligned[:, :, :4]) == pytest.approx(OFFSET, abs=100)
     assert r.volume.max() < 0.5 * abs(OFFSET)      # reconstructed from the mass, not offset
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_cli_offset_series_summary_report_and_errors(tmp_path, capsys):
+    import mrcfile
+
+    from fastalign.cli import main
+    from fastalign.io import read_tilt_series, write_tlt
+    d, a, _ = seed_experiment(n=32, shift_range=3)
+    raw = _offset_int16(np.repeat(d, 4, axis=1))
+    with mrcfile.new(tmp_path / "ts.mrc") as m:
+        m.set_data(raw)
+    write_tlt(tmp_path / "ts.rawtlt", a)
+
+    def run(*args):   # in this process: the kernels are compiled once
+        code = main(["align", str(tmp_path / "ts.mrc"), *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = run("--axes", "x", "--max-iter", "2", "--tol", "50", "--levels", "1", "--out",
+                         str(tmp_path / "o"))
+    assert code == 0, err
+    assert "fastalign: intensity dark-field, background -300" in out
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    rec = rep["result"]["options"]["intensity"]
+    assert rec["background"] == pytest.approx(OFFSET, abs=50) and rec["contrast"] == "dark-field"
+    ali = read_tilt_series(tmp_path / "o" / "ts.ali")[0]
+    assert np.median(ali[:, :, :2]) == pytest.approx(OFFSET, abs=100)   # original intensities
+
+    code, _, err = run("--background", "zero", "--out", str(tmp_path / "p"))
+    assert code == 2 and "--background must be auto, none or a number" in err
+    code, _, err = run("--contrast", "dark")
+    assert code == 2 and "--contrast" in err
+    with pytest.raises(SystemExit):
+        main(["align", "--help"])
+    out = capsys.readouterr().out
+    assert "--contrast {auto,dark-field,bright-field}" in out
+    assert "--background {auto,none,VALUE}" in out
