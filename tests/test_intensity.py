@@ -73,6 +73,14 @@ def test_clean_simulations_are_identity(case):
         np.testing.assert_array_equal(out, data)
 
 
+def test_structureless_noise_is_left_alone():
+    # no mass tail, no shared vacuum level, no slab law: nothing is clearly an offset
+    angles = np.linspace(-60.0, 60.0, 21)
+    for seed in range(12):
+        noise = np.random.default_rng(seed).random((21, 8, 10)).astype(np.float32) + 1.0
+        assert intensity_model(noise, angles_deg=angles).is_identity, seed
+
+
 def test_clean_alignment_unchanged_and_recorded():
     # the identity model does not touch the data: bit-for-bit the same as background="none"
     d, a, _ = seed_experiment(n=32, shift_range=3)

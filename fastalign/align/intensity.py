@@ -19,9 +19,11 @@ Rules (``level`` is a refined histogram mode; ``spread`` the 0.5-99.5 percentile
 the subsample):
 
 1. **Contrast** (``"auto"``): mass is the minority of pixels spreading away from the
-   background level, so the longer histogram tail from each tilt's mode tells the polarity:
-   above it (``p99.5 - mode >= mode - p0.5``) in at least half of the tilts dark-field,
-   else bright-field (per tilt, so that exposure changes do not blur the histogram).
+   background level, so the longer histogram tail from each tilt's mode tells the polarity
+   (per tilt, so that exposure changes do not blur the histogram): bright-field when the
+   tail below the mode (``mode - p0.5``) is 1.5 times the one above it (``p99.5 - mode``)
+   in more than half of the tilts, else dark-field (the data as given; so is structureless
+   noise, and a weak-contrast bright-field slab may need ``contrast="bright-field"``).
 2. **Background** (dark-field, ``"auto"``), a constant offset removed only when it is clearly
    one:
 
@@ -29,7 +31,9 @@ the subsample):
      in every view, as for a compact object): removed when ``|level| > 5 %`` of the spread;
    * *a level that grows with ``1/cos(theta)``* (a slab filling the field: its film thickens
      with tilt), with ``angles_deg`` given: the offset is the intercept ``a`` of the per-tilt
-     means fitted as ``a + b / |cos theta|`` (tilts within +-70 degrees), removed when
+     means fitted as ``a + b / |cos theta|`` (tilts within +-70 degrees; the growth must
+     exceed 5 % of the spread, ``b > 0``, and the law explain 80 % of the means' variance),
+     removed when
      ``|a| > 25 %`` of the spread (a small positive minimum is film mass, not an offset);
    * otherwise: the global mode, removed only when negative (mass is never negative) and
      beyond 25 % of the spread.
@@ -69,6 +73,10 @@ SHARED_OFFSET = 0.05
 SLAB_OFFSET = 0.25
 #: a per-tilt mass relative standard deviation above this is an exposure change
 EXPOSURE_SPREAD = 0.10
+#: a histogram tail counts as the mass side when it is this many times the other one
+TAIL_RATIO = 1.5
+#: the ``a + b / |cos theta|`` law must explain this much of the per-tilt means' variance
+SLAB_FIT_R2 = 0.8
 #: tilts used in the ``a + b / |cos theta|`` fit
 SLAB_FIT_MAX_DEG = 70.0
 
@@ -218,16 +226,21 @@ def _mode(v, lo, hi):
 
 
 def _decide_contrast(lo, hi, modes):
-    """Per tilt, is the longer tail from the tilt's mode above it (mass bright)?  Majority."""
+    """Bright-field when, in more than half of the tilts, the tail below the tilt's mode is
+    :data:`TAIL_RATIO` times longer than the one above; else dark-field (the data as given)."""
     up, down = hi - modes, modes - lo
-    bright = int(np.sum(up >= down))
+    dark = int(np.sum(up > TAIL_RATIO * down))
+    bright = int(np.sum(down > TAIL_RATIO * up))
     n = modes.size
     tails = f"median tails: above {np.median(up):.4g}, below {np.median(down):.4g}"
-    if 2 * bright >= n:
-        return "dark-field", (f"the mass tail lies above the background level in {bright} of "
+    if 2 * bright > n:
+        return "bright-field", (f"the mass tail lies below the background level in {bright} "
+                                f"of {n} tilts ({tails})")
+    if 2 * dark > n:
+        return "dark-field", (f"the mass tail lies above the background level in {dark} of "
                               f"{n} tilts ({tails})")
-    return "bright-field", (f"the mass tail lies below the background level in {n - bright} "
-                            f"of {n} tilts ({tails})")
+    return "dark-field", (f"no clear mass tail (above in {dark}, below in {bright} of {n} "
+                          f"tilts; {tails}): dark-field, the data as given")
 
 
 def _decide_background(u, levels, spread, angles_deg):
@@ -250,9 +263,12 @@ def _decide_background(u, levels, spread, angles_deg):
             means = u.reshape(n, -1).mean(axis=1)[use]
             M = np.stack([np.ones_like(sec), sec], axis=1)
             (a, b), *_ = np.linalg.lstsq(M, means, rcond=None)
-            if b * np.ptp(sec) > SHARED_LEVEL * spread:
-                what = (f"the per-tilt level grows like 1/cos(theta) (a slab): intercept "
-                        f"{a:.6g}, signal spread {spread:.4g}")
+            resid = means - M @ np.array([a, b])
+            r2 = 1.0 - float(np.sum(resid ** 2)) / max(float(np.sum((means - means.mean())
+                                                                    ** 2)), 1e-300)
+            if b * np.ptp(sec) > SHARED_LEVEL * spread and r2 >= SLAB_FIT_R2:
+                what = (f"the per-tilt level grows like 1/cos(theta) (a slab, R^2 {r2:.3f}): "
+                        f"intercept {a:.6g}, signal spread {spread:.4g}")
                 if abs(a) > SLAB_OFFSET * spread:
                     return float(a), "slab", f"{what}: an offset, removed"
                 return 0.0, "slab", (f"{what}: within {SLAB_OFFSET:.0%} of the spread of "
