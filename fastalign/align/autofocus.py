@@ -197,7 +197,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     AlignResult
         ``shifts`` in the fixed gauge (sinusoid removed from dx, mean from dy; with
         ``"center"`` also the constant), ``aligned`` (raw data, original intensities,
-        resampled once, rotation and shift), ``volume``, ``history``, ``converged``, ``axis_angle_deg``, ``center_offset``.
+        resampled once, rotation and shift), ``volume``, ``history``, ``converged``,
+        ``axis_angle_deg``, ``center_offset``.
 
     Raises
     ------
