@@ -27,10 +27,11 @@ from ..geometry import TiltGeometry
 from ..operator import Projector
 from .executor import LocalExecutor, make_solver
 from .gauge import fix_gauge
+from .intensity import intensity_model
 from .levels import BINNED_FINEST_NX, auto_levels as _auto_levels, bin_stack  # noqa: F401
 from .loop import drive
 from .options import AlignOptions
-from .orient import orient_data
+from .orient import orient_data, turn_like
 from .result import AlignResult
 from .shift import fourier_shift
 from .start import (PROFILE_HOLD, PROFILE_USE, coarse_axis, column_sums,  # noqa: F401
@@ -47,7 +48,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
           pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
           axis_search_deg=10.0, y_profile="auto", com_start="auto", specimen="auto",
-          orient=True, callback=None, progress=False):
+          orient=True, contrast="auto", background="auto", callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
     Parameters
@@ -182,6 +183,19 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``nz``, ``levels`` and ``initial_shifts`` given explicitly override its choices;
         ``options["specimen"]`` and ``thickness`` report them.  Other specimens keep the
         compact-object loop; ``"compact"``/``"slab"`` force either.
+    contrast : {"auto", "dark-field", "bright-field"}
+        Intensity model (:mod:`fastalign.align.intensity`), applied before anything else:
+        ``"dark-field"`` (mass bright, linear), ``"bright-field"`` (mass dark:
+        ``-log(I / I0)`` with ``I0`` per tilt, or ``I0 - I`` when values reach zero or
+        below); ``"auto"`` decides from the histogram (which side of the background level
+        the mass tail lies).
+    background : {"auto", "none"} or float
+        Constant detector offset removed before the alignment: ``"auto"`` only when it is
+        clearly one (a shared vacuum level away from zero, a slab's ``1/cos`` law with a
+        non-zero intercept, or a negative level), ``"none"``, or this value.  Data whose
+        background is already zero with mass bright are used exactly as given.
+        ``options["intensity"]`` records what was found and why; ``aligned`` keeps the
+        original intensities, ``volume`` is reconstructed from the transformed data.
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -192,8 +206,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     -------
     AlignResult
         ``shifts`` in the fixed gauge (sinusoid removed from dx, mean from dy; with
-        ``"center"`` also the constant), ``aligned`` (raw data resampled once, rotation and
-        shift), ``volume``, ``history``, ``converged``, ``axis_angle_deg``, ``center_offset``.
+        ``"center"`` also the constant), ``aligned`` (raw data, original intensities,
+        resampled once, rotation and shift), ``volume``, ``history``, ``converged``,
+        ``axis_angle_deg``, ``center_offset``.
 
     Raises
     ------
@@ -221,14 +236,23 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         final_iter=final_iter, extrapolate=extrapolate, pad_x=pad_x, max_rows=max_rows,
         refine=refine, axis_angle_deg=axis_angle_deg, axis_search_deg=axis_search_deg,
         y_profile=y_profile, com_start=com_start, specimen=specimen, orient=orient,
-        callback=callback, progress=progress)
+        contrast=contrast, background=background, callback=callback, progress=progress)
+    # the intensity model: `data` becomes mass projections, `original` keeps the user's
+    model = intensity_model(data, contrast=opts.contrast, background=opts.background,
+                            angles_deg=angles)
+    original = None if model.is_identity else data
+    if original is not None:
+        data = model.apply(original)
+        log.info("intensity model: %s", model.summary())
     if opts.method != "autofocus":
-        return _baseline(data, angles, opts, t_start)
+        return _baseline(data, angles, opts, t_start, model, original)
     oriented, t_axis, offset = None, 0.0, 0.0
     if (opts.orient and opts.axis_angle_deg is None
             and getattr(opts.initial_shifts, "axis_angle_deg", None) is None):
         t0 = time.perf_counter()
         data, opts, alpha, offset, oriented = orient_data(data, angles, opts)
+        if original is not None:
+            original = turn_like(original, oriented)
         t_axis = time.perf_counter() - t0
         ny, nx = data.shape[1:]
     total = initial_total(data, angles, opts)
@@ -245,10 +269,11 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     if opts.refine != ("shifts",) or alpha != 0.0:
         record.update(refine=list(opts.refine), axis_angle_deg_start=alpha)
     record.update(axis_record)
+    record["intensity"] = model.record()
     geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
     user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
                 initial_shifts=initial_shifts is not None)
-    out = drive(LocalExecutor(data, angles, opts), opts, geometry, total, record,
+    out = drive(LocalExecutor(data, angles, opts, original), opts, geometry, total, record,
                 alpha=alpha, t_start=t_start, user=user)
     out["timings"] = dict(total_s=time.perf_counter() - t_start, **out["timings"])
     if offset:
@@ -259,8 +284,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     return AlignResult(method="autofocus", options=record, **out)
 
 
-def _baseline(data, angles, opts, t_start):
-    """``method="xcorr"``/``"com"``: a baseline's shifts, then one reconstruction."""
+def _baseline(data, angles, opts, t_start, model, original):
+    """``method="xcorr"``/``"com"``: a baseline's shifts, then one reconstruction (from the
+    intensity model's ``data``; ``aligned`` from ``original`` when it is not None)."""
     from . import baselines
     n, ny, nx = data.shape
     if opts.method == "xcorr":
@@ -276,8 +302,11 @@ def _baseline(data, angles, opts, t_start):
         lam = 0.02 * float(np.abs(data).mean())
     solver = make_solver(opts.recon, A, nonneg=opts.nonneg, lam=lam)
     volume = solver.run(aligned, np.zeros(A.domain_shape, np.float32), 2 * opts.n_inner)
+    if original is not None:
+        fourier_shift(original, -shifts, out=aligned)
     return AlignResult(shifts=shifts, aligned=aligned, volume=volume, history=[],
                        converged=True, angles_deg=angles, method=opts.method,
-                       options=dict(method=opts.method, recon=opts.recon),
+                       options=dict(method=opts.method, recon=opts.recon,
+                                    intensity=model.record()),
                        center_offset=opts.center_offset,
                        timings=dict(total_s=time.perf_counter() - t_start))

@@ -77,13 +77,18 @@ class LocalExecutor:
     angles_deg : ndarray
     opts : AlignOptions
         Resolved options.
+    original : ndarray, float32, shape (n_tilts, ny, nx), optional
+        The user's data when ``data`` is their intensity-model transform
+        (:mod:`fastalign.align.intensity`): :meth:`finish` reconstructs from ``data`` and
+        returns ``original`` resampled as the aligned stack.
     """
 
     name = "local"
     lacks = frozenset()
 
-    def __init__(self, data, angles_deg, opts):
+    def __init__(self, data, angles_deg, opts, original=None):
         self.data = data
+        self.original = original
         self.angles = angles_deg
         self.opts = opts
         self.x = None
@@ -230,7 +235,8 @@ class LocalExecutor:
 
     # ------------------------------------------------------------------ final
     def finish(self, shifts, gauge, center_offset, alpha):
-        """Aligned stack (raw data resampled once) and the final volume, warm-started from
+        """Aligned stack (raw data, or ``original``, resampled once) and the final volume
+        (from the raw data), warm-started from
         the loop's volume moved into the reported gauge (or from FBP when the loop saw a
         subset of rows).  Returns ``(aligned, volume, final_s)``."""
         t0 = time.perf_counter()
@@ -271,6 +277,11 @@ class LocalExecutor:
         if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
             final_iter = max(1, o.n_inner // 2) if fbp_start else 2 * o.n_inner
         volume = solver.run(b, x0, final_iter)
+        if self.original is not None:   # the user's intensities, into the same buffer
+            if alpha == 0.0:
+                fourier_shift(self.original, -shifts, out=aligned)
+            else:
+                _axis.rotate_shift(self.original, alpha, shifts, out=aligned)
         if o.pad_x:
             volume = np.ascontiguousarray(volume[:, :, o.pad_x:o.pad_x + nx])
         return aligned, volume, time.perf_counter() - t0

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .._validate import as_finite_float, as_positive_int
+from .intensity import check_background, check_contrast
 from .levels import auto_levels
 
 __all__ = ["AlignOptions", "REFINE"]
@@ -83,12 +84,16 @@ class AlignOptions:
     y_profile: Any = "auto"
     com_start: Any = "auto"
     specimen: str = "auto"
+    contrast: str = "auto"
+    background: Any = "auto"
     callback: Any = None
     progress: bool = False
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
         put("refine", _check_refine(self.refine))
+        put("contrast", check_contrast(self.contrast))      # the intensity model
+        put("background", check_background(self.background))
         if self.method in ("xcorr", "com"):
             if self.refine != ("shifts",) or self.axis_angle_deg is not None:
                 raise ValueError("refine and axis_angle_deg apply to method='autofocus' only")
@@ -194,6 +199,8 @@ class AlignOptions:
             bad.append("method")
         if "specimen" in lacks and self.specimen == "slab":
             bad.append("specimen='slab'")
+        if "intensity" in lacks and (self.contrast, self.background) != ("auto", "auto"):
+            bad.append("contrast/background (the intensity model)")
         if bad:
             raise ValueError(f"the {name} executor does not support {', '.join(bad)}")
 

@@ -228,8 +228,18 @@ def orient_data(data, angles_deg, opts):
     if alpha != 0.0 and opts.specimen != "compact" and (
             opts.specimen == "slab" or edge_fraction(data) > SLAB_EDGE_FRACTION):
         data = _axis.rotate_shift(data, alpha, np.zeros((data.shape[0], 2)))
-        record["resampled_deg"] = round(float(alpha), 3)
+        record["resampled_deg"] = float(alpha)
         offset, alpha = offset + alpha, 0.0
     elif alpha != 0.0 and not opts.refine_axis:
         opts = dataclasses.replace(opts, refine=opts.refine + ("axis_angle",))
     return data, opts, float(alpha), float(offset), record
+
+
+def turn_like(stack, record):
+    """``stack`` turned as :func:`orient_data` turned the data (its ``record``): the same
+    quarter turns, and the same one resampling of a slab's residual angle."""
+    stack = quarter_turn(stack, record.get("quarter_turns", 0))
+    if record.get("resampled_deg"):
+        stack = _axis.rotate_shift(stack, record["resampled_deg"],
+                                   np.zeros((stack.shape[0], 2)))
+    return stack

@@ -63,7 +63,8 @@ def add_parser(sub, parents, fmt):
     p.add_argument("--axis-angle", type=float, metavar="DEG", dest="axis_angle_deg",
                    help="tilt-axis angle in degrees, counter-clockwise from +y with y up "
                         "(IMOD): fixed, or the starting value with --refine ...,axis_angle "
-                        "(default: 0, or a coarse estimate when refined)")
+                        "(default: found from the data over the full circle, modulo 180 "
+                        "degrees, and refined when it is not a multiple of 90)")
     p.add_argument("--initial-xf", metavar="FILE", dest="initial_xf",
                    help="start from the alignment in FILE: an IMOD .xf (rotation and "
                         "translation per line; magnification or skew is refused) or an "
@@ -75,6 +76,16 @@ def add_parser(sub, parents, fmt):
                         "leaves the field of view at high tilt), or 'auto' to choose from "
                         "the data (default: 0 for a compact object; slabs size it "
                         "themselves)")
+    p.add_argument("--contrast", choices=("auto", "dark-field", "bright-field"),
+                   default="auto",
+                   help="intensity model: dark-field (mass bright, e.g. HAADF-STEM; used "
+                        "linearly), bright-field (mass dark on a bright background, e.g. "
+                        "TEM/cryo; -log(I/I0) with I0 per tilt) or auto (default: from the "
+                        "histogram, which side of the background level the mass lies)")
+    p.add_argument("--background", default="auto", metavar="{auto,none,VALUE}",
+                   help="constant detector offset removed before aligning: auto (default: "
+                        "only when clearly an offset, e.g. a vacuum level far from zero), "
+                        "none, or a number; the aligned stack keeps the original intensities")
     p.set_defaults(func=run)
 
 
@@ -92,6 +103,16 @@ def _pad_x(text):
     return value
 
 
+def _background(text):
+    """``--background`` as the library's ``background`` argument."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--background must be auto, none or a number, got {text!r}") from None
+
+
 def _given(args, keys):
     """The options among ``keys`` that were given (the library's defaults apply to the rest)."""
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
@@ -101,6 +122,10 @@ def _local_options(args):
     """Keyword arguments of :func:`fastalign.align` from the command line."""
     kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
               "progress": progress_enabled(args)}
+    if args.contrast != "auto":          # the intensity model (library defaults: "auto")
+        kwargs["contrast"] = args.contrast
+    if args.background != "auto":
+        kwargs["background"] = _background(args.background)
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
                                 "axis_angle_deg", "pad_x")))
     if args.refine is not None:
@@ -190,6 +215,9 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None):
     if args.method != "autofocus":
         raise ValueError(f"--method {args.method} is not available with --scheduler/"
                          "--workers (autofocus only)")
+    if args.contrast != "auto" or args.background != "auto":
+        raise ValueError("--contrast/--background are not available with --scheduler/"
+                         "--workers (the intensity model is local only)")
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
     if start is not None:

@@ -113,6 +113,9 @@ def align_done(args, result, names, out_dir):
     """Say how the alignment ended (warn if it did not converge) and where the outputs are."""
     state = "converged" if result.converged else "did NOT converge"
     say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
+    inten = result.options.get("intensity") if result.options else None
+    if inten:
+        say(args, f"fastalign: intensity {inten.get('summary')}")
     spec = result.options.get("specimen") if result.options else None
     if spec:
         line = f"fastalign: specimen {spec.get('kind')}"

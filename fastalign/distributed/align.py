@@ -128,6 +128,10 @@ callback
         ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite)
         record = dict(opts.record(), final_iter=ex.final_iter, distributed=True)
         record.pop("max_rows")
+        # the intensity model (fastalign.align.intensity) is local only: data used as given
+        log.info("intensity model not applied on Dask: the data are used as given")
+        record["intensity"] = dict(applied=False,
+                                   summary="not applied on Dask (data used as given)")
         geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
         res = drive(ex, opts, geometry, total, record, t_start=t_start)
     res["timings"] = dict(total_s=time.perf_counter() - t_start, **res["timings"])
@@ -158,7 +162,7 @@ class DaskExecutor:
     #: options of :class:`AlignOptions` this executor cannot run (refused in
     #: :meth:`AlignOptions.check_executor`)
     lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
-                       "progress", "method", "specimen"})
+                       "progress", "method", "specimen", "intensity"})
     can_rotate = False
 
     def __init__(self, client, src, opts, n_workers, tilt_chunk):
