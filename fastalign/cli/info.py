@@ -20,12 +20,43 @@ def add_parser(sub, fmt):
     p.add_argument("--pixel-size", type=pixel_size_arg, metavar="A", help=PIXEL_SIZE_HELP)
     p.add_argument("--nz", type=int, metavar="N",
                    help="volume thickness for the memory estimate (default: nx)")
+    p.add_argument("--headers-only", action="store_true",
+                   help="do not read the data (by default a series up to 1 GiB as float32 "
+                        "is read to report its intensity model and tilt-axis direction)")
     p.set_defaults(func=run)
 
 
-def describe(meta, nz=None):
+#: ``info`` reads the data (for the intensity and axis lines) up to this many float32 bytes
+DATA_LIMIT = 1 << 30
+
+
+def data_lines(data, angles):
+    """What the data show: the intensity model and the tilt-axis direction (the library's
+    :func:`~fastalign.align.intensity.intensity_model` and
+    :func:`~fastalign.align.orient.decorrelation_axis`, as ``fastalign align`` uses them)."""
+    from ..align.diagnose import WEAK_ANISOTROPY
+    from ..align.intensity import intensity_model
+    from ..align.orient import decorrelation_axis
+    lines = []
+    try:
+        model = intensity_model(data, angles_deg=angles)
+    except ValueError as exc:
+        return [("intensity", f"problem: {exc}")]
+    lines.append(("intensity", model.summary()))
+    if angles is None or len(angles) < 3:
+        return lines
+    alpha, strength = decorrelation_axis(model.apply(data), angles)
+    text = (f"about {alpha:.1f} deg from the data (modulo 180; anisotropy {strength:.2f})")
+    if strength < WEAK_ANISOTROPY:
+        text += " -- weakly determined: pass --axis-angle DEG if it is known"
+    lines.append(("tilt axis", text))
+    return lines
+
+
+def describe(meta, nz=None, data=None):
     """``[(label, text), ...]`` describing an inspected input (``meta`` of
-    :func:`fastalign.io.tiltseries._inspect`)."""
+    :func:`fastalign.io.tiltseries._inspect`); with ``data`` (the loaded series) also what
+    the data show (:func:`data_lines`)."""
     n, ny, nx = meta["shape"]
     lines = [("file", meta["path"])]
     if meta["dataset"]:
@@ -54,11 +85,8 @@ def describe(meta, nz=None):
         lines.append(("angles", text))
     if problem is not None:
         lines.append(("angles problem", f"{problem} -- align/recon will refuse this input"))
-    # -- geometry diagnostics: reserved ------------------------------------------------------
-    # The tilt-axis orientation and rotation-centre offset checks (issue 16, later work) add
-    # their lines here, e.g. ("tilt axis", ...) and ("centre offset", ...), computed from the
-    # data by the library and only printed here.
-    # -----------------------------------------------------------------------------------------
+    if data is not None:
+        lines += data_lines(data, a)
     series = 4 * n * ny * nx
     peak = estimate_peak_bytes(n, ny, nx, nz)
     lines.append(("memory", f"{format_bytes(series)} as float32; align/SIRT peak ~ "
@@ -69,8 +97,14 @@ def describe(meta, nz=None):
 
 def run(args):
     """Run ``fastalign info``: print :func:`describe` as aligned ``label: text`` lines."""
-    meta, _ = inspect_input(args, strict=False)
-    lines = describe(meta, args.nz)
+    meta, info = inspect_input(args, strict=False)
+    data = None
+    n, ny, nx = meta["shape"]
+    if (not args.headers_only and 4 * n * ny * nx <= DATA_LIMIT
+            and meta.get("angles_problem") is None and meta["angles_deg"] is not None):
+        from ..io import tiltseries
+        data = tiltseries._load(meta, info)
+    lines = describe(meta, args.nz, data)
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key + ':':<{width + 1}} {value}")
