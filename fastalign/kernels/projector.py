@@ -54,13 +54,12 @@ LINES = 16
 #: the loop bounds may be one sample generous on either side).
 PAD = 2
 
-# No "reassoc" (``_config.FASTMATH_NO_REASSOC``): nothing here needs reassociation, and
-# forbidding it keeps the sequence of floating-point operations per element fixed, whatever code
-# the compiler generates.
+# No "reassoc" (``_config.FASTMATH``, as for every kernel): the sequence of floating-point
+# operations per element is fixed, whatever code the compiler generates.
 
 
 def _kernel(*args, **kwargs):
-    return jit(*args, reassoc=False, **kwargs)
+    return jit(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- SIMD primitives
