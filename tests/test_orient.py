@@ -102,3 +102,23 @@ def test_orient_false_keeps_the_axis_along_y(particles):
     r = fastalign.align(particles.data[:, :, :], particles.angles_deg, orient=False,
                         max_iter=3)
     assert "orientation" not in r.options and r.axis_angle_deg == 0.0
+
+
+def test_weak_anisotropy_snaps_to_the_nearest_quarter_turn(particles, monkeypatch):
+    """A series that hardly changes with the tilt (ETSpy's HAADF needle: anisotropy 0.03)
+    gives a direction a few degrees off; within WEAK_SNAP_DEG of a quarter turn the residual
+    is taken as 0 and not refined (a strong anisotropy keeps it)."""
+    from fastalign.align import orient
+    raw = np.ascontiguousarray(np.rot90(particles.data[:, :, 16:64], 1, axes=(1, 2)))
+
+    def fake(strength):
+        return lambda *a, **k: (84.0, strength)
+    monkeypatch.setattr(orient, "decorrelation_axis", fake(0.03))
+    import sys
+    monkeypatch.setattr(sys.modules["fastalign.align.start"], "PROFILE_USE", -1.0)  # not compact
+    o = orient.find_orientation(raw, particles.angles_deg)
+    assert o.quarter_turns == 1 and o.alpha == 0.0 and not o.refine
+    assert o.record["used"].startswith("nearest quarter turn")
+    monkeypatch.setattr(orient, "decorrelation_axis", fake(0.5))
+    o = orient.find_orientation(raw, particles.angles_deg)
+    assert o.record["used"] == "decorrelation" and o.alpha == -6.0 and o.refine

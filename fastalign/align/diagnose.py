@@ -5,13 +5,13 @@
 it; the CLI prints them and ``report.json`` carries them (``summary()["diagnosis"]``).
 """
 
+from .orient import WEAK_ANISOTROPY
+
 __all__ = ["diagnose", "HIGH_RESIDUAL", "WEAK_ANISOTROPY"]
 
 #: a final relative data residual ``||Ax - b|| / ||b||`` above this is reported as a poor
 #: fit (converged runs on the suite's phantoms end at 0.005-0.06, Poisson noise included)
 HIGH_RESIDUAL = 0.15
-#: a decorrelation anisotropy below this leaves the tilt-axis direction poorly determined
-WEAK_ANISOTROPY = 0.15
 
 
 def _axis_cause(orientation, axis_angle):
