@@ -57,6 +57,11 @@ WEAK_ANISOTROPY = 0.15
 WEAK_SNAP_DEG = 10.0
 #: ... and within this many degrees when the anisotropy is strong
 COMMON_LINE_REACH_DEG = 15.0
+#: the search needs images at least this wide and tall (px) and this many tilts: a
+#: sinogram (one row) or a 24-row strip has no second direction to compare (measured: a
+#: 24 x 48 box with 20 tilts gave 7 degrees for a vertical axis)
+ORIENT_MIN_SIZE = 32
+ORIENT_MIN_TILTS = 8
 #: gap between the paired tilts (degrees): large enough to decorrelate along the normal
 PAIR_GAP_DEG = 8.0
 
@@ -204,10 +209,11 @@ def find_orientation(data, angles_deg, *, hint_deg=None, max_size=128):
     record.update(common_line_deg=round(float(90.0 * k + line), 3),
                   profile_deg=round(float(90.0 * k + a_prof), 3),
                   profile_misfit=round(float(misfit), 4))
-    compact = misfit <= PROFILE_USE and abs(a_prof - residual) <= reach
+    snap = weak and abs(residual) <= WEAK_SNAP_DEG
+    compact = (not snap and misfit <= PROFILE_USE and abs(a_prof - residual) <= reach)
     start = a_prof if compact else residual
     record["used"] = "profiles (compact object)" if compact else "decorrelation"
-    if not compact and weak and abs(residual) <= WEAK_SNAP_DEG:
+    if snap:
         start = 0.0
         record["used"] = "nearest quarter turn (weak anisotropy)"
     refine = abs(start) >= (0.5 * ORIENT_MIN_DEG if compact else ORIENT_MIN_SLAB_DEG)
@@ -240,6 +246,17 @@ def orient_data(data, angles_deg, opts):
     import dataclasses
 
     from .specimen import SLAB_EDGE_FRACTION, edge_fraction
+    n, ny, nx = data.shape
+    if min(ny, nx) < ORIENT_MIN_SIZE or n < ORIENT_MIN_TILTS:
+        record = dict(method="none", used=f"not searched: images {ny} x {nx} / {n} tilts "
+                      f"(needs at least {ORIENT_MIN_SIZE} px both ways and "
+                      f"{ORIENT_MIN_TILTS} tilts)", quarter_turns=0, start_deg=0.0)
+        alpha = 0.0
+        if opts.refine_axis:  # the previous behaviour: a search around y
+            from .start import coarse_axis
+            alpha, extra, _ = coarse_axis(data, opts)
+            record.update(extra)
+        return data, opts, float(alpha), 0.0, record
     found = find_orientation(data, angles_deg)
     data = quarter_turn(data, found.quarter_turns)
     offset, record = 90.0 * found.quarter_turns, found.record
