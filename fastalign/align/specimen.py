@@ -169,13 +169,23 @@ def fit_pitched_slab(volume, *, max_pitch_deg=10.0, step_deg=0.5, smooth_px=5):
                              max_pitch_deg=max_pitch_deg, step_deg=step_deg)
 
 
-def depth_power(volume, smooth_px=5):
+def depth_power(volume, smooth_px=5, acc=None):
     """Sum over rows y of the squared x-high-passed ``volume (ny, nz, nx)``: ``(nz, nx)``
-    float64.  Sums over row blocks add up to the volume's (in float64 round-off)."""
+    float64.
+
+    ``acc``: the sum of the rows before this row block, continued row by row in order, so
+    that consecutive blocks give exactly the sum over the whole volume (NumPy sums over the
+    first axis row by row)."""
     from scipy.ndimage import uniform_filter1d
     v = np.asarray(volume, dtype=np.float32)
     hp = v - uniform_filter1d(v, smooth_px, axis=2)
-    return (hp.astype(np.float64) ** 2).sum(axis=0)
+    sq = hp.astype(np.float64) ** 2
+    if acc is None:
+        return sq.sum(axis=0)
+    acc = acc.copy()
+    for row in sq:
+        acc += row
+    return acc
 
 
 def fit_pitched_power(sq, *, max_pitch_deg=10.0, step_deg=0.5):
