@@ -25,6 +25,13 @@ gauge the same way.  The distributed loop always uses every row (the local ``max
 budget is for one machine) and estimates shifts only (no ``refine``).  The final reconstruction is written slab-wise,
 and the aligned stack tilt-chunk-wise, to Zarr/MRC (atomic).
 
+A slab specimen (:mod:`fastalign.align.slab`, detected from the data) runs the local slab
+loop: the executor's slab steps (:meth:`DaskExecutor.edge_fraction`, ``slab_start``,
+``depth_probe``, ``use_slab``) and, per iteration, the local slab solver per slab of rows
+with the measured-region data weights, cold-started, and the windowed comparison
+(:func:`fastalign.align.executor.measure_windowed`'s parts: x spectra and residual sums per
+slab, y spectra per tilt chunk).
+
 The outer loop itself is the local one: :func:`fastalign.align.loop.drive` with its
 :class:`~fastalign.align.loop.LoopController` drives :class:`DaskExecutor`, which implements
 the data steps of :mod:`fastalign.align.loop` with the tasks above (the local twin:
@@ -245,7 +252,7 @@ class DaskExecutor:
         equals the local one exactly).  The client receives one ``(depth/f, nx/f)`` float64
         image."""
         c = self.client
-        n, ny, nx = self.src.shape
+        ny = self.src.shape[1]
         shifts = -np.asarray(total, dtype=np.float64)
         pads = shift_padding(shifts)
         binned = [c.submit(_slabs.shift_bin_chunk, r, shifts[a:b], pads, f, pure=False)
