@@ -8,7 +8,8 @@ tilts (``specimen="auto"``), or ``specimen="slab"`` is passed, :func:`setup_slab
    network for dy (:func:`fastalign.align.specimen.pair_network_dy`; centres of mass are
    meaningless when mass enters and leaves the field);
 2. reconstructs the started data once, 2x binned, in a region as deep as the images are wide
-   and measures the slab's thickness, depth and pitch (:func:`fit_pitched_slab`);
+   and measures the slab's thickness, depth and pitch
+   (:func:`fastalign.align.specimen.fit_pitched_power`);
 3. moves the slab to the middle of the depth range (a depth offset is the ``sin`` part of
    the dx gauge) and sizes the region: every column that an oblique ray through the field
    meets, and the slab's thickness with a margin (:func:`slab_region`); a pitched slab gets a
@@ -32,7 +33,8 @@ from .specimen import SLAB_EDGE_FRACTION, fit_pitched_power, slab_region
 
 log = logging.getLogger("fastalign.align")
 
-__all__ = ["decide_specimen", "setup_slab", "slab_start_shifts", "SLAB_MAX_ITER", "SLAB_TOL", "PROBE_BIN"]
+__all__ = ["decide_specimen", "setup_slab", "slab_start_shifts", "SLAB_MAX_ITER", "SLAB_TOL",
+           "PROBE_BIN"]
 
 #: Outer iterations on the slab level (Anderson steps; measured: 10-16 to converge).
 SLAB_MAX_ITER = 25
