@@ -102,33 +102,18 @@ class LocalExecutor:
         return edge_fraction(self.data)
 
     def slab_start(self):
-        """Starting ``(dx, dy)`` of a slab: the cosine-stretched cross-correlation chain for
-        dx, the pair network for dy (:mod:`fastalign.align.slab`)."""
-        from .baselines import xcorr_shifts
-        from .specimen import pair_network_dy
-        start = xcorr_shifts(self.data, self.angles)
-        if "y" in self.opts.axes:
-            start[:, 1] = pair_network_dy(self.data, self.angles)
-        else:
-            start[:, 1] = 0.0
-        if "x" not in self.opts.axes:
-            start[:, 0] = 0.0
-        return start
+        """Starting ``(dx, dy)`` of a slab (:func:`fastalign.align.slab.slab_start_shifts`)."""
+        from .slab import slab_start_shifts
+        return slab_start_shifts(self.data, self.angles, self.opts.axes)
 
     def depth_probe(self, total, f, depth):
-        """The central columns of a SIRT reconstruction (30 iterations) of the data aligned
-        with ``total``, ``f`` x binned, ``depth`` full-resolution px deep, in a region wide
-        enough for every oblique ray.  Returns ``(ny/f, depth/f, nx/f)`` float32."""
+        """Row mean of :func:`fastalign.align.specimen.depth_power` of the depth probe
+        (:func:`probe_volume`) of the data aligned with ``total`` and ``f`` x binned:
+        ``(depth/f, nx/f)`` float64, for :func:`fastalign.align.specimen.fit_pitched_power`."""
         from .levels import bin_stack
-        from .specimen import slab_region
+        from .specimen import depth_power
         b = bin_stack(fourier_shift(self.data, -total), f)
-        _, nyl, nxl = b.shape
-        nzl = max(4, depth // f)
-        pad, _ = slab_region(nxl, self.angles, nzl, margin=1.0, margin_px=0.0)
-        A = Projector(self.angles, (nyl, nzl, nxl + 2 * pad))
-        solver = make_solver("sirt", A, nonneg=True, lam=None, pad=pad)
-        x = solver.run(pad_columns(b, pad, "sirt"), np.zeros(A.domain_shape, np.float32), 30)
-        return np.ascontiguousarray(x[:, :, pad:pad + nxl])
+        return depth_power(probe_volume(b, self.angles, depth // f)) / b.shape[1]
 
     def use_slab(self, opts, slab):
         """Run the slab iteration with the slab's options (region, levels, tolerance)."""
@@ -309,22 +294,61 @@ def slab_solver(A, slab, f, nonneg):
     return SIRTSolver(A, nonneg=nonneg, relax=SIRT_RELAX, mask=mask, weight_floor=1e-6)
 
 
+def probe_volume(b, angles_deg, depth):
+    """The central columns of a SIRT reconstruction (30 iterations, non-negative) of the
+    aligned, binned data ``b (n, rows, nxl)``, ``depth`` samples deep (at least 4), in a
+    region wide enough for every oblique ray: ``(rows, depth, nxl)`` float32.  Rows are
+    independent (a row block gives the block's rows of the whole stack's probe)."""
+    from .specimen import slab_region
+    _, nyl, nxl = b.shape
+    nzl = max(4, depth)
+    pad, _ = slab_region(nxl, angles_deg, nzl, margin=1.0, margin_px=0.0)
+    A = Projector(angles_deg, (nyl, nzl, nxl + 2 * pad))
+    solver = make_solver("sirt", A, nonneg=True, lam=None, pad=pad)
+    x = solver.run(pad_columns(b, pad, "sirt"), np.zeros(A.domain_shape, np.float32), 30)
+    return np.ascontiguousarray(x[:, :, pad:pad + nxl])
+
+
 def measure_windowed(bc, Pc, windows, want_x, want_y, opts):
     """Shift updates and residual of measured ``bc`` and reprojected ``Pc`` compared only
     where the data are measured (``windows = (wy, wy_smooth, wx, wx_smooth)``,
     :func:`fastalign.align.specimen.valid_weights`): along x with the smooth x window over
-    the measured rows, along y with the smooth y window over the measured columns."""
+    the measured rows, along y with the smooth y window over the measured columns.
+
+    The three parts (:func:`windowed_x`, :func:`windowed_y`, :func:`windowed_residual`) are
+    what the Dask executor computes per slab of rows (x, residual: sums over rows) and per
+    tilt chunk (y)."""
     wy, wys, wx, wxs = windows
     n = bc.shape[0]
-    spec_x = spec_y = None
-    if want_x:
-        w = wy[:, :, None] * wxs[:, None, :]
-        spec_x = cross_power(bc * w, Pc * w, 2, None) + (bc.shape[2],)
-    if want_y:
-        w = wys[:, :, None] * wx[:, None, :]
-        spec_y = cross_power(bc * w, Pc * w, 1, None) + (bc.shape[1],)
+    spec_x = windowed_x(bc, Pc, wy, wxs) + (bc.shape[2],) if want_x else None
+    spec_y = windowed_y(bc, Pc, wys, wx) + (bc.shape[1],) if want_y else None
     upd = estimate_updates(n, spec_x, spec_y, opts)
+    return upd, residual_from_sums(*windowed_residual(bc, Pc, wy, wx))
+
+
+def windowed_x(bc, Pc, wy, wxs):
+    """Cross-power spectra along x (summed over rows) of data weighted by the hard y window
+    ``wy (n, rows)`` and the smooth x window ``wxs (n, nx)``: ``(C, pb, pp)``."""
+    w = wy[:, :, None] * wxs[:, None, :]
+    return cross_power(bc * w, Pc * w, 2, None)
+
+
+def windowed_y(bc, Pc, wys, wx):
+    """Cross-power spectra along y (whole columns) of data weighted by the smooth y window
+    ``wys (n, ny)`` and the hard x window ``wx (n, nx)``: ``(C, pb, pp)``."""
+    w = wys[:, :, None] * wx[:, None, :]
+    return cross_power(bc * w, Pc * w, 1, None)
+
+
+def windowed_residual(bc, Pc, wy, wx):
+    """``(sum (w (P - b))^2, sum (w b)^2)`` in float64 over the measured region (sums over
+    row blocks add up)."""
     w = wy[:, :, None] * wx[:, None, :]
-    b, p = bc * w, Pc * w
-    res = float(np.linalg.norm(p - b) / max(np.linalg.norm(b), 1e-30))
-    return upd, res
+    b = (bc * w).astype(np.float64)
+    d = (Pc * w).astype(np.float64) - b
+    return float(np.square(d).sum()), float(np.square(b).sum())
+
+
+def residual_from_sums(num, den):
+    """``sqrt(num) / sqrt(den)`` (the relative residual), zero-safe."""
+    return float(np.sqrt(num) / max(np.sqrt(den), 1e-30))

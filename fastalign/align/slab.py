@@ -8,7 +8,8 @@ tilts (``specimen="auto"``), or ``specimen="slab"`` is passed, :func:`setup_slab
    network for dy (:func:`fastalign.align.specimen.pair_network_dy`; centres of mass are
    meaningless when mass enters and leaves the field);
 2. reconstructs the started data once, 2x binned, in a region as deep as the images are wide
-   and measures the slab's thickness, depth and pitch (:func:`fit_pitched_slab`);
+   and measures the slab's thickness, depth and pitch
+   (:func:`fastalign.align.specimen.fit_pitched_power`);
 3. moves the slab to the middle of the depth range (a depth offset is the ``sin`` part of
    the dx gauge) and sizes the region: every column that an oblique ray through the field
    meets, and the slab's thickness with a margin (:func:`slab_region`); a pitched slab gets a
@@ -28,11 +29,12 @@ import logging
 
 import numpy as np
 
-from .specimen import SLAB_EDGE_FRACTION, fit_pitched_slab, slab_region
+from .specimen import SLAB_EDGE_FRACTION, fit_pitched_power, slab_region
 
 log = logging.getLogger("fastalign.align")
 
-__all__ = ["decide_specimen", "setup_slab", "SLAB_MAX_ITER", "SLAB_TOL", "PROBE_BIN"]
+__all__ = ["decide_specimen", "setup_slab", "slab_start_shifts", "SLAB_MAX_ITER", "SLAB_TOL",
+           "PROBE_BIN"]
 
 #: Outer iterations on the slab level (Anderson steps; measured: 10-16 to converge).
 SLAB_MAX_ITER = 25
@@ -65,12 +67,30 @@ def decide_specimen(executor, opts, record):
     return kind
 
 
+def slab_start_shifts(data, angles_deg, axes):
+    """Starting ``(dx, dy)`` of a slab ``data (n, ny, nx)``: the cosine-stretched
+    cross-correlation chain for dx, the pair network for dy (0 for an axis not in ``axes``).
+    Needs the whole stack (pairs of neighbouring tilts, whole images)."""
+    from .baselines import xcorr_shifts
+    from .specimen import pair_network_dy
+    start = xcorr_shifts(data, angles_deg)
+    if "y" in axes:
+        start[:, 1] = pair_network_dy(data, angles_deg)
+    else:
+        start[:, 1] = 0.0
+    if "x" not in axes:
+        start[:, 0] = 0.0
+    return start
+
+
 def setup_slab(executor, opts, geometry, total, record, *, user):
     """Start, measure and size a slab; returns the options and geometry the loop runs with.
 
     Parameters
     ----------
-    executor : LocalExecutor
+    executor : LocalExecutor or DaskExecutor
+        With the slab steps ``slab_start``, ``depth_probe`` (the row mean of
+        :func:`fastalign.align.specimen.depth_power` of the probe) and ``use_slab``.
     opts : AlignOptions
         Resolved options.
     geometry : TiltGeometry
@@ -90,8 +110,7 @@ def setup_slab(executor, opts, geometry, total, record, *, user):
         info["start"] = "xcorr chain (dx), pair network (dy)"
     depth = nx
     f = PROBE_BIN if nx >= PROBE_BIN_NX else 1
-    probe = executor.depth_probe(total, f, depth)
-    fit = fit_pitched_slab(probe)
+    fit = fit_pitched_power(executor.depth_probe(total, f, depth))
     th = np.deg2rad(angles)
     if fit is None or fit[0] * f < 2.0:
         log.warning("could not measure a slab thickness in the data: using nz=%d; pass nz= "

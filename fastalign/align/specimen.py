@@ -25,8 +25,9 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import erf
 
-__all__ = ["Specimen", "edge_fraction", "fit_slab", "fit_pitched_slab", "slab_region",
-           "valid_weights", "pair_network_dy"]
+__all__ = ["Specimen", "edge_fraction", "edge_ratios", "fit_slab", "fit_pitched_slab",
+           "depth_power", "fit_pitched_power", "slab_region", "valid_weights", "valid_windows",
+           "pair_network_dy"]
 
 #: A series is a slab when the median over tilts of (mean of the outermost columns / image
 #: mean) exceeds this: material is in the field at both x edges for most tilts.
@@ -70,6 +71,12 @@ def edge_fraction(data, border=2, low_percentile=2.0):
 
     A compact object gives about 0, a slab (material at both x edges) about 1.
     """
+    return float(np.median(edge_ratios(data, border, low_percentile)))
+
+
+def edge_ratios(data, border=2, low_percentile=2.0):
+    """The per-tilt ratios of :func:`edge_fraction` (``(n,)`` float64); tilt chunks of a
+    stack give the stack's ratios in pieces."""
     data = np.asarray(data)
     n = data.shape[0]
     ratio = np.zeros(n)
@@ -80,7 +87,7 @@ def edge_fraction(data, border=2, low_percentile=2.0):
         mean = float(img.mean())
         if mean - low > 0:
             ratio[i] = (edge - low) / (mean - low)
-    return float(np.median(ratio))
+    return ratio
 
 
 def _box(z, a, left, right, sigma, c):
@@ -150,16 +157,39 @@ def _sheared(volume_sq, slope):
 def fit_pitched_slab(volume, *, max_pitch_deg=10.0, step_deg=0.5, smooth_px=5):
     """Thickness, centre, pitch and blur of the slab in ``volume (ny, nz, nx)``.
 
-    The depth profile (:func:`depth_profiles`) of the volume sheared by each trial pitch on
-    a grid over +-``max_pitch_deg`` is fitted with a blurred box (:func:`fit_slab`); the pitch
-    whose box has the sharpest edges wins (a pitched slab seen flat is a box smeared by its
-    rise).  Returns ``(thickness, centre, pitch_deg, blur, contrast)`` in volume samples and
-    degrees, or None when no trial finds a box.
+    The depth profile of the volume sheared by each trial pitch on a grid over
+    +-``max_pitch_deg`` is fitted with a blurred box (:func:`fit_slab`); the pitch whose box
+    has the sharpest edges wins (a pitched slab seen flat is a box smeared by its rise).
+    Returns ``(thickness, centre, pitch_deg, blur, contrast)`` in volume samples and
+    degrees, or None when no trial finds a box.  (:func:`depth_power` and
+    :func:`fit_pitched_power`: the same from row blocks of the volume.)
     """
+    v = np.asarray(volume)
+    return fit_pitched_power(depth_power(v, smooth_px) / v.shape[0],
+                             max_pitch_deg=max_pitch_deg, step_deg=step_deg)
+
+
+def depth_power(volume, smooth_px=5, acc=None):
+    """Sum over rows y of the squared x-high-passed ``volume (ny, nz, nx)``: ``(nz, nx)``
+    float64.
+
+    ``acc``: the sum of the rows before this row block, continued row by row in order, so
+    that consecutive blocks give exactly the sum over the whole volume (NumPy sums over the
+    first axis row by row)."""
     from scipy.ndimage import uniform_filter1d
     v = np.asarray(volume, dtype=np.float32)
     hp = v - uniform_filter1d(v, smooth_px, axis=2)
-    sq = (hp.astype(np.float64) ** 2).mean(axis=0)               # (nz, nx)
+    sq = hp.astype(np.float64) ** 2
+    if acc is None:
+        return sq.sum(axis=0)
+    acc = acc.copy()
+    for row in sq:
+        acc += row
+    return acc
+
+
+def fit_pitched_power(sq, *, max_pitch_deg=10.0, step_deg=0.5):
+    """:func:`fit_pitched_slab` from the row mean of :func:`depth_power` ``sq (nz, nx)``."""
     best = None
     for pitch in np.arange(-max_pitch_deg, max_pitch_deg + 0.5 * step_deg, step_deg):
         fit = fit_slab(_sheared(sq, np.tan(np.deg2rad(pitch))).mean(axis=1))
@@ -194,6 +224,15 @@ def valid_weights(shape, shifts, *, taper=0.1, guard_px=1.0):
         estimate along that axis: both signals are multiplied by it, so it must not add
         edges of its own; across the axis the hard extent weights the rows or columns).
     """
+    wy, wx = valid_windows(shape, shifts, taper=taper, guard_px=guard_px)
+    hard = np.ascontiguousarray(wy[0][:, :, None] * wx[0][:, None, :])
+    return hard, wy, wx
+
+
+def valid_windows(shape, shifts, *, taper=0.1, guard_px=1.0):
+    """The per-axis windows ``(wy_hard, wy_smooth), (wx_hard, wx_smooth)`` of
+    :func:`valid_weights`, without the ``(n, ny, nx)`` product (rows ``r0:r1`` of ``hard``
+    are ``wy_hard[:, r0:r1, None] * wx_hard[:, None, :]``)."""
     n, ny, nx = shape
     s = np.asarray(shifts, dtype=np.float64).reshape(n, 2)
     per_axis = []
@@ -205,9 +244,7 @@ def valid_weights(shape, shifts, *, taper=0.1, guard_px=1.0):
         w_hard = ((idx[None, :] >= lo[:, None]) & (idx[None, :] <= hi[:, None]))
         w_smooth = np.stack([_ramp(length, a, b, ramp) for a, b in zip(lo, hi)])
         per_axis.append((w_hard.astype(np.float32), w_smooth.astype(np.float32)))
-    (wy, _), (wx, _) = per_axis
-    hard = np.ascontiguousarray(wy[:, :, None] * wx[:, None, :])
-    return hard, per_axis[0], per_axis[1]
+    return per_axis[0], per_axis[1]
 
 
 def pair_network_dy(tilt_series, angles_deg, *, max_distance=3, taper=0.1, upsample=20):

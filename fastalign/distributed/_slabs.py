@@ -13,9 +13,12 @@ deterministic.
 import numpy as np
 from dask.sizeof import sizeof
 
-from ..align.executor import extrapolate_volume, make_solver
+from ..align.executor import (extrapolate_volume, make_solver, probe_volume, slab_solver,
+                               windowed_residual, windowed_x, windowed_y)
 from ..align.levels import bin_stack, pad_columns, warm_start
 from ..align.shift import cross_power, fourier_shift
+from ..align.slab import slab_start_shifts
+from ..align.specimen import depth_power, edge_ratios
 from ..io.slabs import resolve
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
@@ -36,6 +39,7 @@ class SlabState:
         self.b = b
         self.gen = 0
         self.x_before = None  # the iterate before this outer iteration (volume jumps)
+        self.windows = None   # slab specimens: hard (y rows, x) windows of the measured data
 
     def advance(self, gen):
         if self.gen != gen:
@@ -156,15 +160,26 @@ def align_state(angles, shape, center_offset, recon, nonneg, lam, x, pad=0):
         return SlabState(solver, x), {}
 
 
-def set_data(prev, gen, pieces, pl, recon, keep_x=False):
+def set_data(prev, gen, pieces, pl, recon, keep_x=False, windows=None):
     """Assemble the slab's data ``b`` from tilt-chunk pieces (padded by ``pl`` columns as the
-    local loop pads them); ``keep_x``: remember the iterate for :func:`jump_volume`."""
+    local loop pads them); ``keep_x``: remember the iterate for :func:`jump_volume`.
+
+    ``windows = (wy, wx)``, the hard windows of
+    :func:`fastalign.align.specimen.valid_windows` (``wy`` this slab's rows): the data
+    weights are 1 only where the data are measured (the local slab loop's
+    ``set_data_weights``); kept for :func:`measure_slab`."""
     st = prev[0]
     st.advance(gen)
     b = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     b = pad_columns(b, pl, recon)
     st.b = np.ascontiguousarray(b, dtype=np.float32)
     st.x_before = st.x.copy() if keep_x else None
+    if windows is not None:
+        wy, wx = windows
+        hard = np.ascontiguousarray(wy[:, :, None] * wx[:, None, :])
+        with numba_section():
+            st.solver.set_data_weights(pad_columns(hard, pl, "sirt"))
+        st.windows = windows
     return st, {}
 
 
@@ -229,3 +244,79 @@ def warm_rows(parts, i0, pos_old, pos_new, shape, zx_shift=None):
     from the old rows ``i0 ...`` given in ``parts``."""
     src = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     return warm_start(src, pos_old, pos_new, shape, zx_shift=zx_shift, i0=i0)
+
+
+# ----------------------------------------------------------------------------- slab specimens
+def edge_ratios_of(block):
+    """:func:`fastalign.align.specimen.edge_ratios` of a tilt chunk."""
+    return edge_ratios(block)
+
+
+def slab_start(chunks, angles, axes):
+    """:func:`fastalign.align.slab.slab_start_shifts` of the whole stack (the tilt chunks,
+    concatenated on this worker: pairs of neighbouring tilts need whole images)."""
+    data = np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+    with numba_section():
+        return slab_start_shifts(data, angles, axes)
+
+
+def shift_bin_chunk(raw, shifts, pad, f):
+    """A tilt chunk aligned (:func:`shift_chunk`) and then binned ``f x f``."""
+    with numba_section():
+        return bin_stack(fourier_shift(raw, shifts, pad=pad), f)
+
+
+def probe_rows(pieces, angles, depth):
+    """The depth probe's rows of one slab (:func:`fastalign.align.executor.probe_volume`)."""
+    b = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    with numba_section():
+        return probe_volume(np.ascontiguousarray(b), angles, depth)
+
+
+def probe_power(volume, acc):
+    """:func:`fastalign.align.specimen.depth_power` of a slab's probe rows, continuing the
+    previous slabs' sum ``acc`` (None for the first slab)."""
+    return depth_power(volume, acc=acc)
+
+
+def slab_align_state(angles, shape, center_offset, slab, f, nonneg):
+    """A slab-iteration state: the local slab loop's solver
+    (:func:`fastalign.align.executor.slab_solver`), iterate zero."""
+    with numba_section():
+        A = Projector(angles, shape, center_offset)
+        return SlabState(slab_solver(A, slab, f, nonneg),
+                         np.zeros(A.domain_shape, np.float32)), {}
+
+
+def slab_run(prev, gen, n_iter):
+    """``n_iter`` SIRT iterations from zero (the slab loop's cold start)."""
+    st = prev[0]
+    st.advance(gen)
+    with numba_section():
+        st.x.fill(0.0)
+        st.solver.run(st.b, st.x, n_iter, Ax=st.solver.zero_reprojection())
+    return st, {}
+
+
+def measure_slab(prev, gen, pl, nxl, wxs, want_x):
+    """The slab's part of :func:`fastalign.align.executor.measure_windowed`: partial x
+    spectra (:func:`~fastalign.align.executor.windowed_x`) and residual sums over its rows,
+    and its cropped reprojection (for the y spectra per tilt chunk)."""
+    st = prev[0]
+    st.advance(gen)
+    wy, wx = st.windows
+    P = st.solver.reprojection
+    bc, Pc = (st.b[:, :, pl:pl + nxl], P[:, :, pl:pl + nxl]) if pl else (st.b, P)
+    info = {"P": np.ascontiguousarray(Pc)}
+    with numba_section():
+        if want_x:
+            info["cx"] = windowed_x(bc, Pc, wy, wxs)
+        info["res"] = windowed_residual(bc, Pc, wy, wx)
+    return st, info
+
+
+def windowed_y_chunk(b_chunk, P_pieces, wys, wx):
+    """:func:`fastalign.align.executor.windowed_y` of a tilt chunk (whole columns)."""
+    P = np.concatenate(P_pieces, axis=1) if len(P_pieces) > 1 else P_pieces[0]
+    with numba_section():
+        return windowed_y(b_chunk, np.ascontiguousarray(P), wys, wx)

@@ -25,6 +25,13 @@ gauge the same way.  The distributed loop always uses every row (the local ``max
 budget is for one machine) and estimates shifts only (no ``refine``).  The final reconstruction is written slab-wise,
 and the aligned stack tilt-chunk-wise, to Zarr/MRC (atomic).
 
+A slab specimen (:mod:`fastalign.align.slab`, detected from the data) runs the local slab
+loop: the executor's slab steps (:meth:`DaskExecutor.edge_fraction`, ``slab_start``,
+``depth_probe``, ``use_slab``) and, per iteration, the local slab solver per slab of rows
+with the measured-region data weights, cold-started, and the windowed comparison
+(:func:`fastalign.align.executor.measure_windowed`'s parts: x spectra and residual sums per
+slab, y spectra per tilt chunk).
+
 The outer loop itself is the local one: :func:`fastalign.align.loop.drive` with its
 :class:`~fastalign.align.loop.LoopController` drives :class:`DaskExecutor`, which implements
 the data steps of :mod:`fastalign.align.loop` with the tasks above (the local twin:
@@ -36,12 +43,13 @@ import time
 
 import numpy as np
 
-from ..align.executor import estimate_updates
+from ..align.executor import estimate_updates, residual_from_sums
 from ..align.loop import drive
 from ..align.options import AlignOptions
 from ..align.profiles import tilt_profiles
 from ..align.result import AlignResult
 from ..align.shift import shift_padding, tukey
+from ..align.specimen import valid_windows
 from ..align.start import column_sums, start_shifts
 from ..geometry import TiltGeometry
 from ..io.slabs import maybe_writer
@@ -58,8 +66,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           recon="sirt", estimator="phase", axes="xy", max_iter=40, tol=0.002, levels=None,
           n_inner=10, coarse_iter=15, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
-          extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", slab_rows=None,
-          tilt_chunk=None, callback=None):
+          extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", specimen="auto",
+          slab_rows=None, tilt_chunk=None, callback=None):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -82,8 +90,10 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
 center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, com_start, \
-callback
-        As :func:`fastalign.align` (``method="autofocus"``, all rows).
+specimen, callback
+        As :func:`fastalign.align` (``method="autofocus"``, all rows).  A slab specimen
+        (``specimen``) runs the local slab loop (:mod:`fastalign.align.slab`) on the
+        cluster: :class:`DaskExecutor`'s slab steps.
     initial_shifts : array_like, shape (n_tilts, 2), optional
         Starting ``(dx, dy)`` (the baselines ``"xcorr"``/``"com"`` are local only).
     slab_rows : int, optional
@@ -99,6 +109,8 @@ callback
 
     Notes
     -----
+    A slab's start (:meth:`DaskExecutor.slab_start`) runs in one task that holds the whole
+    raw series (one series copy on one worker, plus the cross-correlation's per-image FFTs).
     Cluster memory: the raw series (and its binned copy on coarse levels), the shifted series
     and the reprojection are held on the workers in pieces (about three series copies in
     all, spread over the workers), plus each slab's solver (two volume- and two
@@ -118,7 +130,7 @@ callback
         center_offset=center_offset, initial_shifts=initial_shifts,
         min_coherence=min_coherence, taper=taper, final_iter=final_iter,
         extrapolate=extrapolate, pad_x=pad_x, max_rows=None, y_profile=y_profile,
-        com_start=com_start, callback=callback)
+        com_start=com_start, specimen=specimen, callback=callback)
     opts.check_executor(DaskExecutor.name, DaskExecutor.lacks)
     total = start_shifts(opts.initial_shifts, n)
     with run_scope(client) as client:
@@ -133,7 +145,10 @@ callback
         record["intensity"] = dict(applied=False,
                                    summary="not applied on Dask (data used as given)")
         geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
-        res = drive(ex, opts, geometry, total, record, t_start=t_start)
+        user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
+                    initial_shifts=initial_shifts is not None)
+        res = drive(ex, opts, geometry, total, record, t_start=t_start, user=user)
+        record["final_iter"] = ex.final_iter
     res["timings"] = dict(total_s=time.perf_counter() - t_start, **res["timings"])
     return AlignResult(method="autofocus", options=record, **res)
 
@@ -162,7 +177,7 @@ class DaskExecutor:
     #: options of :class:`AlignOptions` this executor cannot run (refused in
     #: :meth:`AlignOptions.check_executor`)
     lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
-                       "progress", "method", "specimen", "intensity"})
+                       "progress", "method", "intensity"})
     can_rotate = False
 
     def __init__(self, client, src, opts, n_workers, tilt_chunk):
@@ -177,6 +192,7 @@ class DaskExecutor:
         self.states = None     # futures of (state, info) per slab
         self.prev = None       # (slabs, full-resolution row positions) of the previous level
         self.gen = 0
+        self.slab = None       # slab specimens: the slab record of fastalign.align.slab
 
     # ------------------------------------------------------------------ start
     def data_stats(self):
@@ -191,13 +207,18 @@ class DaskExecutor:
 
     def set_options(self, opts, mem, slab_rows, out, aligned_out, overwrite):
         """Resolved options, slab size and outputs."""
-        n, ny, nx = self.src.shape
         self.opts = opts
         self.final_iter = 2 * opts.n_inner if opts.final_iter is None else opts.final_iter
-        wide = nx + 2 * opts.pad_x
-        per_row = 4 * (6 * n * wide + 8 * opts.nz * wide)
-        self.rows_full = slab_rows_for(ny, self.n_workers, per_row, mem, slab_rows)
+        self.mem, self.slab_rows = mem, slab_rows
+        self._size_slabs()
         self.outputs = (out, aligned_out, overwrite)
+
+    def _size_slabs(self):
+        n, ny, nx = self.src.shape
+        o = self.opts
+        wide = nx + 2 * o.pad_x
+        per_row = 4 * (6 * n * wide + 8 * o.nz * wide)
+        self.rows_full = slab_rows_for(ny, self.n_workers, per_row, self.mem, self.slab_rows)
 
     def profiles(self, alpha):
         """The tilt chunks' x-integrated profiles and column sums, in tilt order."""
@@ -205,6 +226,54 @@ class DaskExecutor:
         rows_f = [c.submit(tilt_profiles, r, pure=False) for r in self.raw_full]
         cols_f = [c.submit(column_sums, r, pure=False) for r in self.raw_full]
         return np.concatenate(c.gather(rows_f)), np.concatenate(c.gather(cols_f))
+
+    # ------------------------------------------------------------------ slab specimens
+    def edge_fraction(self):
+        """:func:`fastalign.align.specimen.edge_fraction`: per-tilt ratios per tilt chunk,
+        the median on the client (equal to the local value)."""
+        c = self.client
+        ratios = c.gather([c.submit(_slabs.edge_ratios_of, r, pure=False)
+                           for r in self.raw_full])
+        return float(np.median(np.concatenate(ratios)))
+
+    def slab_start(self):
+        """:func:`fastalign.align.slab.slab_start_shifts` in one task on one worker: the
+        cross-correlation chain and the pair network compare whole images of neighbouring
+        tilts, so that task gathers the raw series (one full copy, ``4 n ny nx`` bytes, on
+        that worker; the client receives only the ``(n, 2)`` shifts)."""
+        return self.client.submit(_slabs.slab_start, self.raw_full, self.angles,
+                                  self.opts.axes, pure=False).result()
+
+    def depth_probe(self, total, f, depth):
+        """The local depth probe (:meth:`fastalign.align.executor.LocalExecutor.depth_probe`)
+        on the cluster: tilt chunks aligned and binned, the probe's SIRT per slab of rows
+        (:func:`fastalign.align.executor.probe_volume`; rows are independent), and its
+        depth power summed slab after slab in row order (a chain of small tasks, so the sum
+        equals the local one exactly).  The client receives one ``(depth/f, nx/f)`` float64
+        image."""
+        c = self.client
+        ny = self.src.shape[1]
+        shifts = -np.asarray(total, dtype=np.float64)
+        pads = shift_padding(shifts)
+        binned = [c.submit(_slabs.shift_bin_chunk, r, shifts[a:b], pads, f, pure=False)
+                  for r, (a, b) in zip(self.raw_full, self.tchunks)]
+        nyl = ny // f
+        acc = None
+        for r0, r1 in plan(nyl, max(1, self.rows_full // f)):
+            pieces = [c.submit(_slabs.rows_of, ch, r0, r1, pure=False) for ch in binned]
+            rows = c.submit(_slabs.probe_rows, pieces, self.angles, depth // f, pure=False)
+            acc = c.submit(_slabs.probe_power, rows, acc, pure=False)
+        return acc.result() / nyl
+
+    def use_slab(self, opts, slab):
+        """Run the slab iteration with the slab's options (region, levels, tolerance):
+        per-slab :func:`fastalign.align.executor.slab_solver` states, cold starts, data
+        weights and windowed measurements as the local executor."""
+        self.opts = opts
+        self.slab = slab
+        if opts.recon == "sirt" and opts.final_iter is None:
+            self.final_iter = 3 * opts.n_inner     # as LocalExecutor.finish for a slab
+        self._size_slabs()
 
     # ------------------------------------------------------------------ levels
     def begin_level(self, lv):
@@ -220,7 +289,13 @@ class DaskExecutor:
         slabs = plan(nyl, max(1, self.rows_full // lv.fy))
         pos = lv.positions(np.arange(nyl))
         co = lv.geometry.center_offset
-        if self.states is None:
+        if self.slab is not None:
+            # cold starts every iteration: no warm start between levels
+            self.gen = 0
+            self.states = [c.submit(_slabs.slab_align_state, self.angles,
+                                    (r1 - r0,) + shape[1:], co, self.slab, lv.f, o.nonneg,
+                                    pure=False) for r0, r1 in slabs]
+        elif self.states is None:
             self.states = self._new_states(slabs, shape, co, [None] * len(slabs), lv.pad)
         else:
             self.states = self._warm_states(self.prev, slabs, pos, shape, co, lv.pad)
@@ -235,12 +310,27 @@ class DaskExecutor:
         self.corr = [self.client.submit(_slabs.shift_chunk, r, shifts_l[a:b],
                                         shift_padding(shifts_l), pure=False)
                      for r, (a, b) in zip(self.raw, self.tchunks)]
-        self._set_data(self.corr, self.slabs, self.lv.pad, keep_x=self.opts.extrapolate)
+        if self.slab is None:
+            self._set_data(self.corr, self.slabs, self.lv.pad, keep_x=self.opts.extrapolate)
+            return
+        # the measured region of the resampled data (small per-axis windows, client side)
+        shape = (len(self.angles), self.lv.geometry.ny, self.lv.geometry.nx)
+        (wy, wys), (wx, wxs) = valid_windows(shape, total / self.lv.scale,
+                                             taper=self.opts.taper)
+        self.windows = (wy, wys, wx, wxs)
+        self._set_data(self.corr, self.slabs, self.lv.pad, windows=(wy, wx))
 
     def reconstruct(self, n_iter):
+        if self.slab is not None:
+            self.states = [self.client.submit(_slabs.slab_run, s, self.gen, n_iter, pure=False)
+                           for s in self.states]
+            self.gen += 1
+            return
         self._reconstruct(n_iter)
 
     def measure(self, want_x, want_y):
+        if self.slab is not None:
+            return self._measure_windowed(want_x, want_y)
         c, lv = self.client, self.lv
         nyl, nxl = lv.geometry.ny, lv.geometry.nx
         self.states = [c.submit(_slabs.measure, s, self.gen, lv.pad, nxl, self.wx, want_x,
@@ -267,6 +357,35 @@ class DaskExecutor:
         den_b = sum(r[1] for r in res_p)
         return upd, float(np.sqrt(num) / max(np.sqrt(den_b), 1e-30))
 
+    def _measure_windowed(self, want_x, want_y):
+        """:func:`fastalign.align.executor.measure_windowed` on the cluster: x spectra and
+        residual sums per slab (added in slab order), y spectra per tilt chunk."""
+        c, lv = self.client, self.lv
+        nyl, nxl = lv.geometry.ny, lv.geometry.nx
+        wy, wys, wx, wxs = self.windows
+        self.states = [c.submit(_slabs.measure_slab, s, self.gen, lv.pad, nxl, wxs, want_x,
+                                pure=False) for s in self.states]
+        self.gen += 1
+        res_f = [c.submit(_slabs.pick, s, "res", pure=False) for s in self.states]
+        cx_f = [c.submit(_slabs.pick, s, "cx", pure=False) for s in self.states] if want_x else []
+        cy_f = []
+        if want_y:
+            for j, (a, b) in enumerate(self.tchunks):
+                pieces = [c.submit(_slabs.tilts_of, s, "P", a, b, pure=False)
+                          for s in self.states]
+                cy_f.append(c.submit(_slabs.windowed_y_chunk, self.corr[j], pieces,
+                                     wys[a:b], wx[a:b], pure=False))
+        res_p, cx_p, cy_p = c.gather([res_f, cx_f, cy_f])
+        spec_x = spec_y = None
+        if want_x:
+            spec_x = tuple(_sum_in_order([p[i] for p in cx_p]) for i in range(3)) + (nxl,)
+        if want_y:
+            spec_y = tuple(np.concatenate([p[i] for p in cy_p]) for i in range(3)) + (nyl,)
+        upd = estimate_updates(len(self.angles), spec_x, spec_y, self.opts)
+        num = sum(r[0] for r in res_p)
+        den = sum(r[1] for r in res_p)
+        return upd, residual_from_sums(num, den)
+
     def rotation_step(self):  # never called: can_rotate is False
         raise NotImplementedError("the Dask executor does not refine the axis angle")
 
@@ -289,11 +408,15 @@ class DaskExecutor:
         pads = shift_padding(-shifts)
         aligned = [self.client.submit(_slabs.shift_chunk, r, -shifts[a:b], pads, pure=False)
                    for r, (a, b) in zip(self.raw_full, self.tchunks)]
-        full = (ny, o.nz, nx + 2 * o.pad_x)
+        nz = o.nz
+        if self.slab is not None and not self.slab["fixed_nz"]:
+            # as the local loop: the reported gauge moves the slab by gb in depth
+            nz = o.nz + 2 * int(np.ceil(abs(gb)))
+        full = (ny, nz, nx + 2 * o.pad_x)
         slabs = plan(ny, self.rows_full)
         keep_aligned = aligned_out is not None or out is None
         tc = self.tchunks
-        with maybe_writer(out, (ny, o.nz, nx), self.rows_full, overwrite=overwrite,
+        with maybe_writer(out, (ny, nz, nx), self.rows_full, overwrite=overwrite,
                           inputs=src.files, voxel_size_A=src.pixel_size_A) as vwriter, \
                 maybe_writer(aligned_out, (n, ny, nx), tc[0][1] - tc[0][0],
                              overwrite=overwrite, inputs=src.files, mrc_volume=False,
@@ -304,14 +427,24 @@ class DaskExecutor:
             if keep_aligned:
                 a_res = [client.submit(_write_or_return, a, awriter, t0_, pure=False)
                          for a, (t0_, _) in zip(aligned, tc)]
-            # as the local loop: move (z, x) into the gauge (and zoom from a binned finest
-            # level), rows by y positions + gy
-            ps = self.prev_shape
-            zx_shift = (gb * ps[1] / o.nz, ga * ps[2] / full[2])
-            self.states = self._warm_states((self.prev[0], self.prev[1] + gy), slabs,
-                                            np.arange(ny, dtype=np.float64), full,
-                                            center_offset, o.pad_x, zx_shift=zx_shift)
-            self._set_data(aligned, slabs, o.pad_x)
+            if self.slab is not None:
+                # as the local slab loop: from zero; SIRT weights only the measured pixels
+                self.states = self._new_states(slabs, full, center_offset,
+                                               [None] * len(slabs), o.pad_x)
+                windows = None
+                if o.recon == "sirt":
+                    (wy, _), (wx, _) = valid_windows((n, ny, nx), shifts, taper=o.taper)
+                    windows = (wy, wx)
+                self._set_data(aligned, slabs, o.pad_x, windows=windows)
+            else:
+                # as the local loop: move (z, x) into the gauge (and zoom from a binned
+                # finest level), rows by y positions + gy
+                ps = self.prev_shape
+                zx_shift = (gb * ps[1] / o.nz, ga * ps[2] / full[2])
+                self.states = self._warm_states((self.prev[0], self.prev[1] + gy), slabs,
+                                                np.arange(ny, dtype=np.float64), full,
+                                                center_offset, o.pad_x, zx_shift=zx_shift)
+                self._set_data(aligned, slabs, o.pad_x)
             self._reconstruct(self.final_iter)
             crop = (o.pad_x, o.pad_x + nx) if o.pad_x else None
             v_res = [client.submit(_slabs.finish_volume, s, vwriter, r0, crop, pure=False)
@@ -357,13 +490,17 @@ class DaskExecutor:
                                          shape, zx_shift, pure=False))
         return self._new_states(slabs, shape, co, xs, pad)
 
-    def _set_data(self, chunks, slabs, pl, keep_x=False):
+    def _set_data(self, chunks, slabs, pl, keep_x=False, windows=None):
+        """Data (and, with ``windows = (wy, wx)``, the measured-region data weights) of each
+        slab from the tilt chunks."""
         c = self.client
         out = []
+        recon = "sirt" if windows is not None else self.opts.recon
         for s, (r0, r1) in zip(self.states, slabs):
             pieces = [c.submit(_slabs.rows_of, ch, r0, r1, pure=False) for ch in chunks]
-            out.append(c.submit(_slabs.set_data, s, self.gen, pieces, pl, self.opts.recon,
-                                keep_x, pure=False))
+            w = None if windows is None else (windows[0][:, r0:r1], windows[1])
+            out.append(c.submit(_slabs.set_data, s, self.gen, pieces, pl, recon,
+                                keep_x, w, pure=False))
         self.gen += 1
         self.states = out
 

@@ -1,0 +1,106 @@
+"""The slab loop on Dask (issue 17): ``fastalign.distributed.align`` on a slab specimen runs
+the same slab loop as ``fastalign.align`` (detected from the data, thickness measured,
+padded/weighted comparison, same options record) and gives the same shifts.
+
+The cluster runs its workers as threads of this process (``processes=False``): the kernels
+the local run compiles are the workers' too, which keeps this file cheap.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import fastalign  # noqa: E402
+import fastalign.distributed as fd  # noqa: E402
+from fastalign.align.executor import LocalExecutor  # noqa: E402
+from fastalign.align.gauge import gauge_error  # noqa: E402
+from fastalign.align.levels import plan_levels  # noqa: E402
+from fastalign.align.options import AlignOptions  # noqa: E402
+from fastalign.distributed._common import Source  # noqa: E402
+from fastalign.distributed.align import DaskExecutor  # noqa: E402
+from fastalign.geometry import TiltGeometry  # noqa: E402
+from fastalign.simulate import slab_experiment  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def exp():
+    return slab_experiment(fov=64)
+
+
+def test_dask_slab_equals_local(client, exp, tmp_path):
+    src = tmp_path / "slab.npy"
+    np.save(src, exp.data)
+    # a few iterations of the slab loop: every slab step runs, at a fraction of the cost of
+    # the default (converged) run
+    kw = dict(max_iter=3, n_inner=4, final_iter=4)
+    ref = fastalign.align(exp.data, exp.angles_deg, **kw)
+    # slabs of 20 rows and tilt chunks of 16 tilts: every per-slab and per-chunk sum is split
+    res = fd.align(client, str(src), exp.angles_deg, slab_rows=20, tilt_chunk=16, **kw)
+    err_local = gauge_error(ref.shifts, exp.shifts, exp.angles_deg)
+    err_dask = gauge_error(res.shifts, exp.shifts, exp.angles_deg)
+    print(f"\n[dask slab] RMS error (gauge removed) local x {err_local[0]:.4f} y "
+          f"{err_local[1]:.4f} px | Dask x {err_dask[0]:.4f} y {err_dask[1]:.4f} px | "
+          f"max |shift difference| {np.abs(res.shifts - ref.shifts).max():.2e} px")
+    assert "specimen" not in DaskExecutor.lacks
+    spec = res.options["specimen"]
+    assert spec["kind"] == "slab" and spec["decided_by"] == "data"
+    # the same decisions: edge fraction, start, thickness, depth, pitch, region, loop
+    assert spec == ref.options["specimen"]
+    assert res.thickness == ref.thickness
+    for k in ("pad_x", "nz", "levels", "max_iter", "final_iter"):
+        assert res.options[k] == ref.options[k], k
+    # x spectra and residuals are summed over row slabs on the client (float64 round-off of
+    # the summation order); everything else is the local arithmetic
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-6)
+    assert len(res.history) == len(ref.history)
+    np.testing.assert_allclose([h["residual"] for h in res.history],
+                               [h["residual"] for h in ref.history], rtol=1e-9)
+    assert res.volume.shape == ref.volume.shape
+    np.testing.assert_allclose(res.volume, ref.volume, rtol=0,
+                               atol=1e-6 * np.abs(ref.volume).max())
+    np.testing.assert_allclose(res.aligned, ref.aligned, rtol=0,
+                               atol=1e-6 * np.abs(ref.aligned).max())
+    np.testing.assert_allclose(err_dask, err_local, rtol=0, atol=1e-6)
+
+
+def test_slab_steps_agree_on_a_binned_level(client, exp):
+    """The slab steps one by one, on a 2x binned level and with a 2x binned depth probe
+    (the single-level run above uses neither): the same numbers as the local executor."""
+    n, ny, nx = exp.data.shape
+    opts = AlignOptions(levels=(2, 1), n_inner=3, max_rows=None).resolved(ny, nx)
+    local = LocalExecutor(exp.data, exp.angles_deg, opts)
+    dask = DaskExecutor(client, Source(exp.data, exp.angles_deg), opts, 2, 16)
+    dask.set_options(opts, None, 20, None, None, False)
+    assert dask.edge_fraction() == local.edge_fraction()
+    total = exp.shifts + np.random.default_rng(3).normal(0.0, 0.3, exp.shifts.shape)
+    # rows of the probe split over slabs; its depth power summed in row order: exact
+    np.testing.assert_array_equal(dask.depth_probe(total, 2, nx), local.depth_probe(total, 2, nx))
+    opts = dataclasses.replace(opts, specimen="slab", pad_x=62, nz=41)
+    slab = dict(thickness=27.0, pitch_deg=2.0, fixed_nz=False)      # pitched: support mask
+    for ex in (local, dask):
+        ex.use_slab(opts, slab)
+    for lv in plan_levels(TiltGeometry(exp.angles_deg, (ny, opts.nz, nx)), opts):
+        for ex in (local, dask):
+            ex.begin_level(lv)
+            ex.resample(total, 0.0)
+            ex.reconstruct(4)
+        (ul, rl), (ud, rd) = local.measure(True, True), dask.measure(True, True)
+        np.testing.assert_allclose(ud, ul, rtol=0, atol=1e-9)
+        assert rd == pytest.approx(rl, rel=1e-12)
+        total = total + ul * lv.scale
+    shifts = fastalign.fix_gauge(total, exp.angles_deg)[0]
+    al, vl, _ = local.finish(shifts, (0.1, -1.3, 0.05), 0.0, 0.0)   # nz grows by 2 ceil|gb|
+    ad, vd, _ = dask.finish(shifts, (0.1, -1.3, 0.05), 0.0, 0.0)
+    assert vd.shape == vl.shape == (ny, opts.nz + 4, nx)
+    np.testing.assert_array_equal(ad, al)
+    np.testing.assert_allclose(vd, vl, rtol=0, atol=1e-6 * np.abs(vl).max())
