@@ -74,7 +74,7 @@ def main(argv=None):
 
     wall, report, text = run_cli(mrc, os.path.join(out, "cli"))
     res = report["result"] if "result" in report else report
-    hist = res.get("history") or []
+    hist = report.get("history") or res.get("history") or []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data, angles, meta = fio.read_tilt_series(mrc)
