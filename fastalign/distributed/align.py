@@ -177,7 +177,7 @@ class DaskExecutor:
     #: options of :class:`AlignOptions` this executor cannot run (refused in
     #: :meth:`AlignOptions.check_executor`)
     lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
-                       "progress", "method", "intensity"})
+                       "progress", "method", "intensity", "orient"})
     can_rotate = False
 
     def __init__(self, client, src, opts, n_workers, tilt_chunk):
