@@ -6,7 +6,7 @@ aligned view, so that ``AlignResult.aligned`` keeps every view, as IMOD does.
 
 **Detection** (:func:`detect_bad_tilts`), cheap and before anything else, on the raw data.
 Per tilt, six features are compared with the median of its neighbours (the two nearest on
-each side in tilt angle; a robust Theil-Sen line through them, one-sided at the ends), so
+each side in tilt angle; a repeated-median line through them, one-sided at the ends), so
 that what changes smoothly with tilt (mass in the beam, a slab's ``1/cos`` thickness) is not
 counted:
 
@@ -68,11 +68,12 @@ _MAX_SIZE = 64
 
 
 def _binned(frame, size):
-    """``frame`` (float64) block-averaged to at most ``size`` pixels per side."""
+    """``frame`` block-averaged (float64) to at most ``size`` pixels per side."""
     ny, nx = frame.shape
     fy, fx = max(1, ny // size), max(1, nx // size)
     my, mx = ny // fy * fy, nx // fx * fx
-    return frame[:my, :mx].reshape(my // fy, fy, mx // fx, fx).mean(axis=(1, 3))
+    return frame[:my, :mx].reshape(my // fy, fy, mx // fx, fx).mean(axis=(1, 3),
+                                                                     dtype=np.float64)
 
 
 def _log_spectrum(frame):
@@ -91,17 +92,20 @@ def _log_spectrum(frame):
 
 
 def _features(data):
-    """Per-tilt raw features: mean, std, saturated and flat fractions, edge-band means, and
-    the normalised log spectra."""
-    n, ny, nx = data.shape
+    """Per-tilt raw features: mean, std and saturated fraction of the frame; flat fraction,
+    edge-band means and the normalised log spectrum of the frame binned to at most 256 px
+    per side (block averages keep a constant region constant)."""
+    n = data.shape[0]
     top = float(data.max())
-    by, bx = max(1, ny // 5), max(1, nx // 5)
     mean, std, sat, flat = (np.zeros(n) for _ in range(4))
     bands, specs = np.zeros((n, 4)), []
     for i in range(n):
-        f = data[i].astype(np.float64)
-        mean[i], std[i] = f.mean(), f.std()
-        sat[i] = np.count_nonzero(data[i] == top) / f.size
+        raw = data[i]
+        mean[i] = raw.mean(dtype=np.float64)
+        std[i] = raw.std(dtype=np.float64)
+        sat[i] = np.count_nonzero(raw == top) / raw.size
+        f = _binned(raw, 4 * _MAX_SIZE)
+        by, bx = max(1, f.shape[0] // 5), max(1, f.shape[1] // 5)
         tol = 1e-6 * (np.abs(f).max() + 1e-30)
         still = np.zeros(f.shape, bool)
         still[:-1, :-1] = ((np.abs(np.diff(f, axis=0))[:, :-1] <= tol)
@@ -123,8 +127,9 @@ def _neighbours(n):
 
 
 def _predict(v, a, i, nb):
-    """Robust prediction of ``v[i]`` from ``v[nb]`` at angle ``a[i]``: a Theil-Sen line
-    (median of the pairwise slopes, median intercept) through the neighbours, so that a
+    """Robust prediction of ``v[i]`` from ``v[nb]`` at angle ``a[i]``: a repeated-median line
+    (Siegel: per neighbour the median of its slopes to the others, then their median; the
+    median intercept) through the neighbours, so that a
     smooth trend with tilt is followed, one-sided at the ends, and one bad neighbour does
     not move it much.  ``v`` may have trailing dimensions."""
     aj, vj = a[nb], v[nb]
@@ -132,7 +137,12 @@ def _predict(v, a, i, nb):
              if aj[k] != aj[j]]
     if not pairs:
         return np.median(vj, axis=0)
-    slope = np.median([(vj[k] - vj[j]) / (aj[k] - aj[j]) for j, k in pairs], axis=0)
+    slopes = {}
+    for j, k in pairs:
+        slopes.setdefault(j, []).append((vj[k] - vj[j]) / (aj[k] - aj[j]))
+        slopes.setdefault(k, []).append(slopes[j][-1])
+    # Siegel's repeated median: one bad neighbour of four cannot carry the slope
+    slope = np.median([np.median(v, axis=0) for v in slopes.values()], axis=0)
     da = (aj - a[i]).reshape((-1,) + (1,) * (vj.ndim - 1))
     return np.median(vj - slope * da, axis=0)
 
@@ -352,7 +362,7 @@ def expand_result(sub, original, angles_deg, exclusion):
     them, each excluded view taken from ``original`` (the user's data, every tilt) turned and
     resampled exactly as the run resampled the kept ones (quarter turns, a slab's residual
     angle, then rotation by the loop's axis angle and translation);
-    ``options["excluded"]``/``["bad_tilts"]``, ``excluded``, ``interpolated``.
+    ``options["excluded"]``/``["bad_tilts"]`` and ``excluded``.
     """
     from .axis import rotate_shift
     from .orient import turn_like
@@ -380,5 +390,4 @@ def expand_result(sub, original, angles_deg, exclusion):
     sub.options = dict(sub.options or {}, excluded=exclusion.entries,
                        bad_tilts=exclusion.record)
     sub.excluded = out_idx
-    sub.interpolated = ~keep
     return sub
