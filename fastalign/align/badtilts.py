@@ -29,6 +29,10 @@ per-feature ``floor`` is an effect size below which nothing is flagged, so that 
 series with nearly equal deviations flags nothing).  The reason is the feature furthest
 beyond its threshold; ``score`` is ``d / threshold``.
 
+The constant-region test assumes real data, never exactly constant except where something
+replaced them: on noise-free simulations a frame whose vacuum stays exactly constant (an
+integer shift) while its neighbours' ring (fractional shifts) would count as occluded.
+
 **Minimum kept.**  Automatic exclusion never leaves fewer than
 ``max(MIN_KEPT, ceil(AUTO_MIN_FRACTION * n))`` tilts (5 and 60 %): when more are flagged,
 nothing is excluded and a warning names them (the detector does not fit these data).  An
