@@ -16,22 +16,25 @@ feature     deviation (large is bad)
 blank       ``-log(std_i / std_neighbours)``: a blank, dark or constant frame
 jump        ``|mean_i - mean_neighbours| / median std``: an abrupt jump in mean intensity
 saturated   excess fraction of pixels at the series' maximum
-occluded    excess fraction of pixels in a constant region (zero local variation), or the
+occluded    excess fraction of pixels in a constant region (no local variation), or the
             largest change of an edge band's mean (a fifth of the frame at each of the four
-            edges) in units of the median std: a grid bar or another occluder at an edge
+            edges) relative to its level plus the median std (material drifting in and out
+            of a slab's frame changes it little): a grid bar or another occluder at an edge
 noise       ``1 -`` the best correlation of the frame's log amplitude spectrum (shift
             invariant) with those of its four neighbours: pure noise, or an unrelated image
 =========== =================================================================================
 
 A tilt is flagged when a deviation exceeds the robust threshold
 ``median(d) + K * max(1.4826 * MAD(d), floor)`` over all tilts (:data:`K_MAD` = 6; the
-per-feature ``floor`` is an effect size below which nothing is flagged, so that a clean
-series with nearly equal deviations flags nothing).  The reason is the feature furthest
+per-feature ``floor`` (:data:`FLOORS`) is an effect size below which nothing is flagged, so
+that a clean series with nearly equal deviations flags nothing); a noise frame must also
+correlate less than half as well as a typical tilt (in a series of pure noise no frame
+stands out).  Series of fewer than :data:`MIN_DETECT` (10) tilts are not screened.  The reason is the feature furthest
 beyond its threshold; ``score`` is ``d / threshold``.
 
-The constant-region test assumes real data, never exactly constant except where something
-replaced them: on noise-free simulations a frame whose vacuum stays exactly constant (an
-integer shift) while its neighbours' ring (fractional shifts) would count as occluded.
+A pixel is "constant" when its steps to the next pixel in x and in y are below 1 % of the
+median frame std: noise-free vacuum is constant in every frame alike (whether a frame's
+shift is an integer or its Fourier ringing is faint), noisy vacuum in none.
 
 **Minimum kept.**  Automatic exclusion never leaves fewer than
 ``max(MIN_KEPT, ceil(AUTO_MIN_FRACTION * n))`` tilts (5 and 60 %): when more are flagged,
@@ -59,9 +62,9 @@ MIN_KEPT = 5
 #: automatic exclusion keeps at least this fraction of the tilts
 AUTO_MIN_FRACTION = 0.6
 #: detection needs this many tilts (neighbours on both sides and a robust spread)
-MIN_DETECT = 7
+MIN_DETECT = 10
 #: per-feature effect-size floors of the threshold's spread (see the module docstring)
-FLOORS = dict(blank=0.1, jump=0.05, saturated=0.005, occluded=0.02, edge=0.1, noise=0.04)
+FLOORS = dict(blank=0.1, jump=0.05, saturated=0.005, occluded=0.02, edge=0.2, noise=0.04)
 REASONS = dict(blank="blank, dark or constant frame",
                jump="abrupt jump in mean intensity against its tilt neighbours",
                saturated="saturated (many pixels at the series' maximum)",
@@ -108,9 +111,12 @@ def _features(data):
         mean[i] = raw.mean(dtype=np.float64)
         std[i] = raw.std(dtype=np.float64)
         sat[i] = np.count_nonzero(raw == top) / raw.size
-        f = _binned(raw, 4 * _MAX_SIZE)
+    # "constant": steps below 1 % of the typical contrast (so the Fourier ringing of
+    # noise-free data's vacuum counts as constant in every frame alike)
+    tol = 0.01 * float(np.median(std))
+    for i in range(n):
+        f = _binned(data[i], 4 * _MAX_SIZE)
         by, bx = max(1, f.shape[0] // 5), max(1, f.shape[1] // 5)
-        tol = 1e-6 * (np.abs(f).max() + 1e-30)
         still = np.zeros(f.shape, bool)
         still[:-1, :-1] = ((np.abs(np.diff(f, axis=0))[:, :-1] <= tol)
                            & (np.abs(np.diff(f, axis=1))[:-1, :] <= tol))
@@ -166,7 +172,8 @@ def _deviations(data, angles):
         d["jump"][i] = abs(mean[i] - _predict(mean, a, i, nb[i])) / s_med
         d["saturated"][i] = sat[i] - np.median(sat[nb[i]])
         d["occluded"][i] = flat[i] - np.median(flat[nb[i]])
-        d["edge"][i] = np.max(np.abs(bands[i] - _predict(bands, a, i, nb[i]))) / s_med
+        level = _predict(bands, a, i, nb[i])
+        d["edge"][i] = np.max(np.abs(bands[i] - level) / (np.abs(level) + s_med))
         best = 0.0
         if specs[i] is not None:
             best = max([float(specs[i] @ specs[j]) for j in near if specs[j] is not None]
@@ -203,7 +210,10 @@ def detect_bad_tilts(tilt_series, angles_deg, *, skip=()):
     for k, v in d.items():
         centre = float(np.median(v))
         spread = max(1.4826 * float(np.median(np.abs(v - centre))), FLOORS[k])
-        ratio[k] = v / (centre + K_MAD * spread) if centre + K_MAD * spread > 0 else 0 * v
+        thr = centre + K_MAD * spread
+        if k == "noise":   # and below half the typical best correlation
+            thr = max(thr, 1.0 - 0.5 * (1.0 - centre))
+        ratio[k] = v / thr
     out = []
     for pos, i in enumerate(idx):
         k = max(ratio, key=lambda f: ratio[f][pos])
