@@ -6,9 +6,9 @@ aligned view, so that ``AlignResult.aligned`` keeps every view, as IMOD does.
 
 **Detection** (:func:`detect_bad_tilts`), cheap and before anything else, on the raw data.
 Per tilt, six features are compared with the median of its neighbours (the two nearest on
-each side in tilt angle; a repeated-median line through them, one-sided at the ends), so
-that what changes smoothly with tilt (mass in the beam, a slab's ``1/cos`` thickness) is not
-counted:
+each side in tilt angle; a repeated-median line through them, one-sided at the ends, where
+the deviation is divided by the line's larger prediction uncertainty), so that what changes
+smoothly with tilt (mass in the beam, a slab's ``1/cos`` thickness) is not counted:
 
 =========== =================================================================================
 feature     deviation (large is bad)
@@ -157,6 +157,17 @@ def _predict(v, a, i, nb):
     return np.median(vj - slope * da, axis=0)
 
 
+def _leverage(a, i, nb):
+    """``sqrt(1 + h)`` of a straight line through the neighbours predicting at ``a[i]``,
+    relative to its value for two neighbours at equal steps on each side: a prediction
+    extrapolated at the ends of the tilt range is less certain, its deviation counts less."""
+    def factor(x, x0):
+        x = np.asarray(x, dtype=np.float64)
+        sxx = float(((x - x.mean()) ** 2).sum())
+        return np.sqrt(1.0 + 1.0 / x.size + ((x0 - x.mean()) ** 2 / sxx if sxx > 0 else 0.0))
+    return factor(a[nb], a[i]) / factor([-2.0, -1.0, 1.0, 2.0], 0.0)
+
+
 def _deviations(data, angles):
     """``{feature: d (n,)}`` in the tilts' order of ``data`` (sorted by ``angles``)."""
     mean, std, sat, flat, bands, specs = _features(data)
@@ -168,12 +179,13 @@ def _deviations(data, angles):
     d = {k: np.zeros(len(mean)) for k in FLOORS}
     for i in range(len(mean)):
         near = [j for j in nb[i] if abs(j - i) <= 2]   # the spectra: the nearest only
-        d["blank"][i] = _predict(log_std, a, i, nb[i]) - log_std[i]
-        d["jump"][i] = abs(mean[i] - _predict(mean, a, i, nb[i])) / s_med
+        lev = _leverage(a, i, nb[i])
+        d["blank"][i] = (_predict(log_std, a, i, nb[i]) - log_std[i]) / lev
+        d["jump"][i] = abs(mean[i] - _predict(mean, a, i, nb[i])) / s_med / lev
         d["saturated"][i] = sat[i] - np.median(sat[nb[i]])
         d["occluded"][i] = flat[i] - np.median(flat[nb[i]])
         level = _predict(bands, a, i, nb[i])
-        d["edge"][i] = np.max(np.abs(bands[i] - level) / (np.abs(level) + s_med))
+        d["edge"][i] = np.max(np.abs(bands[i] - level) / (np.abs(level) + s_med)) / lev
         best = 0.0
         if specs[i] is not None:
             best = max([float(specs[i] @ specs[j]) for j in near if specs[j] is not None]
