@@ -129,6 +129,7 @@ def test_bad_frames_are_excluded_and_the_rest_aligns():
     assert {e["tilt"]: e["source"] for e in run.options["excluded"]} == {
         3: "auto", 10: "user", 20: "auto", 37: "auto"}
     assert [f["tilt"] for f in run.options["bad_tilts"]["flagged"]] == bad
+    assert forced.options["bad_tilts"]["auto"] is False
     json.dumps(run.summary())
     # the kept tilts align to the usual accuracy (0.021, 0.005 px on these data unexcluded,
     # clean); forced back, the bad frames spoil the others
@@ -215,11 +216,13 @@ def test_cli_exclude_keeps_or_drops_views(blob_file, tmp_path, capsys):
                                read_xf(tmp_path / "all" / "ts.xf")[keep], atol=1e-3)
 
 
-@pytest.mark.parametrize("value, words", [("16", "outside 1..15"), ("1-15", "every tilt"),
-                                          ("1-12", "at least 5"), ("3-1", "reversed")])
-def test_cli_bad_exclude_is_one_line_and_writes_nothing(blob_file, tmp_path, capsys, value,
-                                                        words):
+@pytest.mark.parametrize("option, value, words", [
+    ("--exclude", "16", "outside 1..15"), ("--exclude", "1-15", "every tilt"),
+    ("--exclude", "1-12", "at least 5"), ("--exclude", "3-1", "reversed"),
+    ("--include", "0", "outside 1..15")])
+def test_cli_bad_exclude_is_one_line_and_writes_nothing(blob_file, tmp_path, capsys, option,
+                                                        value, words):
     path, _ = blob_file
-    p = _run(capsys, "align", path, "--exclude", value, "--out", tmp_path / "out")
-    assert_user_error(p, "--exclude", words)
+    p = _run(capsys, "align", path, option, value, "--out", tmp_path / "out")
+    assert_user_error(p, option, words)
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")

@@ -270,7 +270,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         data = model.apply(original)
         log.info("intensity model: %s", model.summary())
     if opts.method != "autofocus":
-        return _baseline(data, angles, opts, t_start, model, original)
+        return _baseline(data, angles, opts, t_start, model, original, chosen.record)
     oriented, t_axis, offset = None, 0.0, 0.0
     if (opts.orient and opts.axis_angle_deg is None
             and getattr(opts.initial_shifts, "axis_angle_deg", None) is None):
@@ -295,6 +295,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         record.update(refine=list(opts.refine), axis_angle_deg_start=alpha)
     record.update(axis_record)
     record["intensity"] = model.record()
+    record["bad_tilts"] = chosen.record     # what the screening found (align/badtilts.py)
     geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
     user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
                 initial_shifts=initial_shifts is not None)
@@ -320,13 +321,12 @@ def _align_kept(call, data, angles, chosen, t_start):
     log.info("aligning %d of %d tilts; excluded (0-based): %s", int(keep.sum()), keep.size,
              chosen.excluded.tolist())
     result = expand_result(align(data[keep], angles[keep], **kwargs), data, angles, chosen)
-    result.options["auto_exclude"] = bool(call["auto_exclude"])
     result.timings = dict(result.timings, bad_tilts_s=t_detect,
                           total_s=time.perf_counter() - t_start)
     return result
 
 
-def _baseline(data, angles, opts, t_start, model, original):
+def _baseline(data, angles, opts, t_start, model, original, screened=None):
     """``method="xcorr"``/``"com"``: a baseline's shifts, then one reconstruction (from the
     intensity model's ``data``; ``aligned`` from ``original`` when it is not None)."""
     from . import baselines
@@ -349,6 +349,6 @@ def _baseline(data, angles, opts, t_start, model, original):
     return AlignResult(shifts=shifts, aligned=aligned, volume=volume, history=[],
                        converged=True, angles_deg=angles, method=opts.method,
                        options=dict(method=opts.method, recon=opts.recon,
-                                    intensity=model.record()),
+                                    intensity=model.record(), bad_tilts=screened),
                        center_offset=opts.center_offset,
                        timings=dict(total_s=time.perf_counter() - t_start))

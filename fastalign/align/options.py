@@ -218,5 +218,4 @@ class AlignOptions:
                     lam=self.lam, nonneg=self.nonneg, center_offset=self.center_offset,
                     min_coherence=self.min_coherence, taper=self.taper,
                     final_iter=self.final_iter, specimen=self.specimen, orient=self.orient,
-                    auto_exclude=bool(self.auto_exclude),
                     slices=None if self.slices is None else self.slices.tolist())
