@@ -25,6 +25,7 @@ from .._validate import (as_angles_deg, as_float32_array, check_angle_units, che
                          two_tilts_message)
 from ..geometry import TiltGeometry
 from ..operator import Projector
+from .badtilts import choose_tilts, expand_result, subset_start
 from .executor import LocalExecutor, make_solver
 from .gauge import fix_gauge
 from .intensity import intensity_model
@@ -48,7 +49,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None, extrapolate=True,
           pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
           axis_search_deg=10.0, y_profile="auto", com_start="auto", specimen="auto",
-          orient=True, contrast="auto", background="auto", callback=None, progress=False):
+          orient=True, contrast="auto", background="auto", exclude=None, auto_exclude=True,
+          include=None, callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
     Parameters
@@ -196,6 +198,22 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         background is already zero with mass bright are used exactly as given.
         ``options["intensity"]`` records what was found and why; ``aligned`` keeps the
         original intensities, ``volume`` is reconstructed from the transformed data.
+    exclude : sequence of int, optional
+        **0-based** indices of tilts to leave out (IMOD's 1-based ``EXCLUDELIST`` converts with
+        :func:`fastalign.io.parse_excludelist`).  Excluded tilts enter neither the estimate
+        nor the reconstruction; their shifts are interpolated from the kept tilts in tilt
+        angle, in the same gauge (:func:`fastalign.align.badtilts.interpolate_shifts`), and
+        ``aligned`` keeps their views (resampled like the others).  At least 5 tilts must
+        remain.
+    auto_exclude : bool
+        Detect bad tilts first (blank or dark, saturated, an intensity jump, pure noise, a
+        large constant or edge-occluded region; per tilt against its tilt neighbours, robust
+        threshold median + 6 MAD; :mod:`fastalign.align.badtilts`) and exclude them, never
+        leaving fewer than ``max(5, 60 %)`` of the tilts (more flagged: none excluded, a
+        warning).  ``options["excluded"]`` lists every excluded tilt with its reason,
+        ``options["bad_tilts"]`` what the detection flagged.  ``False``: only ``exclude``.
+    include : sequence of int, optional
+        0-based tilts never excluded automatically (forced back).
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -208,7 +226,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``shifts`` in the fixed gauge (sinusoid removed from dx, mean from dy; with
         ``"center"`` also the constant), ``aligned`` (raw data, original intensities,
         resampled once, rotation and shift), ``volume``, ``history``, ``converged``,
-        ``axis_angle_deg``, ``center_offset``.
+        ``axis_angle_deg``, ``center_offset``, ``excluded`` (0-based; their shifts are
+        interpolated, ``interpolated``).
 
     Raises
     ------
@@ -218,6 +237,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         1e-6 x its mean absolute value), bad options.  A series of exactly 2 tilts is aligned
         with a warning on the ``fastalign.align`` logger (the result is not determined).
     """
+    call = dict(locals())   # the arguments, for a run on the kept tilts (_align_kept)
     t_start = time.perf_counter()
     data = as_float32_array(tilt_series, 3, "tilt_series")
     n, ny, nx = data.shape
@@ -236,7 +256,12 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         final_iter=final_iter, extrapolate=extrapolate, pad_x=pad_x, max_rows=max_rows,
         refine=refine, axis_angle_deg=axis_angle_deg, axis_search_deg=axis_search_deg,
         y_profile=y_profile, com_start=com_start, specimen=specimen, orient=orient,
-        contrast=contrast, background=background, callback=callback, progress=progress)
+        contrast=contrast, background=background, exclude=exclude,
+        auto_exclude=auto_exclude, include=include, callback=callback, progress=progress)
+    # tilt exclusion (align/badtilts.py): align the kept tilts, then give every view back
+    chosen = choose_tilts(data, angles, opts.exclude, opts.auto_exclude, opts.include)
+    if chosen.excluded.size:
+        return _align_kept(call, data, angles, chosen, t_start)
     # the intensity model: `data` becomes mass projections, `original` keeps the user's
     model = intensity_model(data, contrast=opts.contrast, background=opts.background,
                             angles_deg=angles)
@@ -245,7 +270,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         data = model.apply(original)
         log.info("intensity model: %s", model.summary())
     if opts.method != "autofocus":
-        return _baseline(data, angles, opts, t_start, model, original)
+        return _baseline(data, angles, opts, t_start, model, original, chosen.record)
     oriented, t_axis, offset = None, 0.0, 0.0
     if (opts.orient and opts.axis_angle_deg is None
             and getattr(opts.initial_shifts, "axis_angle_deg", None) is None):
@@ -270,6 +295,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         record.update(refine=list(opts.refine), axis_angle_deg_start=alpha)
     record.update(axis_record)
     record["intensity"] = model.record()
+    record["bad_tilts"] = chosen.record     # what the screening found (align/badtilts.py)
     geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
     user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
                 initial_shifts=initial_shifts is not None)
@@ -284,7 +310,23 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     return AlignResult(method="autofocus", options=record, **out)
 
 
-def _baseline(data, angles, opts, t_start, model, original):
+def _align_kept(call, data, angles, chosen, t_start):
+    """:func:`align` on the tilts ``chosen`` keeps (the same arguments otherwise), expanded
+    to every tilt by :func:`fastalign.align.badtilts.expand_result`."""
+    keep = chosen.keep
+    t_detect = time.perf_counter() - t_start
+    kwargs = {k: v for k, v in call.items() if k not in ("tilt_series", "angles_deg")}
+    kwargs.update(exclude=None, auto_exclude=False, include=None,
+                  initial_shifts=subset_start(call["initial_shifts"], keep))
+    log.info("aligning %d of %d tilts; excluded (0-based): %s", int(keep.sum()), keep.size,
+             chosen.excluded.tolist())
+    result = expand_result(align(data[keep], angles[keep], **kwargs), data, angles, chosen)
+    result.timings = dict(result.timings, bad_tilts_s=t_detect,
+                          total_s=time.perf_counter() - t_start)
+    return result
+
+
+def _baseline(data, angles, opts, t_start, model, original, screened=None):
     """``method="xcorr"``/``"com"``: a baseline's shifts, then one reconstruction (from the
     intensity model's ``data``; ``aligned`` from ``original`` when it is not None)."""
     from . import baselines
@@ -307,6 +349,6 @@ def _baseline(data, angles, opts, t_start, model, original):
     return AlignResult(shifts=shifts, aligned=aligned, volume=volume, history=[],
                        converged=True, angles_deg=angles, method=opts.method,
                        options=dict(method=opts.method, recon=opts.recon,
-                                    intensity=model.record()),
+                                    intensity=model.record(), bad_tilts=screened),
                        center_offset=opts.center_offset,
                        timings=dict(total_s=time.perf_counter() - t_start))

@@ -88,12 +88,17 @@ class AlignOptions:
     background: Any = "auto"
     callback: Any = None
     progress: bool = False
+    exclude: Any = None          # tilt exclusion (align/badtilts.py); indices checked there
+    auto_exclude: bool = True
+    include: Any = None
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
         put("refine", _check_refine(self.refine))
         put("contrast", check_contrast(self.contrast))      # the intensity model
         put("background", check_background(self.background))
+        if not isinstance(self.auto_exclude, (bool, np.bool_)):
+            raise TypeError(f"auto_exclude must be True or False, got {self.auto_exclude!r}")
         if self.method in ("xcorr", "com"):
             if self.refine != ("shifts",) or self.axis_angle_deg is not None:
                 raise ValueError("refine and axis_angle_deg apply to method='autofocus' only")

@@ -44,6 +44,12 @@ class AlignResult:
         Specimen thickness (full-resolution px) measured for a slab
         (:mod:`fastalign.align.slab`); None for a compact object.  ``options["specimen"]``
         holds the other decisions (kind, depth offset, pitch, region).
+    excluded : ndarray, int64
+        0-based indices of the tilts left out of the estimate and the reconstruction (given
+        with ``exclude=`` or found by the bad-tilt detection, :mod:`fastalign.align.badtilts`;
+        ``options["excluded"]`` gives the reason per tilt).  Their ``shifts`` are
+        interpolated from the neighbours in tilt angle (:attr:`interpolated`) and ``aligned``
+        keeps their views.  Empty when every tilt was used.
     """
 
     shifts: np.ndarray
@@ -58,6 +64,15 @@ class AlignResult:
     axis_angle_deg: float = 0.0
     center_offset: float = 0.0
     thickness: float = None
+    excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def interpolated(self):
+        """Boolean mask ``(n_tilts,)``: True where the shift is interpolated, not measured
+        (the :attr:`excluded` tilts)."""
+        mask = np.zeros(len(self.shifts), bool)
+        mask[np.asarray(self.excluded, dtype=np.int64)] = True
+        return mask
 
     @property
     def n_iter(self):

@@ -86,6 +86,21 @@ def add_parser(sub, parents, fmt):
                    help="constant detector offset removed before aligning: auto (default: "
                         "only when clearly an offset, e.g. a vacuum level far from zero), "
                         "none, or a number; the aligned stack keeps the original intensities")
+    p.add_argument("--exclude", metavar="LIST",
+                   help="views to leave out of the alignment and the reconstruction, 1-based "
+                        "as IMOD's EXCLUDELIST, e.g. 1,5-7; they keep a shift interpolated "
+                        "from their neighbours in tilt angle and their view in the aligned "
+                        "stack (unless --drop-excluded); at least 5 views must remain")
+    p.add_argument("--no-auto-exclude", dest="auto_exclude", action="store_false",
+                   help="do not exclude bad views automatically (default: blank, saturated, "
+                        "noise-only or occluded views, found against their tilt neighbours, "
+                        "are excluded and listed in report.json with the reason)")
+    p.add_argument("--include", metavar="LIST",
+                   help="views (1-based, as --exclude) never excluded automatically")
+    p.add_argument("--drop-excluded", action="store_true",
+                   help="write the aligned stack, .xf, .aln and .tlt without the excluded "
+                        "views (default: every view, as IMOD does; report.json lists the "
+                        "excluded ones as an EXCLUDELIST)")
     p.set_defaults(func=run)
 
 
@@ -111,6 +126,25 @@ def _background(text):
         return float(text)
     except ValueError:
         raise ValueError(f"--background must be auto, none or a number, got {text!r}") from None
+
+
+def _views(args, n):
+    """``--exclude``/``--include`` as 0-based index lists (checked against ``n`` views and
+    the minimum kept, before anything is computed); ``{}`` when neither is given."""
+    from ..align.badtilts import check_exclude
+    out = {}
+    for opt, key in (("--exclude", "exclude"), ("--include", "include")):
+        text = getattr(args, key)
+        if text is None:
+            continue
+        try:
+            idx = io.parse_excludelist(text, n)
+        except ValueError as exc:
+            raise ValueError(f"{opt}: {exc}") from None
+        if key == "exclude":
+            idx = check_exclude(idx, n, name=opt)
+        out[key] = [int(i) for i in idx]
+    return out
 
 
 def _given(args, keys):
@@ -150,11 +184,15 @@ def run(args):
     start = None
     if args.initial_xf is not None:  # read (and checked) before anything is computed
         start = io.read_alignment(args.initial_xf, n=meta["shape"][0])
+    views = _views(args, meta["shape"][0])
     staged = io.OutputSet(directory, names.values(), overwrite=args.overwrite,
                           inputs=list(meta["files"]) + [args.initial_xf])
     staged.preflight(output_bytes(meta, args.nz))
     warn_few_tilts(meta)
     if dask.wanted(args):
+        if views or args.drop_excluded:
+            raise ValueError("--exclude/--include/--drop-excluded are not available with "
+                             "--scheduler/--workers")
         return run_distributed(args, meta, angles, names, staged, t_start, start)
     vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.recon == "tv" else 0)
     need = check_memory(args, meta, volume_copies=vol_copies)
@@ -164,6 +202,9 @@ def run(args):
     check_signal(data, name=meta["source"])
     timings = {"read_s": time.perf_counter() - t0}
     kwargs = _local_options(args)
+    kwargs.update(views)
+    if not args.auto_exclude:
+        kwargs["auto_exclude"] = False
     if start is not None:
         kwargs["initial_shifts"] = start
     n, ny, nx = meta["shape"]
@@ -182,11 +223,15 @@ def run(args):
     px = meta["pixel_size_A"]
     record = dict(inputs=input_record(meta, angles), options=options_record(args),
                   argv=args.argv, extra={"memory_estimate_bytes": need})
+    written, angles_out = result, angles
+    if args.drop_excluded:
+        written, angles_out = outputs.without_excluded(result, angles)
+        record["extra"]["dropped_views"] = [int(i) + 1 for i in result.excluded]
     with staged:
         t0 = time.perf_counter()
-        io.write_aligned_stack(staged.path(names["aligned"]), result.aligned, pixel_size_A=px)
+        io.write_aligned_stack(staged.path(names["aligned"]), written.aligned, pixel_size_A=px)
         io.write_volume(staged.path(names["volume"]), result.volume, voxel_size_A=px)
-        outputs.write_align_products(staged, names, stem(meta), angles, result, panels,
+        outputs.write_align_products(staged, names, stem(meta), angles_out, written, panels,
                                      timings, t0, t_start, record=record)
         checkpoint()
         staged.commit()

@@ -109,6 +109,36 @@ def write_align_products(outputs, names, stem, angles, result, panels, timings, 
     report.write_report(outputs.path(names["report"]), rep)
 
 
+def without_excluded(result, angles):
+    """``(result, angles)`` without the excluded views (``--drop-excluded``): the shifts,
+    aligned stack and angles of the kept views only; the rest of the result unchanged."""
+    import dataclasses
+
+    import numpy as np
+    excluded = np.asarray(getattr(result, "excluded", ()), dtype=np.int64)
+    if excluded.size == 0:
+        return result, angles
+    keep = np.ones(len(result.shifts), bool)
+    keep[excluded] = False
+    kept = dataclasses.replace(result, shifts=np.asarray(result.shifts)[keep],
+                               aligned=result.aligned[keep],
+                               angles_deg=np.asarray(result.angles_deg)[keep],
+                               excluded=np.zeros(0, np.int64))
+    return kept, np.asarray(angles)[keep]
+
+
+def excluded_line(result, dropped=False):
+    """The summary line of the excluded views (IMOD EXCLUDELIST, 1-based), or None."""
+    entries = (result.options or {}).get("excluded") or []
+    if not entries:
+        return None
+    views = io.format_excludelist([e["tilt"] for e in entries])
+    why = "; ".join(f"{e['view']}: {e['reason']}" for e in entries)
+    where = ("dropped from the outputs" if dropped
+             else "shifts interpolated, views kept in the stack")
+    return f"fastalign: excluded views {views} (EXCLUDELIST; {where}) -- {why}"
+
+
 def align_done(args, result, names, out_dir):
     """Say how the alignment ended (warn if it did not converge) and where the outputs are."""
     state = "converged" if result.converged else "did NOT converge"
@@ -130,6 +160,9 @@ def align_done(args, result, names, out_dir):
         say(args, f"fastalign: tilt axis {result.axis_angle_deg:.2f} deg (from the data: "
                   f"{orient.get('used')}, {orient.get('quarter_turns')} quarter turn(s); "
                   "direction modulo 180 deg)")
+    line = excluded_line(result, getattr(args, "drop_excluded", False))
+    if line:
+        say(args, line)
     causes = result.diagnosis() if hasattr(result, "diagnosis") else []
     if causes:
         state = "did not converge" if not result.converged else "fits the data poorly"
