@@ -30,7 +30,7 @@ import tempfile
 
 import numpy as np
 
-WARM_SHAPE = (21, 32, 32)
+WARM_SHAPE = (41, 128, 128)
 
 
 def blob_series(n, ny, nx, *, seed=0, n_blobs=40, max_shift=3.0):
