@@ -94,6 +94,11 @@ class _Phases:
     def mark(self, name):
         self.peaks[name] = max(self.peaks.get(name, 0), _status("VmHWM"))
         _reset_peak()
+        import tracemalloc
+        if tracemalloc.is_tracing():   # Python/NumPy allocations only (not Numba's, FFTW's)
+            self.traced[name] = max(self.traced.get(name, 0),
+                                    tracemalloc.get_traced_memory()[1] - self.traced_base)
+            tracemalloc.reset_peak()
 
 
 def _instrument(phases):
@@ -129,6 +134,9 @@ def child(spec):
     """Measure the runs of ``spec`` (see module docstring); returns a list of records."""
     from fastalign.cli import main
 
+    if spec.get("no_fft_cache"):
+        import pyfftw.interfaces.cache
+        pyfftw.interfaces.cache.disable()
     tmp = spec["tmp"]
     warm = write_series(os.path.join(tmp, "warm"), WARM_SHAPE)
     paths = [write_series(os.path.join(tmp, "x".join(map(str, s))), s) for s in spec["shapes"]]
@@ -139,8 +147,12 @@ def child(spec):
     _instrument(phases)
     records = []
     for shape, path in zip(spec["shapes"], paths):
+        if spec.get("trace"):
+            import tracemalloc
+            tracemalloc.start()
+            phases.traced_base = tracemalloc.get_traced_memory()[0]
         base = _status("VmRSS")
-        phases.peaks = {}
+        phases.peaks, phases.traced = {}, {}
         _reset_peak()
         if main(["align", path, "-q", "--overwrite"] + extra) != 0:
             raise RuntimeError(f"run on {shape} failed")
@@ -151,14 +163,16 @@ def child(spec):
         records.append(dict(shape=list(shape), baseline=base,
                             phases={k: v - base for k, v in peaks.items()},
                             increment=max(peaks.values()) - base,
-                            estimate=report["memory_estimate_bytes"]))
+                            estimate=report["memory_estimate_bytes"],
+                            traced=dict(phases.traced)))
     return records
 
 
-def measure(shapes, args=(), *, timeout=900):
+def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False):
     """Run :func:`child` in a fresh interpreter; returns its records."""
     with tempfile.TemporaryDirectory() as tmp:
-        spec = dict(tmp=tmp, shapes=[list(s) for s in shapes], args=list(args))
+        spec = dict(tmp=tmp, shapes=[list(s) for s in shapes], args=list(args),
+                    no_fft_cache=no_fft_cache, trace=trace)
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
