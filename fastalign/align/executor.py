@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from .._fft import release_plans
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from . import axis as _axis
@@ -243,11 +244,12 @@ class LocalExecutor:
         o, data = self.opts, self.data
         ny, nx = data.shape[1:]
         ga, gb, gy = gauge
+        self._release_level()      # the last level's buffers are not needed any more
         if alpha == 0.0:
             aligned = fourier_shift(data, -shifts)
         else:
             aligned = _axis.rotate_shift(data, alpha, shifts)
-        self._release_level()      # the last level's buffers are not needed any more
+        release_plans()            # the FFT cache's copies of the stack, before the volumes
         nz = o.nz
         if self.slab is not None and not self.slab["fixed_nz"]:
             # the reported gauge moves the slab by gb in depth: keep it inside the region
@@ -268,6 +270,7 @@ class LocalExecutor:
             warm_start_into(x0, x, self.prev_pos + gy, np.arange(ny, dtype=np.float64),
                             zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / full[2]))
         del x
+        release_plans()
         solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
         final_iter = o.final_iter
         if slab is not None and o.recon == "sirt":
@@ -292,10 +295,12 @@ class LocalExecutor:
 
 
     def _release_level(self):
-        """Drop the loop's level data, solver and volume copies (all but ``x``)."""
+        """Drop the loop's level data, solver and volume copies (all but ``x``) and the FFT
+        plans (with their copies of the level data)."""
         for name in ("raw", "b", "bc", "Pc", "solver", "A", "x_before", "windows"):
             if hasattr(self, name):
                 setattr(self, name, None)
+        release_plans()
 
 
 #: full-resolution rows per block of :func:`warm_start_into` (bounds its temporaries)
