@@ -168,13 +168,13 @@ def child(spec):
     return records
 
 
-def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False):
+def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, root=None):
     """Run :func:`child` in a fresh interpreter; returns its records."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = dict(tmp=tmp, shapes=[list(s) for s in shapes], args=list(args),
                     no_fft_cache=no_fft_cache, trace=trace)
         env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
                                json.dumps(spec)], capture_output=True, text=True,
@@ -201,8 +201,10 @@ def main(argv=None):
     p.add_argument("shapes", nargs="+", type=_shape, metavar="NxNYxNX")
     p.add_argument("--recon", choices=("sirt", "tv"), default="sirt")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--root", help="directory holding the fastalign package to measure "
+                                  "(default: this checkout), e.g. an older commit's export")
     a = p.parse_args(argv)
-    records = measure(a.shapes, ["--recon", a.recon] + extra)
+    records = measure(a.shapes, ["--recon", a.recon] + extra, root=a.root, timeout=3600)
     if a.json:
         print(json.dumps(records, indent=1))
         return 0
