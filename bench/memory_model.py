@@ -209,6 +209,10 @@ def main(argv=None):
         print(json.dumps(records, indent=1))
         return 0
     mib = 2.0 ** 20
+    # the report's estimate is the CLI's: baseline + increment (the old CLI had no baseline)
+    base_model = 0
+    if a.root is None:
+        from fastalign.memory import BASELINE_BYTES as base_model
     for r in records:
         n, ny, nx = r["shape"]
         inp = 4 * n * ny * nx
@@ -216,7 +220,9 @@ def main(argv=None):
         print(f"{n} x {ny} x {nx}: input {inp / mib:.1f} MiB, baseline {r['baseline'] / mib:.0f}"
               f" MiB, peak increment {r['increment'] / mib:.1f} MiB "
               f"({r['increment'] / inp:.2f} x input; absolute {(r['increment'] + r['baseline']) / inp:.2f} x), "
-              f"estimate {r['estimate'] / mib:.1f} MiB ({r['estimate'] / r['increment'] - 1:+.1%})")
+              f"CLI estimate {r['estimate'] / mib:.1f} MiB; model increment "
+              f"{(r['estimate'] - base_model) / mib:.1f} MiB "
+              f"({(r['estimate'] - base_model) / r['increment'] - 1:+.1%})")
         print(f"    phases (MiB above baseline): {ph}")
     return 0
 

@@ -15,9 +15,13 @@ reconstructed region ``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume
   user's).
 * **outputs** (the CLI's figures and writing): the input, the aligned stack and the volume,
   plus one volume-sized temporary of the MRC header statistics (``std``): ``2 D + 2 V``.
-* **loop** (the levels): bounded by the row budget (64 rows), smaller than the final phase
-  for every series the CLI sees in practice; counted as ``D`` (input) + 4 level stacks + 3
-  level volumes, the finest level being 2x binned from 512 px wide.
+* **loop** (the levels): the input ``D``, 3 level volumes (at most 64 rows: the row
+  budget) and the finest level's stacks, counted as **16** level stacks ``D / f**2``: the
+  shifted stack, the solver's, and the copies of inputs and outputs that pyFFTW's plan cache
+  keeps for a minute (one set per padded shape; the shapes change with the shifts).  This
+  term is the least exact (measured 12-25 level stacks at 41 x 128 x 128 .. 90 x 256 x 256);
+  ``f`` is the finest binning (2 from 512 px wide, else 1; ``--levels`` sets it).  From
+  512 px wide the final phase dominates; below, with full-resolution levels, the loop can.
 
 The Python, NumPy, Numba (compiled kernels) and FFTW-plan baseline of the process is the
 constant :data:`BASELINE_BYTES`, measured on a quiet 2-core Linux machine; it is part of the
@@ -68,8 +72,12 @@ def _pick(phases, baseline):
                           phase=phase, terms=terms)
 
 
+#: stacks of the finest level alive in the loop, FFT-cache copies included (measured)
+LOOP_STACKS = 16
+
+
 def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=False,
-                        itemsize=4, baseline=BASELINE_BYTES):
+                        finest_bin=None, itemsize=4, baseline=BASELINE_BYTES):
     """Estimated peak memory of a local ``fastalign align`` run.
 
     Parameters
@@ -85,6 +93,8 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
     intensity : bool
         A non-identity intensity model (bright-field log, background removed): one more
         input-sized copy.
+    finest_bin : int, optional
+        Binning of the loop's finest level (default: 2 from 512 px wide, else 1).
     itemsize : int
         Bytes per value (4: float32 everywhere).
     baseline : int
@@ -112,11 +122,12 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
         raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
     final = dict(inp, **{"aligned stack": D, "padded data": Dp if pad_x else 0}, **solver)
     outputs = {"input": D, "aligned stack": D, "volume": V, "volume statistics temporary": V}
-    f = 2 if nx >= BINNED_FINEST_NX else 1
+    f = int(finest_bin or (2 if nx >= BINNED_FINEST_NX else 1))
     rows = min(ny // f, LOOP_ROWS)
     lv_stack = itemsize * n * (ny // f) * (nxp // f)
     lv_vol = itemsize * rows * (nz // f) * (nxp // f)
-    loop = dict(inp, **{"level stacks (4)": 4 * lv_stack, "level volumes (3)": 3 * lv_vol})
+    loop = dict(inp, **{f"level stacks and FFT copies ({LOOP_STACKS})": LOOP_STACKS * lv_stack,
+                        "level volumes (3)": 3 * lv_vol})
     return _pick({"final": final, "outputs": outputs, "loop": loop}, baseline)
 
 

@@ -46,9 +46,9 @@ def test_max_memory_refuses_naming_the_largest_term(tmp_path, capsys):
     d = tmp_path / "data"
     d.mkdir()
     with mrcfile.new(d / "ts.mrc") as m:
-        m.set_data(np.zeros((7, 160, 12), np.float32))
-    np.savetxt(d / "ts.rawtlt", np.linspace(-60, 60, 7))
-    est = estimate_align_peak((7, 160, 12), intensity=True)
+        m.set_data(np.zeros((3, 160, 96), np.float32))
+    np.savetxt(d / "ts.rawtlt", np.linspace(-60, 60, 3))
+    est = estimate_align_peak((3, 160, 96), intensity=True)
     limit = str(est.total - 1)
     proc = run_here(capsys, "align", d / "ts.mrc", "--max-memory", limit)
     assert_user_error(proc, f"exceeds --max-memory {limit}", "estimated peak memory",
@@ -57,6 +57,6 @@ def test_max_memory_refuses_naming_the_largest_term(tmp_path, capsys):
     # TV: six volumes
     proc = run_here(capsys, "align", d / "ts.mrc", "--recon", "tv", "--max-memory", limit)
     assert_user_error(proc, "largest term: volumes (TV: 6)")
-    est = estimate_recon_peak((7, 160, 12))
+    est = estimate_recon_peak((3, 160, 96))
     proc = run_here(capsys, "recon", d / "ts.mrc", "--max-memory", str(est.total - 1))
     assert_user_error(proc, "exceeds --max-memory")

@@ -175,9 +175,14 @@ def memory_estimate(args, meta, command):
 
     if command == "recon":
         return estimate_recon_peak(meta["shape"], args.nz, args.method)
+    from .common import int_list
+
     pad = args.pad_x if isinstance(args.pad_x, int) else 0
     identity = args.contrast == "dark-field" and args.background == "none"
-    return estimate_align_peak(meta["shape"], args.nz, pad, args.recon, intensity=not identity)
+    levels = int_list(args.levels, "--levels") if args.levels else ()
+    finest = levels[-1] if levels else None
+    return estimate_align_peak(meta["shape"], args.nz, pad, args.recon, intensity=not identity,
+                               finest_bin=finest)
 
 
 def check_memory(args, meta, command="align"):
