@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from .._fft import release_plans
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from . import axis as _axis
@@ -228,10 +229,12 @@ class LocalExecutor:
         o, data = self.opts, self.data
         ny, nx = data.shape[1:]
         ga, gb, gy = gauge
+        self._release_level()      # the last level's buffers are not needed any more
         if alpha == 0.0:
             aligned = fourier_shift(data, -shifts)
         else:
             aligned = _axis.rotate_shift(data, alpha, shifts)
+        release_plans()            # the FFT cache's copies of the stack, before the volumes
         nz = o.nz
         if self.slab is not None and not self.slab["fixed_nz"]:
             # the reported gauge moves the slab by gb in depth: keep it inside the region
@@ -241,6 +244,7 @@ class LocalExecutor:
         x0 = np.zeros(full, np.float32)
         b = pad_columns(aligned, o.pad_x, o.recon)
         x, slab = self.x, self.slab
+        self.x = None
         fbp_start = slab is None and x is not None and self.prev_pos.size < ny
         if fbp_start:
             from ..recon.fbp import fbp
@@ -248,8 +252,10 @@ class LocalExecutor:
             if o.nonneg:
                 np.maximum(x0, 0.0, out=x0)
         elif x is not None and slab is None:
-            x0 = warm_start(x, self.prev_pos + gy, np.arange(ny, dtype=np.float64), full,
+            warm_start_into(x0, x, self.prev_pos + gy, np.arange(ny, dtype=np.float64),
                             zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / full[2]))
+        del x
+        release_plans()
         solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
         final_iter = o.final_iter
         if slab is not None and o.recon == "sirt":
@@ -262,6 +268,7 @@ class LocalExecutor:
         if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
             final_iter = max(1, o.n_inner // 2) if fbp_start else 2 * o.n_inner
         volume = solver.run(b, x0, final_iter)
+        del solver, b, x0   # its buffers (a volume, two stacks) before the last copies
         if self.original is not None:   # the user's intensities, into the same buffer
             if alpha == 0.0:
                 fourier_shift(self.original, -shifts, out=aligned)
@@ -270,6 +277,41 @@ class LocalExecutor:
         if o.pad_x:
             volume = np.ascontiguousarray(volume[:, :, o.pad_x:o.pad_x + nx])
         return aligned, volume, time.perf_counter() - t0
+
+
+    def _release_level(self):
+        """Drop the loop's level data, solver and volume copies (all but ``x``) and the FFT
+        plans (with their copies of the level data)."""
+        for name in ("raw", "b", "bc", "Pc", "solver", "A", "x_before", "windows"):
+            if hasattr(self, name):
+                setattr(self, name, None)
+        release_plans()
+
+
+#: full-resolution rows per block of :func:`warm_start_into` (bounds its temporaries)
+WARM_BLOCK_ROWS = 16
+
+
+def warm_start_into(out, x, pos_old, pos_new, zx_shift=None, block=WARM_BLOCK_ROWS):
+    """:func:`fastalign.align.levels.warm_start` written into ``out`` block by block.
+
+    The rule acts on every row alone, so ``block`` new rows at a time, from just the old
+    rows they interpolate from, give the same values as the whole while the temporaries
+    (shift, zoom, interpolation) stay a few blocks in size instead of several volumes.
+    ``out`` (float32, ``(len(pos_new), nz, nx)``) is returned.
+    """
+    n_old = pos_old.size
+    if n_old < 2:
+        out[...] = warm_start(x, pos_old, pos_new, out.shape, zx_shift=zx_shift)
+        return out
+    t = np.interp(pos_new, pos_old, np.arange(n_old))
+    k = np.clip(np.floor(t).astype(np.int64), 0, n_old - 2)
+    for r0 in range(0, pos_new.size, block):
+        r1 = min(pos_new.size, r0 + block)
+        i0, i1 = int(k[r0:r1].min()), int(k[r0:r1].max()) + 2
+        out[r0:r1] = warm_start(x[i0:i1], pos_old, pos_new[r0:r1], out.shape,
+                                zx_shift=zx_shift, i0=i0)
+    return out
 
 
 def extrapolate_volume(x, x_before, jump, nonneg):

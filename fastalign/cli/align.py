@@ -12,7 +12,7 @@ from .. import io
 from . import dask, outputs
 from .common import int_list, options_record, progress_enabled, say, set_threads
 from .._validate import check_signal, two_tilts_message
-from .inputs import (TV_EXTRA_VOLUMES, VOLUME_COPIES, check_angle_units, check_memory,
+from .inputs import (check_angle_units, check_memory,
                      format_bytes, input_record, inspect_input, load_input, out_dir,
                      output_bytes, require_angles, stem, warn_few_tilts)
 from .signals import checkpoint
@@ -194,8 +194,7 @@ def run(args):
             raise ValueError("--exclude/--include/--drop-excluded are not available with "
                              "--scheduler/--workers")
         return run_distributed(args, meta, angles, names, staged, t_start, start)
-    vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.recon == "tv" else 0)
-    need = check_memory(args, meta, volume_copies=vol_copies)
+    need = check_memory(args, meta, "align")
 
     t0 = time.perf_counter()
     data = load_input(args, meta, info)

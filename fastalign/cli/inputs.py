@@ -10,9 +10,11 @@ TV_EXTRA_VOLUMES = 3
 
 MEMORY_HELP = (
     "refuse to start when the estimated peak memory exceeds SIZE (bytes, or a number with "
-    "suffix K, M, G or T = powers of 1024, e.g. 8G).  Estimate: (4 tilt-series copies + 3 "
-    "volumes) x 4 bytes, a tilt series being n_tilts x ny x nx and a volume ny x nz x nx "
-    "float32 values (nz = nx unless --nz); TV counts 3 more volumes.")
+    "suffix K, M, G or T = powers of 1024, e.g. 8G).  The estimate (fastalign.memory) counts "
+    "the arrays of the largest phase -- for align usually the final reconstruction: input, "
+    "aligned stack, 2 stacks and 2 volumes of SIRT (TV: 3 stacks, 6 volumes), a volume being "
+    "ny x nz x nx float32 values (nz = nx unless --nz, widened by --pad-x) -- plus a measured "
+    "constant for Python and the compiled kernels.")
 
 
 def parse_size(text):
@@ -163,17 +165,41 @@ def output_bytes(meta, nz=None, *, stack=True):
     return 4 * (ny * nz * nx + (n * ny * nx if stack else 0)) + SMALL_OUTPUTS_BYTES
 
 
-def check_memory(args, meta, *, volume_copies=VOLUME_COPIES):
-    """The estimated peak memory in bytes; ``MemoryError`` if above ``--max-memory``."""
-    n, ny, nx = meta["shape"]
-    need = estimate_peak_bytes(n, ny, nx, args.nz, volume_copies=volume_copies)
+def memory_estimate(args, meta, command):
+    """:class:`fastalign.memory.MemoryEstimate` of a local ``align`` or ``recon`` run.
+
+    ``align``: ``--pad-x N`` widens the region (``auto`` and slab specimens size it
+    themselves: not counted); the intensity model's extra copy is counted unless it is known
+    to be the identity (``--contrast dark-field --background none``)."""
+    from ..memory import estimate_align_peak, estimate_recon_peak
+
+    if command == "recon":
+        return estimate_recon_peak(meta["shape"], args.nz, args.method)
+    from .common import int_list
+
+    pad = args.pad_x if isinstance(args.pad_x, int) else 0
+    identity = args.contrast == "dark-field" and args.background == "none"
+    levels = int_list(args.levels, "--levels") if args.levels else ()
+    finest = levels[-1] if levels else None
+    return estimate_align_peak(meta["shape"], args.nz, pad, args.recon, intensity=not identity,
+                               finest_bin=finest)
+
+
+def check_memory(args, meta, command="align"):
+    """The estimated peak memory (:func:`memory_estimate`) in bytes; ``MemoryError`` if
+    above ``--max-memory``, naming the estimate and its largest term."""
+    est = memory_estimate(args, meta, command)
+    need = est.total
     if args.max_memory is not None:
         limit = parse_size(args.max_memory)
         if need > limit:
+            n, ny, nx = meta["shape"]
+            name, size = est.largest
             raise MemoryError(
                 f"estimated peak memory {format_bytes(need)} for {n} x {ny} x {nx} images "
-                f"(nz = {args.nz or nx}) exceeds --max-memory {args.max_memory} "
-                f"({format_bytes(limit)}); bin the data or raise the limit")
+                f"(nz = {args.nz or nx}; largest term: {name} {format_bytes(size)} in the "
+                f"{est.phase} phase) exceeds --max-memory {args.max_memory} "
+                f"({format_bytes(limit)}); bin the data, reduce --nz or raise the limit")
     return need
 
 

@@ -7,7 +7,7 @@ import fastalign
 from .. import io
 from . import dask
 from .common import EXIT_OK, progress_enabled, say, set_threads
-from .inputs import (TV_EXTRA_VOLUMES, VOLUME_COPIES, check_angle_units, check_memory,
+from .inputs import (check_angle_units, check_memory,
                      format_bytes, inspect_input, load_input, out_dir, output_bytes,
                      require_angles, stem)
 from .signals import checkpoint
@@ -64,8 +64,7 @@ def run(args):
     staged.preflight(output_bytes(meta, args.nz, stack=False))
     if dask.wanted(args):
         return run_distributed(args, meta, angles, name, staged)
-    vol_copies = VOLUME_COPIES + (TV_EXTRA_VOLUMES if args.method == "tv" else 0)
-    need = check_memory(args, meta, volume_copies=vol_copies)
+    need = check_memory(args, meta, "recon")
     data = load_input(args, meta, info)
     n, ny, nx = meta["shape"]
     say(args, f"fastalign: {args.method} reconstruction of {n} tilts of {ny} x {nx} "

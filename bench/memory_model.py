@@ -1,0 +1,231 @@
+"""Measured peak memory of ``fastalign align`` against the model of :mod:`fastalign.memory`.
+
+Every measurement runs in a fresh interpreter (``--child``) that
+
+1. writes a synthetic series (Gaussian blobs projected analytically, random shifts of
+   a few pixels) as ``ts.mrc`` + ``ts.rawtlt`` for every size asked;
+2. runs ``fastalign align`` once on a tiny series (imports everything and compiles the
+   kernels: the *baseline* is the resident memory of this idle, compiled process);
+3. runs ``fastalign align`` (the CLI's ``main``, in process) on each size, resetting the
+   kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5, Linux) before each, and reading
+   ``VmHWM`` at the phase boundaries: ``read`` (loading the input), ``loop`` (intensity
+   model, start and the levels), ``final`` (:meth:`LocalExecutor.finish`: aligned stack and
+   final reconstruction), ``outputs`` (figures and writing).
+
+The measured number compared with the model is the **peak increment**: the largest
+``VmHWM`` of the run minus the baseline.  Usage::
+
+    PYTHONPATH=$PWD python bench/memory_model.py 41x128x128 61x192x192 90x256x256
+    PYTHONPATH=$PWD python bench/memory_model.py 90x512x512 --recon tv -- --nz 200
+
+(options after ``--`` go to ``fastalign align``).  Prints one line per size and phase and
+the model's breakdown; ``--json`` prints the records instead.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+WARM_SHAPE = (41, 128, 128)
+
+
+def blob_series(n, ny, nx, *, seed=0, n_blobs=40, max_shift=3.0):
+    """``(data float32 (n, ny, nx), angles)``: Gaussian blobs inside the reconstruction
+    circle projected analytically at -60..60 degrees, each image shifted by U[-s, s] px."""
+    rng = np.random.default_rng(seed)
+    angles = np.linspace(-60.0, 60.0, n)
+    r = 0.3 * nx * np.sqrt(rng.uniform(0, 1, n_blobs))
+    phi = rng.uniform(0, 2 * np.pi, n_blobs)
+    bx, bz = r * np.cos(phi), r * np.sin(phi)
+    by = rng.uniform(0.2, 0.8, n_blobs) * ny - 0.5 * ny
+    sig = rng.uniform(0.01, 0.03, n_blobs) * nx
+    amp = rng.uniform(0.5, 2.0, n_blobs)
+    shifts = rng.uniform(-max_shift, max_shift, (n, 2))
+    u = np.arange(nx, dtype=np.float32) - 0.5 * (nx - 1)
+    y = np.arange(ny, dtype=np.float32) - 0.5 * (ny - 1)
+    data = np.zeros((n, ny, nx), np.float32)
+    th = np.deg2rad(angles)
+    for i in range(n):
+        cu = bx * np.cos(th[i]) + bz * np.sin(th[i]) + shifts[i, 0]
+        cy = by + shifts[i, 1]
+        for k in range(n_blobs):
+            gu = np.exp(-0.5 * ((u - cu[k]) / sig[k]) ** 2)
+            gy = np.exp(-0.5 * ((y - cy[k]) / sig[k]) ** 2)
+            data[i] += np.float32(amp[k] * sig[k]) * np.outer(gy, gu).astype(np.float32)
+    return data, angles
+
+
+def write_series(directory, shape, seed=0):
+    """Write ``ts.mrc`` + ``ts.rawtlt`` of :func:`blob_series` into ``directory``."""
+    import mrcfile
+    os.makedirs(directory, exist_ok=True)
+    data, angles = blob_series(*shape, seed=seed)
+    path = os.path.join(directory, "ts.mrc")
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(data)
+    np.savetxt(os.path.join(directory, "ts.rawtlt"), angles, fmt="%.4f")
+    return path
+
+
+def _status(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")  # pragma: no cover
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+class _Phases:
+    """Peak RSS per phase: ``mark(name)`` closes the phase running since the last mark."""
+
+    def __init__(self):
+        self.peaks = {}
+        _reset_peak()
+
+    def mark(self, name):
+        self.peaks[name] = max(self.peaks.get(name, 0), _status("VmHWM"))
+        _reset_peak()
+        import tracemalloc
+        if tracemalloc.is_tracing():   # Python/NumPy allocations only (not Numba's, FFTW's)
+            self.traced[name] = max(self.traced.get(name, 0),
+                                    tracemalloc.get_traced_memory()[1] - self.traced_base)
+            tracemalloc.reset_peak()
+
+
+def _instrument(phases):
+    """Wrap the CLI's load, the executor's ``finish`` and ``fastalign.align`` with marks."""
+    import fastalign
+    from fastalign.align import executor
+    from fastalign.cli import align as cli_align
+
+    load, finish, align = cli_align.load_input, executor.LocalExecutor.finish, fastalign.align
+
+    def load_input(*a, **k):
+        out = load(*a, **k)
+        phases.mark("read")
+        return out
+
+    def finish_marked(self, *a, **k):
+        phases.mark("loop")
+        out = finish(self, *a, **k)
+        phases.mark("final")
+        return out
+
+    def align_marked(*a, **k):
+        out = align(*a, **k)
+        phases.mark("final")     # the end of align (result assembly) counts as final
+        return out
+
+    cli_align.load_input = load_input
+    executor.LocalExecutor.finish = finish_marked
+    fastalign.align = align_marked
+
+
+def child(spec):
+    """Measure the runs of ``spec`` (see module docstring); returns a list of records."""
+    from fastalign.cli import main
+
+    if spec.get("no_fft_cache"):
+        import pyfftw.interfaces.cache
+        pyfftw.interfaces.cache.disable()
+    tmp = spec["tmp"]
+    warm = write_series(os.path.join(tmp, "warm"), WARM_SHAPE)
+    paths = [write_series(os.path.join(tmp, "x".join(map(str, s))), s) for s in spec["shapes"]]
+    extra = list(spec.get("args", []))
+    if main(["align", warm, "-q", "--overwrite"] + extra) != 0:
+        raise RuntimeError("warm-up run failed")
+    phases = _Phases()
+    _instrument(phases)
+    records = []
+    for shape, path in zip(spec["shapes"], paths):
+        if spec.get("trace"):
+            import tracemalloc
+            tracemalloc.start()
+            phases.traced_base = tracemalloc.get_traced_memory()[0]
+        base = _status("VmRSS")
+        phases.peaks, phases.traced = {}, {}
+        _reset_peak()
+        if main(["align", path, "-q", "--overwrite"] + extra) != 0:
+            raise RuntimeError(f"run on {shape} failed")
+        phases.mark("outputs")
+        peaks = phases.peaks
+        with open(os.path.join(os.path.dirname(path), "ts_fastalign", "report.json")) as fh:
+            report = json.load(fh)
+        records.append(dict(shape=list(shape), baseline=base,
+                            phases={k: v - base for k, v in peaks.items()},
+                            increment=max(peaks.values()) - base,
+                            estimate=report["memory_estimate_bytes"],
+                            traced=dict(phases.traced)))
+    return records
+
+
+def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, root=None):
+    """Run :func:`child` in a fresh interpreter; returns its records."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = dict(tmp=tmp, shapes=[list(s) for s in shapes], args=list(args),
+                    no_fft_cache=no_fft_cache, trace=trace)
+        env = dict(os.environ)
+        root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                               json.dumps(spec)], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _shape(text):
+    return tuple(int(v) for v in text.lower().split("x"))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        print(json.dumps(child(json.loads(argv[1]))))
+        return 0
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("shapes", nargs="+", type=_shape, metavar="NxNYxNX")
+    p.add_argument("--recon", choices=("sirt", "tv"), default="sirt")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--root", help="directory holding the fastalign package to measure "
+                                  "(default: this checkout), e.g. an older commit's export")
+    a = p.parse_args(argv)
+    records = measure(a.shapes, ["--recon", a.recon] + extra, root=a.root, timeout=3600)
+    if a.json:
+        print(json.dumps(records, indent=1))
+        return 0
+    mib = 2.0 ** 20
+    # the report's estimate is the CLI's: baseline + increment (the old CLI had no baseline)
+    base_model = 0
+    if a.root is None:
+        from fastalign.memory import BASELINE_BYTES as base_model
+    for r in records:
+        n, ny, nx = r["shape"]
+        inp = 4 * n * ny * nx
+        ph = "  ".join(f"{k} {v / mib:7.1f}" for k, v in r["phases"].items())
+        print(f"{n} x {ny} x {nx}: input {inp / mib:.1f} MiB, baseline {r['baseline'] / mib:.0f}"
+              f" MiB, peak increment {r['increment'] / mib:.1f} MiB "
+              f"({r['increment'] / inp:.2f} x input; absolute {(r['increment'] + r['baseline']) / inp:.2f} x), "
+              f"CLI estimate {r['estimate'] / mib:.1f} MiB; model increment "
+              f"{(r['estimate'] - base_model) / mib:.1f} MiB "
+              f"({(r['estimate'] - base_model) / r['increment'] - 1:+.1%})")
+        print(f"    phases (MiB above baseline): {ph}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

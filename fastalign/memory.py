@@ -1,0 +1,160 @@
+"""Peak-memory model of ``fastalign align`` and ``fastalign recon`` (pure arithmetic).
+
+The model counts the arrays alive in each phase of a local run and takes the largest phase
+(measured with ``bench/memory_model.py``, which also checks the model; ``tests/test_memory.py``
+pins it within 10 % at sizes where the data dominate).  With ``D`` the input as float32
+(``4 n ny nx`` bytes), ``D'`` the stack padded by ``pad_x`` columns per side, ``V'`` the
+reconstructed region ``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume
+``4 ny nz nx``:
+
+* **final** (:meth:`fastalign.align.executor.LocalExecutor.finish`, SIRT): the input ``D``,
+  the aligned stack ``D``, the padded data ``D'`` (only with ``pad_x``), the solver's
+  reprojection and weighted residual ``2 D'``, the volume and the solver's backprojection
+  ``2 V'``; TV keeps ``6 V'`` (the iterate, the FISTA copies and the 2-D dual field) and
+  ``3 D'``.  A non-identity intensity model adds one ``D`` (the transformed data beside the
+  user's).
+* **outputs** (the CLI's figures and writing): the input, the aligned stack and the volume,
+  plus one volume-sized temporary of the MRC header statistics (``std``): ``2 D + 2 V``.
+* **loop** (the levels): the input ``D``, 3 level volumes (at most 64 rows: the row
+  budget) and the finest level's stacks, counted as **16** level stacks ``D / f**2``: the
+  shifted stack, the solver's, and the copies of inputs and outputs that pyFFTW's plan cache
+  keeps for a minute (one set per padded shape; the shapes change with the shifts).  This
+  term is the least exact (measured 12-25 level stacks at 41 x 128 x 128 .. 90 x 256 x 256);
+  ``f`` is the finest binning (2 from 512 px wide, else 1; ``--levels`` sets it).  From
+  512 px wide the final phase dominates; below, with full-resolution levels, the loop can.
+
+The Python, NumPy, Numba (compiled kernels) and FFTW-plan baseline of the process is the
+constant :data:`BASELINE_BYTES` (measured 300-500 MiB on a 2-core Linux machine, growing a
+little with the sizes a process has seen); it is part of the absolute estimate, not of the
+increment.
+
+Measured increments (``bench/memory_model.py``, peak RSS above the idle compiled process):
+90 x 512 x 512 defaults 1412 MiB against 1384 MiB of final-phase terms (the CLI adds the
+intensity copy it cannot rule out before reading the data: 1474 MiB); 31 x 320 x 320 and
+31 x 384 x 384 (``--levels 4,2``) -4.7 % and -0.2 %.  Below ~300 MiB of data terms the
+allocator's and the FFT cache's leftovers are +-20 MiB: 61 x 192 x 192 and 90 x 256 x 256
+were -11 % and +11 %.
+"""
+from dataclasses import dataclass, field
+
+MIB = 2 ** 20
+
+#: resident memory of an idle process that imported fastalign, compiled its kernels and ran
+#: one small alignment (Python, NumPy/SciPy, Numba code, pyFFTW plans, matplotlib), bytes
+BASELINE_BYTES = 300 * MIB
+
+#: rows of the loop's reconstruction at most (``AlignOptions.max_rows``)
+LOOP_ROWS = 64
+
+#: from this width the loop's finest level is 2x binned (``levels.BINNED_FINEST_NX``)
+BINNED_FINEST_NX = 512
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak: ``total = baseline + increment``; ``terms`` are the peak phase's
+    arrays (bytes), largest first."""
+
+    total: int
+    increment: int
+    baseline: int
+    phase: str
+    terms: dict = field(default_factory=dict)
+
+    @property
+    def largest(self):
+        """``(name, bytes)`` of the largest term."""
+        return max(self.terms.items(), key=lambda kv: kv[1])
+
+    def summary(self):
+        """One line: the terms in MiB."""
+        parts = ", ".join(f"{k} {v / MIB:.0f} MiB" for k, v in self.terms.items())
+        return f"{self.phase} phase: {parts}; baseline {self.baseline / MIB:.0f} MiB"
+
+
+def _pick(phases, baseline):
+    phase, terms = max(phases.items(), key=lambda kv: sum(kv[1].values()))
+    terms = dict(sorted(((k, int(v)) for k, v in terms.items() if v), key=lambda kv: -kv[1]))
+    inc = sum(terms.values())
+    return MemoryEstimate(total=baseline + inc, increment=inc, baseline=int(baseline),
+                          phase=phase, terms=terms)
+
+
+#: stacks of the finest level alive in the loop, FFT-cache copies included (measured)
+LOOP_STACKS = 16
+
+
+def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=False,
+                        finest_bin=None, itemsize=4, baseline=BASELINE_BYTES):
+    """Estimated peak memory of a local ``fastalign align`` run.
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        Tilt series ``(n_tilts, ny, nx)``.
+    nz : int, optional
+        Volume thickness (default ``nx``).
+    pad_x : int
+        Extra columns per side of the reconstructed region (``--pad-x``; ``auto`` and slab
+        specimens choose their own: pass the expected value, 0 when unknown).
+    recon : {"sirt", "tv"}
+    intensity : bool
+        A non-identity intensity model (bright-field log, background removed): one more
+        input-sized copy.
+    finest_bin : int, optional
+        Binning of the loop's finest level (default: 2 from 512 px wide, else 1).
+    itemsize : int
+        Bytes per value (4: float32 everywhere).
+    baseline : int
+        Constant of the process (:data:`BASELINE_BYTES`).
+
+    Returns
+    -------
+    MemoryEstimate
+    """
+    n, ny, nx = (int(v) for v in shape)
+    nz = nx if nz is None else int(nz)
+    pad_x = int(pad_x or 0)
+    nxp = nx + 2 * pad_x
+    D = itemsize * n * ny * nx
+    Dp = itemsize * n * ny * nxp
+    V = itemsize * ny * nz * nx
+    Vp = itemsize * ny * nz * nxp
+    inp = {"input": D, "intensity copy": D if intensity else 0}
+    if recon == "tv":
+        solver = {"volumes (TV: 6)": 6 * Vp, "solver stacks (TV: 3)": 3 * Dp}
+    elif recon == "sirt":
+        solver = {"volumes (volume + backprojection)": 2 * Vp,
+                  "solver stacks (reprojection + residual)": 2 * Dp}
+    else:
+        raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
+    final = dict(inp, **{"aligned stack": D, "padded data": Dp if pad_x else 0}, **solver)
+    outputs = {"input": D, "aligned stack": D, "volume": V, "volume statistics temporary": V}
+    f = int(finest_bin or (2 if nx >= BINNED_FINEST_NX else 1))
+    rows = min(ny // f, LOOP_ROWS)
+    lv_stack = itemsize * n * (ny // f) * (nxp // f)
+    lv_vol = itemsize * rows * (nz // f) * (nxp // f)
+    loop = dict(inp, **{f"level stacks and FFT copies ({LOOP_STACKS})": LOOP_STACKS * lv_stack,
+                        "level volumes (3)": 3 * lv_vol})
+    return _pick({"final": final, "outputs": outputs, "loop": loop}, baseline)
+
+
+def estimate_recon_peak(shape, nz=None, method="sirt", *, itemsize=4,
+                        baseline=BASELINE_BYTES):
+    """Estimated peak memory of a local ``fastalign recon`` run (``method`` sirt, tv or fbp):
+    the input and the solver's arrays (SIRT ``2 V + 2 D``, TV ``6 V + 3 D``, FBP ``V`` and a
+    filtered copy ``D``), or the volume and its statistics temporary while writing.  Not
+    measured as closely as :func:`estimate_align_peak` (bench/memory_model.py runs align)."""
+    n, ny, nx = (int(v) for v in shape)
+    nz = nx if nz is None else int(nz)
+    D = itemsize * n * ny * nx
+    V = itemsize * ny * nz * nx
+    per = {"sirt": {"volumes (volume + backprojection)": 2 * V,
+                    "solver stacks (reprojection + residual)": 2 * D},
+           "tv": {"volumes (TV: 6)": 6 * V, "solver stacks (TV: 3)": 3 * D},
+           "fbp": {"volume": V, "filtered stack": D}}
+    if method not in per:
+        raise ValueError(f"method must be 'sirt', 'tv' or 'fbp', got {method!r}")
+    solve = dict({"input": D}, **per[method])
+    write = {"volume": V, "volume statistics temporary": V}
+    return _pick({"reconstruction": solve, "outputs": write}, baseline)

@@ -1,0 +1,86 @@
+"""The peak-memory model (:mod:`fastalign.memory`), ``--max-memory``, and the footprint of the
+final reconstruction (:meth:`LocalExecutor.finish`'s block-wise warm start)."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastalign.memory import BASELINE_BYTES, estimate_align_peak, estimate_recon_peak
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from cli_stub import assert_user_error  # noqa: E402
+from test_cli import run_here  # noqa: E402
+
+MIB = 2 ** 20
+
+
+def test_model_terms():
+    n, ny, nx = 90, 512, 512
+    D, V = 4 * n * ny * nx, 4 * ny * nx * nx
+    est = estimate_align_peak((n, ny, nx))
+    # the final reconstruction dominates: input, aligned stack, 2 solver stacks, 2 volumes
+    assert est.phase == "final"
+    assert est.increment == 4 * D + 2 * V == sum(est.terms.values())
+    assert est.total == est.increment + BASELINE_BYTES
+    assert est.largest == ("volumes (volume + backprojection)", 2 * V)
+    # the intensity model's copy, TV's volumes, a padded region, a thinner volume
+    assert estimate_align_peak((n, ny, nx), intensity=True).increment == 5 * D + 2 * V
+    assert estimate_align_peak((n, ny, nx), recon="tv").increment == 2 * D + 3 * D + 6 * V
+    pad = estimate_align_peak((n, ny, nx), pad_x=64)
+    Dp, Vp = D * 640 // 512, V * 640 // 512
+    assert pad.increment == 2 * D + 3 * Dp + 2 * Vp
+    thin = estimate_align_peak((n, ny, nx), nz=100)
+    assert thin.increment == 4 * D + 2 * (4 * ny * 100 * nx)
+    # a thin volume of many tilts: the outputs or the final stacks can dominate, never < input
+    wide = estimate_align_peak((400, 64, 64), nz=8)
+    assert wide.increment >= 4 * 4 * 400 * 64 * 64
+    assert estimate_recon_peak((n, ny, nx), method="tv").increment == D + 6 * V + 3 * D
+    with pytest.raises(ValueError, match="recon must be"):
+        estimate_align_peak((n, ny, nx), recon="fbp")
+
+
+def test_max_memory_refuses_naming_the_largest_term(tmp_path, capsys):
+    import mrcfile
+    d = tmp_path / "data"
+    d.mkdir()
+    with mrcfile.new(d / "ts.mrc") as m:
+        m.set_data(np.zeros((3, 160, 96), np.float32))
+    np.savetxt(d / "ts.rawtlt", np.linspace(-60, 60, 3))
+    est = estimate_align_peak((3, 160, 96), intensity=True)
+    limit = str(est.total - 1)
+    proc = run_here(capsys, "align", d / "ts.mrc", "--max-memory", limit)
+    assert_user_error(proc, f"exceeds --max-memory {limit}", "estimated peak memory",
+                      "largest term: volumes (volume + backprojection)")
+    assert not (d / "ts_fastalign").exists()     # refused before anything was written
+    # TV: six volumes
+    proc = run_here(capsys, "align", d / "ts.mrc", "--recon", "tv", "--max-memory", limit)
+    assert_user_error(proc, "largest term: volumes (TV: 6)")
+    est = estimate_recon_peak((3, 160, 96))
+    proc = run_here(capsys, "recon", d / "ts.mrc", "--max-memory", str(est.total - 1))
+    assert_user_error(proc, "exceeds --max-memory")
+
+
+#: sizes where the data dominate the constant overheads (the final phase: ~300-500 MiB) and
+#: a short loop (finest level 2x binned, 2 iterations): the peak is the final reconstruction
+MEASURED_SHAPES = [(31, 320, 320), (31, 384, 384)]
+MEASURED_ARGS = ["--max-iter", "2", "--levels", "4,2", "--contrast", "dark-field",
+                 "--background", "none"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_estimate_within_10_percent_of_measured_peak():
+    # `fastalign align` (the CLI's main) in a fresh interpreter, after one warm-up run that
+    # compiles the kernels; the measured number is the peak RSS increment above that idle,
+    # compiled process, compared with the model's increment (its baseline excluded)
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "bench"))
+    import memory_model
+
+    records = memory_model.measure(MEASURED_SHAPES, MEASURED_ARGS)
+    for rec in records:
+        est = estimate_align_peak(rec["shape"], finest_bin=2)
+        assert rec["estimate"] == est.total          # the CLI used this model
+        measured = rec["increment"]
+        assert abs(est.increment - measured) <= 0.10 * measured, (rec, est.summary())
+        assert est.phase == "final" and rec["phases"]["final"] == measured, rec
