@@ -14,11 +14,13 @@ from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from . import axis as _axis
 from .levels import level_rows, pad_columns, row_runs, warm_start
-from .shift import cross_power, estimate_shift, fourier_shift, tukey
+from .shift import (absorbed_fraction, cross_power, estimate_shift, fourier_shift,
+                    shift_uncertainty, tukey)
 
 log = logging.getLogger("fastalign.align")
 
-__all__ = ["LocalExecutor", "make_solver", "estimate_updates", "SIRT_RELAX"]
+__all__ = ["LocalExecutor", "make_solver", "estimate_updates", "estimate_uncertainty",
+           "SIRT_RELAX"]
 
 #: Over-relaxation of the loop's SIRT (its convergence was measured with 1.9: about twice as
 #: fast per outer iteration as plain SIRT).
@@ -52,6 +54,33 @@ def estimate_updates(n, spec_x, spec_y, opts):
             upd[:, col] = estimate_shift(C, pb, pp, length, estimator=opts.estimator,
                                          min_coherence=opts.min_coherence)
     return upd
+
+
+def estimate_uncertainty(upd, spec_x, spec_y, opts, region=None):
+    """1-sigma standard errors ``(n, 2)`` (level px) of the converged shifts, from the
+    spectra that gave the updates ``upd`` (:func:`estimate_updates`); NaN for a component not
+    measured.
+
+    ``region = (angles_deg, nz, nx)``: the reconstructed region (level px, ``nx`` with its
+    padding), whose absorption of each tilt's errors
+    (:func:`fastalign.align.shift.absorbed_fraction`) inflates the errors
+    (:func:`fastalign.align.shift.shift_uncertainty`).  Along x per frequency; along y
+    (a y shift changes the tilt's image at every x frequency) by the fraction averaged over
+    the x power spectrum of the reprojection, when ``spec_x`` is there.
+    """
+    sigma = np.full(upd.shape, np.nan)
+    fx = fy = None
+    if region is not None and spec_x is not None:
+        angles, nz, nx = region
+        fx = absorbed_fraction(angles, nz, nx, spec_x[3])
+        pp = spec_x[2]
+        fy = ((pp * fx).sum(axis=1) / np.maximum(pp.sum(axis=1), 1e-300))[:, None]
+    for col, spec, f in ((0, spec_x, fx), (1, spec_y, fy)):
+        if spec is not None:
+            C, pb, pp, length = spec
+            sigma[:, col] = shift_uncertainty(C, pb, pp, length, upd[:, col],
+                                              min_coherence=opts.min_coherence, absorbed=f)
+    return sigma
 
 
 def cross_y_runs(bc, Pc, runs, taper):
@@ -94,6 +123,8 @@ class LocalExecutor:
         self.x = None
         self.prev_pos = None
         self.slab = None
+        #: 1-sigma errors (level px) of the last :meth:`measure`'s updates, ``(n, 2)``
+        self.uncertainty = None
 
     # ------------------------------------------------------------------ slab specimens
     def edge_fraction(self):
@@ -174,6 +205,11 @@ class LocalExecutor:
         self.runs = row_runs(self.rows) if self.rows.size > 1 else []
 
     @property
+    def region(self):
+        """``(angles_deg, nz, nx)`` reconstructed at this level (:func:`estimate_uncertainty`)."""
+        return self.angles, self.A.domain_shape[1], self.A.domain_shape[2]
+
+    @property
     def can_rotate(self):
         return self.rows.size > 2 and len(self.runs) == 1
 
@@ -210,13 +246,17 @@ class LocalExecutor:
         b, P = self.b, self.solver.reprojection   # P = A x
         self.bc, self.Pc = (b[:, :, pl:pl + nxl], P[:, :, pl:pl + nxl]) if pl else (b, P)
         if self.slab is not None:
-            return measure_windowed(self.bc, self.Pc, self.windows, want_x, want_y, self.opts)
+            upd, res, self.uncertainty = measure_windowed(self.bc, self.Pc, self.windows,
+                                                          want_x, want_y, self.opts,
+                                                          region=self.region)
+            return upd, res
         spec_x = spec_y = None
         if want_x:
             spec_x = cross_power(self.bc, self.Pc, 2, self.wx) + (nxl,)
         if want_y and self.runs:
             spec_y = cross_y_runs(self.bc, self.Pc, self.runs, self.opts.taper)
         upd = estimate_updates(b.shape[0], spec_x, spec_y, self.opts)
+        self.uncertainty = estimate_uncertainty(upd, spec_x, spec_y, self.opts, self.region)
         res = float(np.linalg.norm(self.Pc - self.bc) / max(np.linalg.norm(self.bc), 1e-30))
         return upd, res
 
@@ -309,11 +349,13 @@ def slab_solver(A, slab, f, nonneg):
     return SIRTSolver(A, nonneg=nonneg, relax=SIRT_RELAX, mask=mask, weight_floor=1e-6)
 
 
-def measure_windowed(bc, Pc, windows, want_x, want_y, opts):
+def measure_windowed(bc, Pc, windows, want_x, want_y, opts, region=None):
     """Shift updates and residual of measured ``bc`` and reprojected ``Pc`` compared only
     where the data are measured (``windows = (wy, wy_smooth, wx, wx_smooth)``,
     :func:`fastalign.align.specimen.valid_weights`): along x with the smooth x window over
-    the measured rows, along y with the smooth y window over the measured columns."""
+    the measured rows, along y with the smooth y window over the measured columns.
+    With ``region`` (:func:`estimate_uncertainty`) also returns the updates' standard
+    errors (level px)."""
     wy, wys, wx, wxs = windows
     n = bc.shape[0]
     spec_x = spec_y = None
@@ -327,4 +369,6 @@ def measure_windowed(bc, Pc, windows, want_x, want_y, opts):
     w = wy[:, :, None] * wx[:, None, :]
     b, p = bc * w, Pc * w
     res = float(np.linalg.norm(p - b) / max(np.linalg.norm(b), 1e-30))
+    if region is not None:
+        return upd, res, estimate_uncertainty(upd, spec_x, spec_y, opts, region)
     return upd, res
