@@ -145,12 +145,14 @@ def shift_uncertainty(C, pb, pp, length, shifts, *, min_coherence=0.1, absorbed=
         var(s) = sum_w m_w^2 w^2 v_w / (k^2 D^2).                                    (1)
 
     The phase of ``C_w = sum_j B_jw conj(P_jw)`` (``j`` the summed rows or columns), with
-    ``B = P e^{-i k w s} + noise``, has the Cramer-Rao variance ``v_w = (1 - g_w^2) /
-    (2 M g_w^2)`` (``g_w = |C_w| / sqrt(pb_w pp_w)`` the coherence, ``M`` the number of
-    independent looks).  ``M`` is not known here (rows of different content and noise, windows,
-    binning), so only the *shape* ``u_w = (1 - g_w^2) / g_w^2`` is taken from the coherence
-    and the scale from the data: with ``v_w = c u_w``, the residual phases ``r_w = wrap(phi_w +
-    k w s)`` about the fitted line estimate ``c`` by
+    ``B_j = P_j e^{-i k w s} + noise_j`` (noise white along the transform, power ``sigma^2``
+    per bin, as Poisson or read noise), has the variance ``v_w = sigma^2 pp_w / (2 |C_w|^2)``
+    (``Im(sum_j noise_j conj(P_j)) / |C_w|``; equal to the Cramer-Rao ``(1 - g_w^2) / (2 M
+    g_w^2)`` for ``M`` looks of coherence ``g_w``).  The noise level is not known here (rows
+    of different content, windows, binning, one row or many), so only the *shape* ``u_w =
+    (1 - f_w) pp_w / |C_w|^2`` is taken from the spectra (``f_w`` below: the part of the
+    noise the reconstruction fits does not show) and the scale from the data: with ``v_w = c
+    u_w``, the residual phases ``r_w = wrap(phi_w + k w s)`` about the fitted line give
 
         c = sum_w r_w^2 / u_w / (n_w - 1)
 
@@ -207,14 +209,15 @@ def shift_uncertainty(C, pb, pp, length, shifts, *, min_coherence=0.1, absorbed=
     s = np.asarray(shifts, dtype=np.float64).reshape(n, 1)
     r = np.angle(C) + k * w * s
     r = r - 2.0 * np.pi * np.floor((r + np.pi) / (2.0 * np.pi))
-    g2 = np.clip(coh, 1e-6, 1.0 - 1e-12) ** 2
-    u = (1.0 - g2) / g2
+    keep = 1.0 if absorbed is None else 1.0 - np.clip(absorbed, 0.0, 1.0)
+    u = keep * pp / np.maximum(mag * mag, 1e-300)
     m = np.where(valid, mag, 0.0)
     nv = valid.sum(axis=1)
-    c = np.where(valid, r * r / u, 0.0).sum(axis=1) / np.maximum(nv - 1, 1)
-    keep = 1.0 if absorbed is None else 1.0 - np.clip(absorbed, 0.0, 1.0)
+    ok = valid & (u > 0)
+    c = np.where(ok, r * r / np.where(ok, u, 1.0), 0.0).sum(axis=1) / np.maximum(nv - 1, 1)
     D = (m * w * w * keep).sum(axis=1)
-    var = c * (m * m * w * w * u).sum(axis=1) / (k * k * np.maximum(D, 1e-300) ** 2)
+    Dm = np.maximum(D, 1e-150)
+    var = c * (m * m * w * w * u).sum(axis=1) / (k * k * Dm * Dm)
     sigma = np.sqrt(var)
     sigma[(nv < 3) | (D <= 0)] = np.inf
     return sigma
