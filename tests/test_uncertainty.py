@@ -1,12 +1,14 @@
 """Per-tilt shift uncertainty (issues 18, 19): shape, noise scaling, calibration, and no
 change to the shifts."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 import fastalign
 from fastalign.align import executor as _executor
 from fastalign.align.gauge import fix_gauge
-from fastalign.align.shift import absorbed_fraction, shift_uncertainty
+from fastalign.align.shift import absorbed_fraction
 from fastalign.simulate import seed_experiment
 
 
@@ -25,7 +27,8 @@ def runs():
     out = {}
     for counts in (1000.0, 100.0):
         d, a, t = _poisson_seed(counts)
-        out[counts] = (fastalign.align(d, a, axes="x", max_iter=15, tol=0.0, specimen="compact"), t)
+        out[counts] = (fastalign.align(d, a, axes="x", max_iter=15, tol=0.0, specimen="compact",
+                            orient=False), t)
     return out
 
 
@@ -41,7 +44,7 @@ def test_shape_finite_and_history(runs):
     assert np.all(np.isnan(u[:, 1]))        # axes="x": dy not estimated
     h = r.history[-1]["uncertainty_px"]
     assert h == pytest.approx(float(np.median(u[:, 0])))
-    s = r.summary()
+    s = dataclasses.replace(r, options={}).summary()
     assert len(s["uncertainty_px"]) == r.shifts.shape[0]
     assert s["uncertainty_px"][0][1] is None
     assert s["median_uncertainty_px"] == pytest.approx(h)
@@ -64,33 +67,14 @@ def test_calibrated_at_two_noise_levels(runs):
 
 def test_shifts_unchanged_by_uncertainty(monkeypatch):
     d, a, _ = _poisson_seed(1000.0, n=32)
-    with_u = fastalign.align(d, a, axes="x", max_iter=4, tol=0.0, specimen="compact")
+    with_u = fastalign.align(d, a, axes="x", max_iter=4, tol=0.0, specimen="compact",
+                            orient=False)
     monkeypatch.setattr(_executor, "estimate_uncertainty",
                         lambda upd, *args, **kw: np.full(upd.shape, np.nan))
-    without = fastalign.align(d, a, axes="x", max_iter=4, tol=0.0, specimen="compact")
+    without = fastalign.align(d, a, axes="x", max_iter=4, tol=0.0, specimen="compact",
+                            orient=False)
     assert np.array_equal(with_u.shifts, without.shifts)
     assert np.all(np.isnan(without.uncertainty)) and np.all(np.isfinite(with_u.uncertainty[:, 0]))
-
-
-def test_shift_uncertainty_synthetic_spectrum():
-    # one tilt, many rows of white noise around a known shift: the formula's sigma matches the
-    # scatter of the estimator over repetitions
-    rng = np.random.default_rng(3)
-    N, rows, reps, s0 = 64, 8, 200, 0.3
-    x = np.arange(N)
-    p = np.exp(-0.5 * ((x - 32) / 3.0) ** 2)[None, None, :].repeat(rows, axis=1)
-    P = np.fft.rfft(p, axis=2)
-    w = np.arange(P.shape[2])
-    b0 = np.fft.irfft(P * np.exp(-2j * np.pi * w * s0 / N), N, axis=2)
-    est, sig = [], []
-    for _ in range(reps):
-        b = (b0 + 0.05 * rng.standard_normal(b0.shape)).astype(np.float32)
-        C, pb, pp = fastalign.align.shift.cross_power(b, p.astype(np.float32), 2)
-        s = fastalign.align.shift.estimate_shift(C, pb, pp, N)
-        est.append(s[0])
-        sig.append(shift_uncertainty(C, pb, pp, N, s)[0])
-    ratio = np.std(est) / np.median(sig)
-    assert 0.8 < ratio < 1.25, ratio
 
 
 def test_absorbed_fraction():
