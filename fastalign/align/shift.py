@@ -1,4 +1,6 @@
 """Sub-pixel Fourier translation of image stacks and per-tilt Fourier shift estimation."""
+import warnings
+
 import numpy as np
 
 from .. import _fft
@@ -229,7 +231,8 @@ def shift_uncertainty(C, pb, pp, length, shifts, *, min_coherence=0.1, absorbed=
     nv = valid.sum(axis=1)
     ok = valid & (u > 0)
     q = np.where(ok, r * r / np.where(ok, u, 1.0), np.nan)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN rows: nv == 0, inf below
         c = np.nanmedian(np.where(nv[:, None] > 0, q, 0.0), axis=1) / CHI2_1_MEDIAN
         for _ in range(3):   # only where the linearised phase error is small
             lin = ok & (c[:, None] * u <= LINEAR_PHASE_VAR)
