@@ -1,6 +1,7 @@
 """Per-tilt shift uncertainty (issues 18, 19): shape, noise scaling, calibration, and no
 change to the shifts."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -49,6 +50,7 @@ def test_shape_finite_and_history(runs):
     assert len(s["uncertainty_px"]) == r.shifts.shape[0]
     assert s["uncertainty_px"][0][1] is None
     assert s["median_uncertainty_px"] == pytest.approx(h)
+    json.loads(json.dumps(s["uncertainty_px"], allow_nan=False))
 
 
 def test_more_noise_larger_uncertainty(runs):
@@ -105,3 +107,16 @@ def test_formula_matches_scatter_on_synthetic_spectra(width, noise):
     sig = shift_uncertainty(C, pb, pp, N, est)
     ratio = np.std(est) / np.median(sig)
     assert 0.8 < ratio < 1.25, ratio
+
+
+def test_shifts_figure_has_uncertainty_panel(tmp_path):
+    from fastalign import report
+    a = np.arange(-60, 61, 20.0)
+    s = np.zeros((a.size, 2))
+    u = np.column_stack([np.linspace(0.01, 0.1, a.size), np.full(a.size, np.nan)])
+    one = report.plot_shifts(tmp_path / "a.png", a, s)
+    two = report.plot_shifts(tmp_path / "b.png", a, s, uncertainty=u)
+    import matplotlib.image as mpimg
+    assert mpimg.imread(two).shape[0] > mpimg.imread(one).shape[0]   # the second panel
+    with pytest.raises(ValueError):
+        report.plot_shifts(tmp_path / "c.png", a, s, uncertainty=u[:3])
