@@ -47,7 +47,11 @@ class AlignResult:
     uncertainty : ndarray, float64, shape (n_tilts, 2), or None
         1-sigma standard error (full-resolution px) of each tilt's ``(dx, dy)`` from the last
         measurement of the run (:func:`fastalign.align.shift.shift_uncertainty`); NaN for a
-        component not measured then (e.g. ``axes="x"``).  None for the baselines.
+        component not measured then (e.g. ``axes="x"``).  None for the baselines; NaN from
+        the Dask executor (it does not compute them yet).  Calibration
+        (``bench/uncertainty_calibration.py``): dx errors / uncertainty spread 0.9-2.0 on
+        Poisson seed experiments (1000 and 100 counts); dy is *under*-estimated 4-8x on a 3D
+        particles case (the y absorption model is not right yet).
     """
 
     shifts: np.ndarray
