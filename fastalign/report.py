@@ -232,7 +232,8 @@ def _save(fig, path, overwrite, inputs):
     return os.fspath(path)
 
 
-def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs=()):
+def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs=(),
+                uncertainty=None):
     """Plot the shifts ``dx`` and ``dy`` against tilt angle to a PNG file.
 
     Parameters
@@ -244,6 +245,9 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
     title : str, optional
     overwrite : bool
     inputs : iterable of path
+    uncertainty : array_like, shape (n_tilts, 2), optional
+        1-sigma standard errors of ``(dx, dy)`` (px, NaN: not estimated): a second panel
+        shows them against tilt angle.
 
     Returns
     -------
@@ -254,8 +258,15 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
     if s.shape != (angles.size, 2):
         raise ValueError(f"shifts have shape {s.shape}, expected ({angles.size}, 2)")
     order = np.argsort(angles)
-    fig = _figure(7, 4.5)
-    ax = fig.add_subplot(1, 1, 1)
+    u = None
+    if uncertainty is not None:
+        u = np.asarray(uncertainty, dtype=np.float64)
+        if u.shape != s.shape:
+            raise ValueError(f"uncertainty has shape {u.shape}, expected {s.shape}")
+        if not np.any(np.isfinite(u)):
+            u = None
+    fig = _figure(7, 4.5 if u is None else 7.0)
+    ax = fig.add_subplot(1 if u is None else 2, 1, 1)
     ax.plot(angles[order], s[order, 0], "o-", ms=3, label="dx")
     ax.plot(angles[order], s[order, 1], "s-", ms=3, label="dy")
     ax.axhline(0.0, color="0.6", lw=0.8)
@@ -264,6 +275,16 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
     ax.set_title(title or "estimated shifts (measured = ideal translated by (dx, dy))")
     ax.legend()
     ax.grid(alpha=0.3)
+    if u is not None:
+        ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
+        for col, mark, name in ((0, "o-", "dx"), (1, "s-", "dy")):
+            if np.any(np.isfinite(u[:, col])):
+                ax2.semilogy(angles[order], u[order, col], mark, ms=3,
+                             label=f"{name} (median {np.nanmedian(u[:, col]):.3g} px)")
+        ax2.set_xlabel("tilt angle (degrees)")
+        ax2.set_ylabel("1-sigma uncertainty (pixels)")
+        ax2.legend()
+        ax2.grid(alpha=0.3, which="both")
     return _save(fig, path, overwrite, inputs)
 
 

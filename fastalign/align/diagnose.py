@@ -26,7 +26,7 @@ def _axis_cause(orientation, axis_angle):
 
 
 def _intensity_cause(intensity):
-    if not intensity:
+    if not isinstance(intensity, dict) or intensity.get("identity"):
         return None
     contrast = intensity.get("contrast", "?")
     background = intensity.get("background", 0.0)
@@ -36,7 +36,7 @@ def _intensity_cause(intensity):
 
 
 def _slab_cause(spec):
-    if not spec or spec.get("kind") != "slab":
+    if not isinstance(spec, dict) or spec.get("kind") != "slab":
         return None
     return (f"slab: estimated thickness {spec.get('thickness_px')} px in a region "
             f"nz={spec.get('nz')}; if the specimen is thicker, pass --nz N (nz=), or "

@@ -117,6 +117,10 @@ class LoopController:
     Attributes
     ----------
     total, alpha, history, converged, stopped
+    uncertainty : ndarray, float64, shape (n_tilts, 2)
+        1-sigma standard errors (full-resolution px) of the last measured update's
+        ``(dx, dy)`` (:func:`fastalign.align.shift.shift_uncertainty`); NaN for a component
+        not measured then, or when the executor gives none.
     """
 
     def __init__(self, opts, angles_deg, total, full_shape, *, hold_y=False, alpha=0.0,
@@ -139,6 +143,8 @@ class LoopController:
         # slab iteration (fastalign.align.slab): cold starts, Anderson steps, best iterate
         self.slab = bool(slab)
         self.accel = Anderson() if self.slab else None
+        self.uncertainty = np.full(total.shape, np.nan)
+        self.best_uncertainty = None
 
     # ------------------------------------------------------------------ per level
     def begin_level(self, level, can_rotate=False):
@@ -167,6 +173,7 @@ class LoopController:
             log.info("level %d: back to iteration %d (residual %.4g, last %.4g)", lv.f,
                      self.best[2] + 1, self.best[0], self.level_res[-1])
             self.total[:] = self.best[1]
+            self.uncertainty = self.best_uncertainty
             self.returned_iteration = self.best[2] + 1
         if self.bar is not None and not lv.final and not self.stopped:
             self.bar.update(lv.n_outer - self.it - 1)
@@ -191,6 +198,19 @@ class LoopController:
                                           or self.level.final and self.x_upd < 0.5)
 
     # ------------------------------------------------------------------ per iteration
+    def add_uncertainty(self, sigma):
+        """Keep the standard errors ``(n_tilts, 2)`` (level px, or None: unknown) of the
+        update about to be added, in full-resolution px."""
+        if sigma is None:
+            self.uncertainty = np.full(self.total.shape, np.nan)
+        else:
+            self.uncertainty = np.asarray(sigma, dtype=np.float64) * self.level.scale
+
+    def median_uncertainty(self):
+        """Median of the finite entries of :attr:`uncertainty` (px), or None."""
+        u = self.uncertainty[np.isfinite(self.uncertainty)]
+        return float(np.median(u)) if u.size else None
+
     def add_update(self, upd):
         """Add the measured update (binned px; measured ~ reprojection shifted by ``upd``).
 
@@ -245,13 +265,15 @@ class LoopController:
         self.level_res.append(residual)
         if self.slab and (self.best is None or residual < self.best[0]):
             self.best = (residual, self.measured_at, self.it)
+            self.best_uncertainty = self.uncertainty
         # the update without its gauge part (DESIGN.md): a drift of the sinusoid in
         # dx or of the mean dy moves the object, not the alignment
         upd_g = fix_gauge(self.upd * lv.scale, self.angles)[0]
         max_upd = max(float(np.abs(upd_g).max()), self.eps_px)
         entry = dict(iteration=len(self.history) + 1, level=int(lv.f), max_update=max_upd,
                      rms_update=float(np.sqrt(np.mean(upd_g ** 2))),
-                     residual=residual, time_s=time.perf_counter() - self.t_start)
+                     residual=residual, time_s=time.perf_counter() - self.t_start,
+                     uncertainty_px=self.median_uncertainty())
         if self.do_axis:
             entry["axis_angle_deg"] = self.alpha
         self.history.append(entry)
@@ -314,6 +336,8 @@ def run_levels(plan, executor, controller):
             executor.reconstruct(ctl.inner_iterations(it))
             t2 = time.perf_counter()
             upd, residual = executor.measure(ctl.want_x, ctl.want_y)
+            # the updates' standard errors (executors without them: unknown, NaN)
+            ctl.add_uncertainty(getattr(executor, "uncertainty", None))
             if ctl.add_update(upd):
                 ctl.add_rotation(executor.rotation_step())
             jump = ctl.jump_factor()
@@ -407,4 +431,5 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, u
     return dict(shifts=shifts, aligned=aligned, volume=volume, history=ctl.history,
                 converged=ctl.converged, angles_deg=angles, timings=timings,
                 axis_angle_deg=float(ctl.alpha), center_offset=float(center_offset),
-                thickness=None if slab is None else slab["thickness"])
+                thickness=None if slab is None else slab["thickness"],
+                uncertainty=ctl.uncertainty)

@@ -95,7 +95,8 @@ def write_align_products(outputs, names, stem, angles, result, panels, timings, 
                  result.axis_angle_deg or 0.0, image_shape=(ny, nx))
     io.write_tlt(outputs.path(names["tlt"]), angles)
     report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
-                       title=f"{stem}: shifts ({result.method})")
+                       title=f"{stem}: shifts ({result.method})",
+                       uncertainty=getattr(result, "uncertainty", None))
     report.plot_slices(outputs.path(names["slices_png"]), panels,
                        title=f"{stem}: central slices")
     report.plot_convergence(outputs.path(names["convergence_png"]), result.history,
@@ -142,7 +143,9 @@ def excluded_line(result, dropped=False):
 def align_done(args, result, names, out_dir):
     """Say how the alignment ended (warn if it did not converge) and where the outputs are."""
     state = "converged" if result.converged else "did NOT converge"
-    say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations")
+    med = result.median_uncertainty() if hasattr(result, "median_uncertainty") else None
+    say(args, f"fastalign: {result.method} {state} after {result.n_iter} iterations"
+              + ("" if med is None else f"; median shift uncertainty {med:.3g} px"))
     inten = result.options.get("intensity") if result.options else None
     if inten:
         say(args, f"fastalign: intensity {inten.get('summary')}")
