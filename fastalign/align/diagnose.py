@@ -26,8 +26,12 @@ def _axis_cause(orientation, axis_angle):
 
 
 def _intensity_cause(intensity):
-    if not isinstance(intensity, dict) or intensity.get("identity"):
+    if not isinstance(intensity, dict):
         return None
+    if intensity.get("identity"):
+        return ("intensities: used as given (mass bright, no offset found); if mass is dark "
+                "(bright field) or the data carry a detector offset, pass --contrast "
+                "bright-field / --background VALUE (contrast=, background=)")
     contrast = intensity.get("contrast", "?")
     background = intensity.get("background", 0.0)
     return (f"intensities: read as {contrast} with background {background:.6g} removed; if "
