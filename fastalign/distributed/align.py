@@ -346,16 +346,8 @@ class DaskExecutor:
                           for s in self.states]
                 cy_f.append(c.submit(_slabs.cross_y, self.corr[j], pieces, self.wy,
                                      pure=False))
-        res_p, cx_p, cy_p = c.gather([res_f, cx_f, cy_f])
-        spec_x = spec_y = None
-        if want_x:
-            spec_x = tuple(_sum_in_order([p[i] for p in cx_p]) for i in range(3)) + (nxl,)
-        if want_y:
-            spec_y = tuple(np.concatenate([p[i] for p in cy_p]) for i in range(3)) + (nyl,)
-        upd = estimate_updates(len(self.angles), spec_x, spec_y, self.opts)
-        num = sum(r[0] for r in res_p)
-        den_b = sum(r[1] for r in res_p)
-        return upd, float(np.sqrt(num) / max(np.sqrt(den_b), 1e-30))
+        upd, num, den = self._collect(res_f, cx_f, cy_f, nyl, nxl)
+        return upd, float(np.sqrt(num) / max(np.sqrt(den), 1e-30))
 
     def _measure_windowed(self, want_x, want_y):
         """:func:`fastalign.align.executor.measure_windowed` on the cluster: x spectra and
@@ -375,16 +367,21 @@ class DaskExecutor:
                           for s in self.states]
                 cy_f.append(c.submit(_slabs.windowed_y_chunk, self.corr[j], pieces,
                                      wys[a:b], wx[a:b], pure=False))
-        res_p, cx_p, cy_p = c.gather([res_f, cx_f, cy_f])
+        upd, num, den = self._collect(res_f, cx_f, cy_f, nyl, nxl)
+        return upd, residual_from_sums(num, den)
+
+    def _collect(self, res_f, cx_f, cy_f, nyl, nxl):
+        """Gather the measurement futures: x spectra summed over slabs in slab order, y
+        spectra concatenated over tilt chunks, residual sums added; returns
+        ``(updates, sum of squared differences, sum of squared data)``."""
+        res_p, cx_p, cy_p = self.client.gather([res_f, cx_f, cy_f])
         spec_x = spec_y = None
-        if want_x:
+        if cx_p:
             spec_x = tuple(_sum_in_order([p[i] for p in cx_p]) for i in range(3)) + (nxl,)
-        if want_y:
+        if cy_p:
             spec_y = tuple(np.concatenate([p[i] for p in cy_p]) for i in range(3)) + (nyl,)
         upd = estimate_updates(len(self.angles), spec_x, spec_y, self.opts)
-        num = sum(r[0] for r in res_p)
-        den = sum(r[1] for r in res_p)
-        return upd, residual_from_sums(num, den)
+        return upd, sum(r[0] for r in res_p), sum(r[1] for r in res_p)
 
     def rotation_step(self):  # never called: can_rotate is False
         raise NotImplementedError("the Dask executor does not refine the axis angle")
