@@ -258,16 +258,19 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         y_profile=y_profile, com_start=com_start, specimen=specimen, orient=orient,
         contrast=contrast, background=background, exclude=exclude,
         auto_exclude=auto_exclude, include=include, callback=callback, progress=progress)
-    # tilt exclusion (align/badtilts.py): align the kept tilts, then give every view back
-    chosen = choose_tilts(data, angles, opts.exclude, opts.auto_exclude, opts.include)
-    if chosen.excluded.size:
-        return _align_kept(call, data, angles, chosen, t_start)
     # the intensity model: `data` becomes mass projections, `original` keeps the user's
     model = intensity_model(data, contrast=opts.contrast, background=opts.background,
                             angles_deg=angles)
+    mass = data if model.is_identity else model.apply(data)
+    # tilt exclusion (align/badtilts.py), screened on the mass projections (an exposure
+    # change is not a bad tilt): align the kept tilts, then give every view back
+    chosen = choose_tilts(mass, angles, opts.exclude, opts.auto_exclude, opts.include)
+    if chosen.excluded.size:
+        del mass
+        return _align_kept(call, data, angles, chosen, t_start)
     original = None if model.is_identity else data
+    data = mass
     if original is not None:
-        data = model.apply(original)
         log.info("intensity model: %s", model.summary())
     if opts.method != "autofocus":
         return _baseline(data, angles, opts, t_start, model, original, chosen.record)
