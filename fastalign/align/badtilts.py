@@ -412,6 +412,11 @@ def expand_result(sub, original, angles_deg, exclusion):
     aligned[keep] = sub.aligned
     aligned[out_idx] = views
     sub.shifts, sub.aligned = shifts, aligned
+    if getattr(sub, "uncertainty", None) is not None:
+        # an interpolated shift has no measured uncertainty
+        full = np.full((exclusion.n, 2), np.nan)
+        full[keep] = sub.uncertainty
+        sub.uncertainty = full
     sub.angles_deg = np.asarray(angles_deg, dtype=np.float64)
     sub.options = dict(sub.options or {}, excluded=exclusion.entries,
                        bad_tilts=exclusion.record)

@@ -121,8 +121,10 @@ def without_excluded(result, angles):
         return result, angles
     keep = np.ones(len(result.shifts), bool)
     keep[excluded] = False
+    unc = getattr(result, "uncertainty", None)
     kept = dataclasses.replace(result, shifts=np.asarray(result.shifts)[keep],
                                aligned=result.aligned[keep],
+                               uncertainty=None if unc is None else np.asarray(unc)[keep],
                                angles_deg=np.asarray(result.angles_deg)[keep],
                                excluded=np.zeros(0, np.int64))
     return kept, np.asarray(angles)[keep]
