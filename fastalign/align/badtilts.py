@@ -241,7 +241,7 @@ def detect_bad_tilts(tilt_series, angles_deg, *, skip=()):
 def check_exclude(exclude, n, name="exclude"):
     """``exclude`` as sorted unique 0-based indices; a one-line ``ValueError`` naming
     ``name`` for an index outside ``0..n-1``, a list that excludes every tilt, or one that
-    leaves fewer than :data:`MIN_KEPT`."""
+    leaves fewer than :data:`MIN_KEPT` (an empty list is always accepted)."""
     try:
         raw = np.asarray(exclude if exclude is not None else [], dtype=np.float64).ravel()
     except (TypeError, ValueError):
@@ -255,7 +255,7 @@ def check_exclude(exclude, n, name="exclude"):
                          f"indices 0..{n - 1}; the series has {n} tilts)")
     if idx.size >= n:
         raise ValueError(f"{name} excludes every tilt ({n}); nothing is left to align")
-    if n - idx.size < MIN_KEPT:
+    if idx.size and n - idx.size < MIN_KEPT:
         raise ValueError(f"{name} leaves {n - idx.size} of {n} tilts; at least {MIN_KEPT} "
                          "must remain")
     return idx
