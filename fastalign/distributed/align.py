@@ -337,16 +337,10 @@ class DaskExecutor:
                                 pure=False) for s in self.states]
         self.gen += 1
         want_y = want_y and nyl > 1
-        res_f = [c.submit(_slabs.pick, s, "res", pure=False) for s in self.states]
-        cx_f = [c.submit(_slabs.pick, s, "cx", pure=False) for s in self.states] if want_x else []
-        cy_f = []
-        if want_y:
-            for j, (a, b) in enumerate(self.tchunks):
-                pieces = [c.submit(_slabs.tilts_of, s, "P", a, b, pure=False)
-                          for s in self.states]
-                cy_f.append(c.submit(_slabs.cross_y, self.corr[j], pieces, self.wy,
-                                     pure=False))
-        upd, num, den = self._collect(res_f, cx_f, cy_f, nyl, nxl)
+        upd, num, den = self._spectra(
+            want_x, want_y, nyl, nxl,
+            lambda j, a, b, pieces: c.submit(_slabs.cross_y, self.corr[j], pieces, self.wy,
+                                             pure=False))
         return upd, float(np.sqrt(num) / max(np.sqrt(den), 1e-30))
 
     def _measure_windowed(self, want_x, want_y):
@@ -358,6 +352,19 @@ class DaskExecutor:
         self.states = [c.submit(_slabs.measure_slab, s, self.gen, lv.pad, nxl, wxs, want_x,
                                 pure=False) for s in self.states]
         self.gen += 1
+        upd, num, den = self._spectra(
+            want_x, want_y, nyl, nxl,
+            lambda j, a, b, pieces: c.submit(_slabs.windowed_y_chunk, self.corr[j], pieces,
+                                             wys[a:b], wx[a:b], pure=False))
+        return upd, residual_from_sums(num, den)
+
+    def _spectra(self, want_x, want_y, nyl, nxl, y_chunk):
+        """Gather a measurement from the slab states: residual sums and x spectra per slab
+        (summed in slab order), y spectra per tilt chunk from ``y_chunk(j, a, b, pieces)``
+        (a future; ``pieces``: the reprojections of tilts ``a:b`` from every slab),
+        concatenated; returns ``(updates, sum of squared differences, sum of squared
+        data)``."""
+        c = self.client
         res_f = [c.submit(_slabs.pick, s, "res", pure=False) for s in self.states]
         cx_f = [c.submit(_slabs.pick, s, "cx", pure=False) for s in self.states] if want_x else []
         cy_f = []
@@ -365,16 +372,8 @@ class DaskExecutor:
             for j, (a, b) in enumerate(self.tchunks):
                 pieces = [c.submit(_slabs.tilts_of, s, "P", a, b, pure=False)
                           for s in self.states]
-                cy_f.append(c.submit(_slabs.windowed_y_chunk, self.corr[j], pieces,
-                                     wys[a:b], wx[a:b], pure=False))
-        upd, num, den = self._collect(res_f, cx_f, cy_f, nyl, nxl)
-        return upd, residual_from_sums(num, den)
-
-    def _collect(self, res_f, cx_f, cy_f, nyl, nxl):
-        """Gather the measurement futures: x spectra summed over slabs in slab order, y
-        spectra concatenated over tilt chunks, residual sums added; returns
-        ``(updates, sum of squared differences, sum of squared data)``."""
-        res_p, cx_p, cy_p = self.client.gather([res_f, cx_f, cy_f])
+                cy_f.append(y_chunk(j, a, b, pieces))
+        res_p, cx_p, cy_p = c.gather([res_f, cx_f, cy_f])
         spec_x = spec_y = None
         if cx_p:
             spec_x = tuple(_sum_in_order([p[i] for p in cx_p]) for i in range(3)) + (nxl,)
