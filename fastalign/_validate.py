@@ -162,28 +162,47 @@ def check_angle_units(angles_deg, name="angles_deg"):
             f"{a.max():.3g}; fastalign takes degrees: pass np.rad2deg(angles)")
 
 
-def check_signal(data, name="tilt_series"):
-    """Refuse a series with nothing to align: all zero, every image constant, or a whole-series
-    standard deviation below ``1e-6`` times its mean absolute value.
+#: the columns of :func:`signal_stats`
+SIGNAL_STATS = ("n_nonfinite", "ptp", "mean", "var", "mean_abs")
 
-    Works image by image (float64 sums), so it needs no full-size temporary.
+
+def signal_stats(data):
+    """Per-image statistics that :func:`check_signal_stats` judges, shape ``(n_images, 5)``
+    (columns :data:`SIGNAL_STATS`, float64).
+
+    Works image by image (float64 sums), so it needs no full-size temporary; the rows of
+    several tilt chunks concatenate to those of the whole series (the Dask path computes
+    them chunk by chunk on the workers).  The other columns are NaN for an image with
+    non-finite values.
+    """
+    n = data.shape[0]
+    out = np.full((n, len(SIGNAL_STATS)), np.nan)
+    for i in range(n):
+        img = data[i]
+        n_bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+        out[i, 0] = n_bad
+        if n_bad:
+            continue
+        mean = img.mean(dtype=np.float64)
+        out[i, 1:] = (float(img.max()) - float(img.min()), mean,
+                      np.square(img - mean).mean(), np.abs(img).mean(dtype=np.float64))
+    return out
+
+
+def check_signal_stats(stats, name="tilt_series"):
+    """Refuse, from :func:`signal_stats`, a series with NaN/Inf values or nothing to align: all
+    zero, every image constant, or a whole-series standard deviation below ``1e-6`` times its
+    mean absolute value.
 
     Raises
     ------
     ValueError
-        ``"... nothing to align"``.
+        ``"... contains N NaN/Inf values"`` or ``"... nothing to align"``.
     """
-    n = data.shape[0]
-    ptp = np.empty(n)
-    mean = np.empty(n)
-    var = np.empty(n)
-    mabs = np.empty(n)
-    for i in range(n):
-        img = data[i]
-        ptp[i] = float(img.max()) - float(img.min())
-        mean[i] = img.mean(dtype=np.float64)
-        var[i] = np.square(img - mean[i]).mean()
-        mabs[i] = np.abs(img).mean(dtype=np.float64)
+    n_bad = int(stats[:, 0].sum())
+    if n_bad:
+        raise ValueError(f"{name} contains {n_bad} NaN/Inf values")
+    ptp, mean, var, mabs = stats[:, 1], stats[:, 2], stats[:, 3], stats[:, 4]
     if not np.any(ptp) and not np.any(mean):
         raise ValueError(f"{name} is all zero: nothing to align")
     if not np.any(ptp):
@@ -193,6 +212,27 @@ def check_signal(data, name="tilt_series"):
     if std < 1e-6 * scale:
         raise ValueError(f"{name} is nearly constant (standard deviation {std:.3g} < 1e-6 x "
                          f"mean |value| {scale:.3g}): nothing to align")
+
+
+def check_signal(data, name="tilt_series"):
+    """:func:`check_signal_stats` of ``data`` (an in-memory series)."""
+    check_signal_stats(signal_stats(data), name)
+
+
+def check_align_angles(angles_deg):
+    """The checks of an alignment's validated angles (one per tilt), before anything is
+    computed: at least 2 tilts and degrees (:func:`check_angle_units`).  Shared by
+    :func:`fastalign.align` and :func:`fastalign.distributed.align`."""
+    if len(angles_deg) < 2:
+        raise ValueError("alignment needs at least 2 tilts")
+    check_angle_units(angles_deg)
+
+
+def warn_two_tilts(n, log):
+    """Log :func:`two_tilts_message` on ``log`` for a 2-tilt series (once the series passed
+    its checks)."""
+    if n == 2:
+        log.warning(two_tilts_message(n))
 
 
 def two_tilts_message(n):

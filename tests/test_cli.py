@@ -364,9 +364,12 @@ def test_parse_size_and_memory_estimate():
     for bad in ("8X", "-1G", "", "G"):
         with pytest.raises(ValueError, match="memory size"):
             parse_size(bad)
-    # (4 tilt-series copies + 3 volumes) x 4 bytes, nz = nx by default
-    assert estimate_peak_bytes(10, 20, 30) == 4 * (4 * 10 * 20 * 30 + 3 * 20 * 30 * 30)
-    assert estimate_peak_bytes(10, 20, 30, 8) == 4 * (4 * 10 * 20 * 30 + 3 * 20 * 8 * 30)
+    # the model of fastalign.memory at the commands' default options (nz = nx by default)
+    from fastalign.memory import estimate_align_peak, estimate_recon_peak
+    assert estimate_peak_bytes(10, 20, 30) == estimate_align_peak(
+        (10, 20, 30), 30, intensity=True).total
+    assert estimate_peak_bytes(10, 20, 30, 8, "recon") == estimate_recon_peak(
+        (10, 20, 30), 8, "sirt").total
 
 
 def _start_and_interrupt(args, env, marker, stub=True, timeout=120):

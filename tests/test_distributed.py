@@ -178,6 +178,75 @@ def test_bad_input(client, series):
         fd.align(client, da.from_array(series), ANGLES, initial_shifts="xcorr")
 
 
+def _bad_input(series, case):
+    """``(data, angles)`` of one implausible input of :func:`test_input_checks_as_local`."""
+    data, angles = series.copy(), ANGLES.copy()
+    if case == "radians":
+        angles = np.deg2rad(ANGLES)
+    elif case == "constant":
+        data[...] = 3.0
+    elif case == "near_constant":
+        data = (1000.0 + 1e-3 * (series / series.max())).astype(np.float32)
+    elif case == "nan":
+        data[3, 5, 7] = np.nan
+        data[11, 20, 40] = np.inf
+    elif case == "count":
+        angles = ANGLES[:-1]
+    elif case == "duplicate":
+        angles[5] = angles[4]
+    return data, angles
+
+
+CHECKS = [("radians", r"radians.*rad2deg"), ("constant", "constant.*nothing to align"),
+          ("near_constant", "nearly constant"), ("nan", "2 NaN/Inf"),
+          ("count", "19 angles but the tilt series has 20"), ("duplicate", "duplicate")]
+
+
+@pytest.mark.parametrize("case, match", CHECKS)
+def test_align_input_checks_as_local(client, series, case, match):
+    """The Dask alignment refuses what fastalign.align refuses, with the same message."""
+    data, angles = _bad_input(series, case)
+    with pytest.raises(ValueError, match=match):
+        fastalign.align(data, angles, max_iter=1)
+    with pytest.raises(ValueError, match=match):
+        fd.align(client, da.from_array(data, chunks=(N_TILTS, 12, NX)), angles, max_iter=1)
+
+
+@pytest.mark.parametrize("case, match", [c for c in CHECKS if "constant" not in c[0]])
+@pytest.mark.parametrize("method", ["sirt", "tv"])
+def test_recon_input_checks(client, series, tmp_path, method, case, match):
+    """Dask SIRT/TV refuse NaN/Inf, wrong angle counts and duplicates as fastalign.sirt, and
+    radians as ``fastalign recon``; no output is left."""
+    data, angles = _bad_input(series, case)
+    kw = dict(lam=0.1) if method == "tv" else {}
+    if case != "radians":
+        with pytest.raises(ValueError, match=match):
+            getattr(fastalign, method)(data, angles, n_iter=1, **kw)
+    with pytest.raises(ValueError, match=match if case != "nan" else "NaN/Inf"):
+        getattr(fd, method)(client, da.from_array(data, chunks=(N_TILTS, 12, NX)), angles,
+                            out=str(tmp_path / "v.zarr"), n_iter=1, slab_rows=12, **kw)
+    assert os.listdir(tmp_path) == []
+
+
+def test_align_two_tilts_warns_as_local(client, series, caplog, monkeypatch):
+    import importlib
+    import logging
+
+    class Reached(Exception):
+        pass
+
+    def reached(*a, **k):
+        raise Reached
+
+    monkeypatch.setattr(importlib.import_module("fastalign.distributed.align"), "drive",
+                        reached)
+    data, angles = series[[5, 14]], ANGLES[[5, 14]]
+    with caplog.at_level(logging.WARNING), pytest.raises(Reached):
+        fd.align(client, da.from_array(data), angles, max_iter=1)
+    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("2 tilts" in m and "not determined" in m for m in msgs), msgs
+
+
 def _peak_memory(dask_worker=None):
     """Largest process memory the worker's monitor sampled (every ~0.5 s) during its life."""
     return max(dask_worker.monitor.quantities["memory"])

@@ -250,6 +250,66 @@ def test_cli_warns_when_free_space_is_unknown(tmp_path, monkeypatch, capsys):
     assert "fastalign: warning: could not determine the free space" in err, err
 
 
+# ------------------------------------------------------------- 4b. memory pre-check
+
+
+def _sparse_mrc(path, shape):
+    """An MRC file of ``shape`` float32 whose data are a hole (no disk space used)."""
+    n, ny, nx = shape
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(np.zeros((1, 1, 1), np.float32))
+        m.header.nx, m.header.ny, m.header.nz = nx, ny, n
+        m.header.mx, m.header.my, m.header.mz = nx, ny, n
+    with open(path, "rb") as fh:
+        header = fh.read(1024)
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.truncate(1024 + 4 * n * ny * nx)
+
+
+@pytest.mark.parametrize("command", ["align", "recon"])
+def test_cli_refuses_a_160_gb_series_before_reading_it(tmp_path, capsys, cli_no_compute,
+                                                       monkeypatch, command):
+    """A 172 GB (sparse) MRC: refused by the memory pre-check, with or without
+    ``--max-memory``, the message naming ``--max-memory`` (the disk check is passed)."""
+    import shutil
+
+    d = tmp_path / "data"
+    d.mkdir()
+    _sparse_mrc(d / "big.mrc", (160, 16384, 16384))
+    write_tlt(d / "big.rawtlt", np.linspace(-60, 60, 160))
+    usage = type(shutil.disk_usage(tmp_path))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 ** 15, 0, 10 ** 15))
+    out = tmp_path / "out"
+    proc = run_here(capsys, command, d / "big.mrc", "--out", out, "-q")
+    assert_user_error(proc, "estimated peak memory", "this machine's memory", "--max-memory")
+    proc = run_here(capsys, command, d / "big.mrc", "--out", out, "--max-memory", "100G")
+    assert_user_error(proc, "estimated peak memory", "exceeds --max-memory 100G")
+    assert not out.exists()
+
+
+def test_info_memory_estimate_is_the_precheck(tmp_path, capsys):
+    """``info`` prints the model's estimates (fastalign.memory), the very numbers that
+    ``--max-memory`` compares for ``align`` and ``recon``."""
+    import re
+
+    from fastalign.cli.inputs import format_bytes
+    from fastalign.memory import estimate_align_peak, estimate_recon_peak
+
+    f = make_files(tmp_path, series(21, 40, 60), DEG)
+    shape = (21, 40, 60)
+    proc = run_here(capsys, "info", f.mrc, "--nz", "24", "--headers-only")
+    assert proc.returncode == 0, proc.stderr
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("memory:")][0]
+    a_info, r_info = re.search(r"peak (\S+ \S+) for align, (\S+ \S+) for recon", line).groups()
+    assert a_info == format_bytes(estimate_align_peak(shape, 24, intensity=True).total)
+    assert r_info == format_bytes(estimate_recon_peak(shape, 24).total)
+    for command, expected in (("align", a_info), ("recon", r_info)):
+        proc = run_here(capsys, command, f.mrc, "--nz", "24", "--max-memory", "1K",
+                        "--out", tmp_path / "o")
+        assert_user_error(proc, f"estimated peak memory {expected} ")
+
+
 # ------------------------------------------------------------- 5. byte-identical files
 
 

@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from .._validate import (as_angles_deg, as_float32_array, check_angle_units, check_signal,
-                         two_tilts_message)
+from .._validate import (as_angles_deg, as_float32_array, check_align_angles, check_signal,
+                         warn_two_tilts)
 from ..geometry import TiltGeometry
 from ..operator import Projector
 from .badtilts import choose_tilts, expand_result, subset_start
@@ -242,12 +242,9 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     data = as_float32_array(tilt_series, 3, "tilt_series")
     n, ny, nx = data.shape
     angles = as_angles_deg(angles_deg, n_expected=n)
-    if n < 2:
-        raise ValueError("alignment needs at least 2 tilts")
-    check_angle_units(angles)
+    check_align_angles(angles)
     check_signal(data)
-    if n == 2:
-        log.warning(two_tilts_message(n))
+    warn_two_tilts(n, log)
     opts = AlignOptions(
         method=method, recon=recon, estimator=estimator, axes=axes, max_iter=max_iter,
         tol=tol, levels=levels, n_inner=n_inner, coarse_iter=coarse_iter, slices=slices,

@@ -88,10 +88,12 @@ def describe(meta, nz=None, data=None):
     if data is not None:
         lines += data_lines(data, a)
     series = 4 * n * ny * nx
-    peak = estimate_peak_bytes(n, ny, nx, nz)
-    lines.append(("memory", f"{format_bytes(series)} as float32; align/SIRT peak ~ "
-                            f"{format_bytes(peak)} ((4 tilt-series + 3 volumes) x 4 bytes, "
-                            f"nz = {nz or nx})"))
+    align_peak = estimate_peak_bytes(n, ny, nx, nz, "align")
+    recon_peak = estimate_peak_bytes(n, ny, nx, nz, "recon")
+    lines.append(("memory", f"{format_bytes(series)} as float32; estimated peak "
+                            f"{format_bytes(align_peak)} for align, {format_bytes(recon_peak)} "
+                            f"for recon (default options, nz = {nz or nx}; as --max-memory "
+                            "checks it)"))
     return lines
 
 

@@ -3,11 +3,6 @@ import os
 import re
 import warnings
 
-#: working copies assumed by the memory estimate: tilt series and volumes, float32
-SERIES_COPIES = 4
-VOLUME_COPIES = 3
-TV_EXTRA_VOLUMES = 3
-
 MEMORY_HELP = (
     "refuse to start when the estimated peak memory exceeds SIZE (bytes, or a number with "
     "suffix K, M, G or T = powers of 1024, e.g. 8G).  The estimate (fastalign.memory) counts "
@@ -54,9 +49,20 @@ def format_bytes(n):
     return f"{n:.2f} TiB"  # pragma: no cover
 
 
-def estimate_peak_bytes(n_tilts, ny, nx, nz=None, *, series_copies=SERIES_COPIES,
-                        volume_copies=VOLUME_COPIES):
-    """Estimated peak memory of an alignment or reconstruction run.
+def default_args(command, nz=None):
+    """The options of ``fastalign COMMAND`` at their defaults (``--nz nz``): what ``info``
+    estimates for."""
+    from .main import build_parser
+
+    args = build_parser().parse_args([command, "INPUT"])
+    args.nz = nz
+    return args
+
+
+def estimate_peak_bytes(n_tilts, ny, nx, nz=None, command="align"):
+    """Estimated peak memory of a local ``fastalign align`` or ``recon`` run with default
+    options: the ``--max-memory`` pre-check's number (:func:`memory_estimate`, the model of
+    :mod:`fastalign.memory`).
 
     Parameters
     ----------
@@ -64,16 +70,15 @@ def estimate_peak_bytes(n_tilts, ny, nx, nz=None, *, series_copies=SERIES_COPIES
         Tilt-series shape.
     nz : int, optional
         Volume thickness (default ``nx``).
-    series_copies, volume_copies : int
-        Working copies of the tilt series and of the volume (defaults 4 and 3).
+    command : {"align", "recon"}
 
     Returns
     -------
     int
-        ``(series_copies * n_tilts*ny*nx + volume_copies * ny*nz*nx) * 4`` bytes.
+        Bytes.
     """
-    nz = nx if nz is None else nz
-    return 4 * (series_copies * n_tilts * ny * nx + volume_copies * ny * nz * nx)
+    meta = {"shape": (int(n_tilts), int(ny), int(nx))}
+    return memory_estimate(default_args(command, nz), meta, command).total
 
 
 def stem(meta):
@@ -185,21 +190,36 @@ def memory_estimate(args, meta, command):
                                finest_bin=finest)
 
 
+def physical_memory():
+    """Bytes of RAM of this machine (None when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
 def check_memory(args, meta, command="align"):
     """The estimated peak memory (:func:`memory_estimate`) in bytes; ``MemoryError`` if
-    above ``--max-memory``, naming the estimate and its largest term."""
+    above ``--max-memory``, or, without it, above this machine's RAM
+    (:func:`physical_memory`), naming the estimate and its largest term."""
     est = memory_estimate(args, meta, command)
     need = est.total
+    n, ny, nx = meta["shape"]
+    name, size = est.largest
+    what = (f"estimated peak memory {format_bytes(need)} for {n} x {ny} x {nx} images "
+            f"(nz = {args.nz or nx}; largest term: {name} {format_bytes(size)} in the "
+            f"{est.phase} phase)")
     if args.max_memory is not None:
         limit = parse_size(args.max_memory)
         if need > limit:
-            n, ny, nx = meta["shape"]
-            name, size = est.largest
-            raise MemoryError(
-                f"estimated peak memory {format_bytes(need)} for {n} x {ny} x {nx} images "
-                f"(nz = {args.nz or nx}; largest term: {name} {format_bytes(size)} in the "
-                f"{est.phase} phase) exceeds --max-memory {args.max_memory} "
-                f"({format_bytes(limit)}); bin the data, reduce --nz or raise the limit")
+            raise MemoryError(f"{what} exceeds --max-memory {args.max_memory} "
+                              f"({format_bytes(limit)}); bin the data, reduce --nz or raise "
+                              "the limit")
+        return need
+    ram = physical_memory()
+    if ram and need > ram:
+        raise MemoryError(f"{what} exceeds this machine's memory ({format_bytes(ram)}); bin "
+                          "the data, reduce --nz, or set --max-memory SIZE to run anyway")
     return need
 
 

@@ -13,6 +13,7 @@ deterministic.
 import numpy as np
 from dask.sizeof import sizeof
 
+from .._validate import signal_stats
 from ..align.executor import (extrapolate_volume, make_solver, probe_volume, slab_solver,
                                windowed_residual, windowed_x, windowed_y)
 from ..align.levels import bin_stack, pad_columns, warm_start
@@ -145,9 +146,10 @@ def pick_all(res):
 
 
 def chunk_stats(block):
-    """``(any non-zero, sum |v|, sum |v| over the first and last columns)`` in float64."""
+    """``(per-image signal_stats, sum |v|, sum |v| over the first and last columns)`` (float64;
+    :func:`fastalign._validate.signal_stats`, judged on the client)."""
     a = np.abs(block, dtype=np.float64)
-    return bool(np.any(block)), float(a.sum()), float(a[:, :, [0, -1]].sum())
+    return signal_stats(block), float(a.sum()), float(a[:, :, [0, -1]].sum())
 
 
 def align_state(angles, shape, center_offset, recon, nonneg, lam, x, pad=0):

@@ -43,6 +43,7 @@ import time
 
 import numpy as np
 
+from .._validate import check_align_angles, check_signal_stats, warn_two_tilts
 from ..align.executor import estimate_updates, residual_from_sums
 from ..align.loop import drive
 from ..align.options import AlignOptions
@@ -122,8 +123,7 @@ specimen, callback
     src = Source(source, angles_deg)
     angles = src.angles_deg
     n, ny, nx = src.shape
-    if n < 2:
-        raise ValueError("alignment needs at least 2 tilts")
+    check_align_angles(angles)  # the local path's checks (fastalign._validate)
     opts = AlignOptions(
         recon=recon, estimator=estimator, axes=axes, max_iter=max_iter, tol=tol, levels=levels,
         n_inner=n_inner, coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
@@ -136,6 +136,7 @@ specimen, callback
     with run_scope(client) as client:
         ex = DaskExecutor(client, src, opts, n_workers, tilt_chunk)
         mean_abs, edge_mean = ex.data_stats()
+        warn_two_tilts(n, log)
         opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge_mean)
         ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite)
         record = dict(opts.record(), final_iter=ex.final_iter, distributed=True)
@@ -196,12 +197,13 @@ class DaskExecutor:
 
     # ------------------------------------------------------------------ start
     def data_stats(self):
-        """``(mean |v|, mean |v| of the outermost columns)``; raises on all-zero data."""
+        """``(mean |v|, mean |v| of the outermost columns)``; first the local path's checks of
+        the data (:func:`fastalign._validate.check_signal_stats`: NaN/Inf, nothing to
+        align)."""
         n, ny, nx = self.src.shape
         stats = self.client.gather([self.client.submit(_slabs.chunk_stats, r, pure=False)
                                     for r in self.raw_full])
-        if not any(s[0] for s in stats):
-            raise ValueError("tilt_series is all zero: nothing to align")
+        check_signal_stats(np.concatenate([s[0] for s in stats]))  # as fastalign.align
         mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
         return mean_abs, sum(s[2] for s in stats) / (n * ny * 2)
 

@@ -11,7 +11,7 @@ sends the decision back with the next step (one small round trip per iteration).
 """
 import numpy as np
 
-from .._validate import as_finite_float, as_positive_int
+from .._validate import as_finite_float, as_positive_int, check_angle_units
 from ..recon.tv import L_MARGIN, MFISTA
 from ..operator import Projector
 from ..io.slabs import maybe_writer
@@ -24,6 +24,7 @@ __all__ = ["sirt", "tv"]
 def _setup(client, source, angles_deg, nz, slab_rows, copies):
     n_workers, mem = client_workers(client)
     src = Source(source, angles_deg)
+    check_angle_units(src.angles_deg)  # as the CLI; each slab's solver refuses NaN/Inf
     n, ny, nx = src.shape
     nz = nx if nz is None else as_positive_int(nz, "nz")
     per_row = 4 * (copies[0] * n * nx + copies[1] * nz * nx)
