@@ -332,6 +332,47 @@ def test_worker_killed_mid_run(client, tmp_path):
     client.wait_for_workers(2, timeout=60)
 
 
+def test_worker_killed_mid_alignment(client, series, tmp_path):
+    """SIGKILL the worker holding most data after the first outer iteration of an
+    alignment: the run recovers (Dask recomputes the lost slab states from their lineage)
+    with the unfaulted result, or raises a clear error; never a partial output."""
+    kw = dict(levels=[1], max_iter=4, n_inner=3, nz=NZ, tol=0.0)
+    ref = fastalign.align(series, ANGLES, **kw)
+    killed = []
+
+    def kill_busiest(info):
+        if killed:
+            return
+        has = client.has_what()
+        addr = max(has, key=lambda a: len(has[a]))
+        pid = client.run(os.getpid, workers=[addr])[addr]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    out, ali = tmp_path / "v.zarr", tmp_path / "s.ali"
+    try:
+        res = fd.align(client, da.from_array(series, chunks=(N_TILTS, 8, NX)), ANGLES,
+                       out=str(out), aligned_out=str(ali), slab_rows=6, tilt_chunk=5,
+                       callback=kill_busiest, **kw)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - judged below
+        error = exc
+    assert killed
+    print("FAULT OUTCOME:", "recovered" if error is None else repr(error))
+    if error is None:
+        np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(zarr.open_array(str(out))[...], ref.volume, rtol=0,
+                                   atol=1e-5 * np.abs(ref.volume).max())
+        with mrcfile.open(str(ali)) as m:
+            np.testing.assert_allclose(m.data, ref.aligned, rtol=0,
+                                       atol=1e-5 * np.abs(ref.aligned).max())
+    else:
+        assert isinstance(error, distributed.KilledWorker) or "worker" in str(error), error
+        assert os.listdir(tmp_path) == []
+    assert _no_temporaries(tmp_path)
+    client.wait_for_workers(2, timeout=60)
+
+
 def _cli(*args, env=None):
     import subprocess
     import sys

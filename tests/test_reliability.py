@@ -310,6 +310,45 @@ def test_info_memory_estimate_is_the_precheck(tmp_path, capsys):
         assert_user_error(proc, f"estimated peak memory {expected} ")
 
 
+# ------------------------------------------------------------- 4c. signals
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_cli_signal_during_alignment_exits_leaving_nothing(tmp_path, signame):
+    """The real ``fastalign align`` (no stand-ins), signalled while it aligns: exit status
+    143/130 within a generous 10 s (bench/signal_latency.py measures the latency), no output
+    directory, no temporary anywhere."""
+    import signal
+
+    f = make_files(tmp_path, series(31, 48, 48), np.linspace(-60.0, 60.0, 31))
+    out = tmp_path / "out"
+    env = dict(os.environ)
+    env.pop("FASTALIGN_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "fastalign", "align", os.fspath(f.mrc),
+                             "--out", os.fspath(out), "--max-iter", "500", "--tol", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()              # printed just before fastalign.align
+        assert line.startswith("fastalign: aligning"), (line, proc.stderr.read())
+        time.sleep(1.0)
+        assert proc.poll() is None, "finished before the signal"
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=60)
+        latency = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
+    assert "Traceback" not in err
+    assert latency < 10.0, latency
+    assert not out.exists()
+    leftovers = [os.path.join(r, x) for r, ds, fs in os.walk(tmp_path) for x in ds + fs
+                 if x.endswith(".tmp") or x.startswith(".fastalign-staging")]
+    assert leftovers == []
+
+
 # ------------------------------------------------------------- 5. byte-identical files
 
 

@@ -146,8 +146,17 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status: 0 success, 2 user error, 130 interrupted, 143 terminated.
+        Exit status: 0 success, 2 user error, 130 interrupted, 143 terminated.  A program
+        (``argv`` None) that a signal ended exits at once instead
+        (:func:`fastalign.cli.signals.exit_now`: its outputs are already discarded).
     """
+    code = _main(argv)
+    if argv is None and code in (EXIT_SIGINT, EXIT_SIGTERM):
+        signals.exit_now(code)
+    return code
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("FASTALIGN_DEBUG", "") not in ("", "0")
     with signals.installed(), warnings.catch_warnings():
