@@ -352,6 +352,34 @@ def test_cli_signal_during_alignment_exits_leaving_nothing(tmp_path, signame):
 # ------------------------------------------------------------- 5. byte-identical files
 
 
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2,
+                    reason="needs NUMBA_NUM_THREADS >= 2")
+def test_cli_outputs_byte_identical_for_1_and_2_threads(tmp_path, capsys):
+    """``fastalign align --threads 1`` and ``--threads 2`` (Numba's thread count, as
+    NUMBA_NUM_THREADS=1 and 2): the same bytes in every data file (stack, volume,
+    transforms, angles; report.json holds timings, the figures are not compared)."""
+    import numba
+
+    f = make_files(tmp_path, series(21, 24, 32), DEG)
+    before = numba.get_num_threads()
+    try:
+        for threads in ("1", "2"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")           # shown by the CLI, not raised
+                proc = run_here(capsys, "align", f.mrc, "--out", tmp_path / f"out{threads}",
+                                "--max-iter", "2", "--levels", "1", "--nz", "16",
+                                "--threads", threads, "-q")
+            assert proc.returncode == 0, proc.stderr
+    finally:
+        numba.set_num_threads(before)
+    names = sorted(n for n in os.listdir(tmp_path / "out1")
+                   if n.endswith((".ali", ".rec", ".xf", ".aln", ".tlt")))
+    assert names == ["ts.ali", "ts.aln", "ts.rec", "ts.tlt", "ts.xf"]
+    for name in names:
+        assert (tmp_path / "out1" / name).read_bytes() == \
+            (tmp_path / "out2" / name).read_bytes(), name
+
+
 def test_mrc_output_is_byte_identical(tmp_path):
     vol = series(6, 7, 8)
     write_volume(tmp_path / "a.rec", vol, voxel_size_A=2.5)
