@@ -5,7 +5,8 @@ import warnings
 
 MEMORY_HELP = (
     "refuse to start when the estimated peak memory exceeds SIZE (bytes, or a number with "
-    "suffix K, M, G or T = powers of 1024, e.g. 8G).  The estimate (fastalign.memory) counts "
+    "suffix K, M, G or T = powers of 1024, e.g. 8G; default: this machine's RAM, a larger "
+    "SIZE runs anyway).  The estimate (fastalign.memory) counts "
     "the arrays of the largest phase -- for align usually the final reconstruction: input, "
     "aligned stack, 2 stacks and 2 volumes of SIRT (TV: 3 stacks, 6 volumes), a volume being "
     "ny x nz x nx float32 values (nz = nx unless --nz, widened by --pad-x) -- plus a measured "
