@@ -3,7 +3,9 @@ partial output (exit 130 after Ctrl-C, 143 after SIGTERM).
 
 The handlers raise at once, but an exception raised while Python runs a C callback (Numba's
 compiler calls back into Python through ctypes) is printed and swallowed; :func:`checkpoint`
-re-raises it at the next safe point (each iteration, before writing).
+re-raises it at the next safe point (each iteration, before writing).  Once the run has
+unwound (outputs discarded, message printed), the ``fastalign`` program leaves through
+:func:`exit_now`.
 """
 import contextlib
 import logging
