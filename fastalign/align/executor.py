@@ -15,8 +15,8 @@ from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from . import axis as _axis
 from .levels import level_rows, pad_columns, row_runs, warm_start
-from .shift import (absorbed_fraction, cross_power, estimate_shift, fourier_shift,
-                    shift_uncertainty, tukey)
+from .shift import (absorbed_fraction, coupled_uncertainty, cross_power, estimate_shift,
+                    fourier_shift, shift_uncertainty, tukey)
 
 log = logging.getLogger("fastalign.align")
 
@@ -57,9 +57,9 @@ def estimate_updates(n, spec_x, spec_y, opts):
     return upd
 
 
-#: dy standard errors are computed only when this is True (not calibrated yet: see
-#: :func:`estimate_uncertainty`)
-REPORT_DY_UNCERTAINTY = False
+#: dy standard errors are computed only when this is True (False: dy NaN, as before they were
+#: calibrated; see :func:`estimate_uncertainty`)
+REPORT_DY_UNCERTAINTY = True
 
 
 def estimate_uncertainty(upd, spec_x, spec_y, opts, region=None):
@@ -70,26 +70,26 @@ def estimate_uncertainty(upd, spec_x, spec_y, opts, region=None):
     ``region = (angles_deg, nz, nx)``: the reconstructed region (level px, ``nx`` with its
     padding), whose absorption of each tilt's errors
     (:func:`fastalign.align.shift.absorbed_fraction`) inflates the errors
-    (:func:`fastalign.align.shift.shift_uncertainty`).  Along x per frequency; along y
-    (a y shift changes the tilt's image at every x frequency) by the fraction averaged over
-    the x power spectrum of the reprojection, when ``spec_x`` is there.
-
-    Only dx is reported (:data:`REPORT_DY_UNCERTAINTY`): measured on a 3-D particles case,
-    the dy errors were 4-8 times the dy estimate (the y absorption model is not right yet),
-    so dy stays NaN rather than claim a precision it does not have.
+    (:func:`fastalign.align.shift.shift_uncertainty`).  Along x per frequency.  Along y (a y
+    shift changes the tilt's image at every x frequency) the reconstruction shares each
+    tilt's y error with its neighbours in angle:
+    :func:`fastalign.align.shift.coupled_uncertainty`, weighted by the x spectrum's
+    amplitude, when ``spec_x`` is there (else dy is NaN).  The plain per-tilt inflation
+    ``1 / (1 - f)`` with ``f`` averaged over the x power left the dy errors 1.0-1.9x the
+    estimate (normalised-error spread, 1.4826 MAD) on 3-D particles; the coupled model gives
+    0.70-1.47 (``bench/uncertainty_calibration.py --case particles``).
     """
     sigma = np.full(upd.shape, np.nan)
-    fx = fy = None
-    if region is not None and spec_x is not None:
-        angles, nz, nx = region
-        fx = absorbed_fraction(angles, nz, nx, spec_x[3])
-        pp = spec_x[2]
-        fy = ((pp * fx).sum(axis=1) / np.maximum(pp.sum(axis=1), 1e-300))[:, None]
-    for col, spec, f in ((0, spec_x, fx), (1, spec_y, fy)):
-        if spec is not None and (col == 0 or REPORT_DY_UNCERTAINTY):
-            C, pb, pp, length = spec
-            sigma[:, col] = shift_uncertainty(C, pb, pp, length, upd[:, col],
-                                              min_coherence=opts.min_coherence, absorbed=f)
+    if spec_x is not None:
+        C, pb, pp, length = spec_x
+        fx = None if region is None else absorbed_fraction(*region, length)
+        sigma[:, 0] = shift_uncertainty(C, pb, pp, length, upd[:, 0],
+                                        min_coherence=opts.min_coherence, absorbed=fx)
+    if (spec_y is not None and spec_x is not None and region is not None
+            and REPORT_DY_UNCERTAINTY):
+        C, pb, pp, length = spec_y
+        s0 = shift_uncertainty(C, pb, pp, length, upd[:, 1], min_coherence=opts.min_coherence)
+        sigma[:, 1] = coupled_uncertainty(s0, *region, spec_x[3], np.sqrt(spec_x[2]))
     return sigma
 
 
@@ -354,10 +354,11 @@ def tilt_quality(aligned, volume, angles_deg, center_offset, pad, *, shifts=None
 
     ``residual[i] = ||w (P_i x - b_i)|| / ||w b_i||`` (``w``: 1 where tilt ``i``'s aligned
     image holds measured data, :func:`fastalign.align.specimen.valid_windows` of ``shifts``
-    without a guard band; everywhere when ``shifts`` is None, e.g. a rotated axis).  ``coherence[i]``: the spectral
-    coherence ``|C_w| / sqrt(pb_w pp_w)`` of the cross-power spectrum along x (summed over
-    rows, smooth x window) averaged over the frequencies ``1 <= w < nx/2`` with the weights
-    ``sqrt(pb_w pp_w)``, i.e. ``sum |C_w| / sum sqrt(pb_w pp_w)`` in [0, 1]: it does not
+    without a guard band; everywhere when ``shifts`` is None, e.g. a rotated axis).
+    ``coherence[i]``: the spectral coherence ``|C_w| / sqrt(pb_w pp_w)`` of the cross-power
+    spectrum along x (summed over rows, smooth x window) averaged over the frequencies
+    ``1 <= w < nx/2`` with the weights ``sqrt(pb_w pp_w)``, i.e. ``sum |C_w| / sum
+    sqrt(pb_w pp_w)`` in [0, 1]: it does not
     depend on the tilt's shift, so a tilt with a large residual and a high coherence is
     misaligned, one with a low coherence holds data the volume does not explain (noise,
     occlusion, a different object).  It is an average over the rows (``M`` looks: about

@@ -2,7 +2,8 @@
 
 The aligned stack and the volume are written by the caller (in memory locally, slab-wise by
 the workers on Dask); everything else -- ``.xf``, ``.aln``, ``.tlt``, ``.xtilt``,
-``.exclude``, the three figures and ``report.json`` -- is written here into the staged :class:`fastalign.io.OutputSet`.
+``.exclude``, the three figures and ``report.json`` -- is written here into the staged
+:class:`fastalign.io.OutputSet`.
 """
 import time
 import warnings
@@ -147,7 +148,8 @@ def without_excluded(result, angles):
     keep[excluded] = False
     unc = getattr(result, "uncertainty", None)
     per_tilt = {k: np.asarray(getattr(result, k))[keep]
-                for k in ("tilt_residual", "tilt_coherence") if getattr(result, k, None) is not None}
+                for k in ("tilt_residual", "tilt_coherence")
+                if getattr(result, k, None) is not None}
     kept = dataclasses.replace(result, **per_tilt, shifts=np.asarray(result.shifts)[keep],
                                aligned=result.aligned[keep],
                                uncertainty=None if unc is None else np.asarray(unc)[keep],
