@@ -189,7 +189,7 @@ def build_report(*, inputs, options, result=None, timings=None, outputs=None, co
                                "(fastalign.align.axis)"),
             }
         report["history"] = summary.pop("history")
-        report["tilts"] = summary.pop("tilts", None)     # per-tilt table (AlignResult.tilt_table)
+        report["tilts"] = summary.pop("tilts", None)    # AlignResult.tilt_table
         summary.pop("shifts", None)
         report["result"] = summary
     if extra:
@@ -282,6 +282,8 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
         if not np.any(np.isfinite(res)):
             res = None
     out = np.asarray(excluded, dtype=np.int64).reshape(-1)
+    if out.size and (out.min() < 0 or out.max() >= angles.size):
+        raise ValueError(f"excluded tilts {out.tolist()} outside 0..{angles.size - 1}")
     rows = 1 + (u is not None) + (res is not None)
     fig = _figure(7, 2.0 + 2.5 * rows)
     ax = fig.add_subplot(rows, 1, 1)
