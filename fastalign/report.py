@@ -148,7 +148,9 @@ def build_report(*, inputs, options, result=None, timings=None, outputs=None, co
     dict
         JSON-ready (see :func:`to_jsonable`); keys ``report_version``, ``created``,
         ``command``, ``inputs``, ``options``, ``shifts``, ``history``, ``result``,
-        ``timings``, ``outputs``, ``versions``, ``machine``.
+        ``timings``, ``outputs``, ``versions``, ``machine``; with a result also ``tilts``,
+        one dict per tilt (:meth:`fastalign.align.AlignResult.tilt_table`: angle, shifts,
+        their uncertainties, residual, coherence, excluded/interpolated flags).
     """
     report = {
         "report_version": REPORT_VERSION,
@@ -187,6 +189,7 @@ def build_report(*, inputs, options, result=None, timings=None, outputs=None, co
                                "(fastalign.align.axis)"),
             }
         report["history"] = summary.pop("history")
+        report["tilts"] = summary.pop("tilts", None)    # AlignResult.tilt_table
         summary.pop("shifts", None)
         report["result"] = summary
     if extra:
@@ -233,7 +236,7 @@ def _save(fig, path, overwrite, inputs):
 
 
 def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs=(),
-                uncertainty=None):
+                uncertainty=None, residual=None, excluded=()):
     """Plot the shifts ``dx`` and ``dy`` against tilt angle to a PNG file.
 
     Parameters
@@ -248,6 +251,12 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
     uncertainty : array_like, shape (n_tilts, 2), optional
         1-sigma standard errors of ``(dx, dy)`` (px, NaN: not estimated): a second panel
         shows them against tilt angle.
+    residual : array_like, shape (n_tilts,), optional
+        Per-tilt data residual (``AlignResult.tilt_residual``, NaN: not computed): a panel
+        shows it against tilt angle.
+    excluded : array_like of int
+        0-based tilts left out of the alignment: marked (red crosses at their interpolated
+        shifts, dotted lines in the other panels).
 
     Returns
     -------
@@ -265,10 +274,25 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
             raise ValueError(f"uncertainty has shape {u.shape}, expected {s.shape}")
         if not np.any(np.isfinite(u)):
             u = None
-    fig = _figure(7, 4.5 if u is None else 7.0)
-    ax = fig.add_subplot(1 if u is None else 2, 1, 1)
+    res = None
+    if residual is not None:
+        res = np.asarray(residual, dtype=np.float64)
+        if res.shape != angles.shape:
+            raise ValueError(f"residual has shape {res.shape}, expected {angles.shape}")
+        if not np.any(np.isfinite(res)):
+            res = None
+    out = np.asarray(excluded, dtype=np.int64).reshape(-1)
+    if out.size and (out.min() < 0 or out.max() >= angles.size):
+        raise ValueError(f"excluded tilts {out.tolist()} outside 0..{angles.size - 1}")
+    rows = 1 + (u is not None) + (res is not None)
+    fig = _figure(7, 2.0 + 2.5 * rows)
+    ax = fig.add_subplot(rows, 1, 1)
     ax.plot(angles[order], s[order, 0], "o-", ms=3, label="dx")
     ax.plot(angles[order], s[order, 1], "s-", ms=3, label="dy")
+    if out.size:
+        ax.plot(angles[out], s[out, 0], "x", color="red", ms=8, mew=2,
+                label=f"excluded ({out.size}, interpolated)")
+        ax.plot(angles[out], s[out, 1], "x", color="red", ms=8, mew=2)
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set_xlabel("tilt angle (degrees)")
     ax.set_ylabel("shift (pixels)")
@@ -276,7 +300,7 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
     ax.legend()
     ax.grid(alpha=0.3)
     if u is not None:
-        ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
+        ax2 = fig.add_subplot(rows, 1, 2, sharex=ax)
         for col, mark, name in ((0, "o-", "dx"), (1, "s-", "dy")):
             if np.any(np.isfinite(u[:, col])):
                 ax2.semilogy(angles[order], u[order, col], mark, ms=3,
@@ -285,6 +309,23 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
         ax2.set_ylabel("1-sigma uncertainty (pixels)")
         ax2.legend()
         ax2.grid(alpha=0.3, which="both")
+    if res is not None:
+        ax3 = fig.add_subplot(rows, 1, rows, sharex=ax)
+        ax3.plot(angles[order], res[order], "o-", ms=3, color="C2",
+                 label=f"residual (median {np.nanmedian(res):.3g})")
+        worst = int(np.nanargmax(res))
+        ax3.plot(angles[worst], res[worst], "o", mfc="none", mec="k", ms=9,
+                 label=f"largest: view {worst + 1}")
+        ax3.set_xlabel("tilt angle (degrees)")
+        ax3.set_ylabel("||P x - b|| / ||b|| per tilt")
+        ax3.legend()
+        ax3.grid(alpha=0.3)
+    for a in fig.axes[1:]:
+        for k, i in enumerate(out):
+            a.axvline(angles[i], color="red", ls=":", lw=1,
+                      label="excluded" if k == 0 else None)
+        if out.size:
+            a.legend()
     return _save(fig, path, overwrite, inputs)
 
 

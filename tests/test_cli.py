@@ -27,7 +27,8 @@ STUB = os.path.join(HERE, "cli_stub.py")
 sys.path.insert(0, HERE)
 from cli_stub import assert_user_error, stub_shifts  # noqa: E402
 
-ALIGN_OUTPUTS = ["ts.ali", "ts.rec", "ts.xf", "ts.aln", "ts.tlt", "report.json",
+ALIGN_OUTPUTS = ["ts.ali", "ts.rec", "ts.xf", "ts.aln", "ts.tlt", "ts.xtilt", "ts.exclude",
+                 "report.json",
                  "shifts.png", "slices.png", "convergence.png"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -409,7 +409,8 @@ def test_cli_scheduler_and_workers(client, series, tmp_path, cache_dir):
     shifts = fastalign.io.read_xf(tmp_path / "a" / "ts.xf")
     np.testing.assert_allclose(shifts, ref.shifts, rtol=0, atol=1e-4)
     assert sorted(os.listdir(tmp_path / "a")) == sorted(
-        ["ts.ali", "ts.rec", "ts.xf", "ts.aln", "ts.tlt", "report.json", "shifts.png",
+        ["ts.ali", "ts.rec", "ts.xf", "ts.aln", "ts.tlt", "ts.xtilt", "ts.exclude",
+         "report.json", "shifts.png",
          "slices.png", "convergence.png"])
     with mrcfile.open(str(tmp_path / "a" / "ts.rec")) as m:
         np.testing.assert_allclose(m.data, ref.volume, rtol=0,

@@ -120,3 +120,56 @@ def test_shifts_figure_has_uncertainty_panel(tmp_path):
     assert mpimg.imread(two).shape[0] > mpimg.imread(one).shape[0]   # the second panel
     with pytest.raises(ValueError):
         report.plot_shifts(tmp_path / "c.png", a, s, uncertainty=u[:3])
+
+
+@pytest.fixture(scope="module")
+def particles_run():
+    """3-D particles (untilted axis), x and y shifts up to 3 px, Gaussian noise 0.3 of the
+    data's std: the dy calibration case (bench/uncertainty_calibration.py --case
+    particles)."""
+    from fastalign import simulate
+    angles = np.arange(-60.0, 60.5, 3.0)
+    e = simulate.rotated_axis_experiment(shape=DY_SHAPE, angles_deg=angles, axis_angle_deg=0.0,
+                                         center_offset=0.0, shift_range=3.0, noise=0.3, seed=0)
+    r = fastalign.align(e.data, angles, max_iter=DY_ITER, tol=0.0, specimen="compact",
+                        orient=False, auto_exclude=False)
+    err, _ = fix_gauge(r.shifts - e.shifts, angles)
+    err[:, 1] -= err[:, 1].mean()
+    return r, err
+
+
+DY_SHAPE, DY_ITER = (32, 48, 48), 15
+
+
+def test_dy_calibrated_on_3d_particles(particles_run):
+    r, err = particles_run
+    u = r.uncertainty
+    assert np.all(np.isfinite(u)) and np.all(u > 0)
+    zy = err[:, 1] / u[:, 1]
+    zx = err[:, 0] / u[:, 0]
+    print(f"\n3-D particles, noise 0.3: dy std(z) {zy.std():.2f} 1.4826MAD {_spread(zy):.2f}; "
+          f"dx std(z) {zx.std():.2f} 1.4826MAD {_spread(zx):.2f}; median sigma "
+          f"{np.median(u[:, 0]):.4f} / {np.median(u[:, 1]):.4f} px")
+    assert 0.7 <= _spread(zy) <= 1.5 and 0.7 <= float(zy.std()) <= 1.5
+    assert 0.5 <= _spread(zx) <= 2.0
+
+
+def test_coupled_uncertainty_model():
+    from fastalign.align.shift import coupled_uncertainty
+    a = np.arange(-60.0, 60.5, 3.0)
+    s0 = np.full(a.size, 0.01)
+    flat = np.ones((a.size, 25))
+    # no sharing at all (one frequency bin, w = 0 shares with every tilt: only the mean,
+    # removed by the gauge): sqrt(1 - 1/n) of sigma0
+    only_dc = np.zeros((a.size, 25))
+    only_dc[:, 0] = 1.0
+    np.testing.assert_allclose(coupled_uncertainty(s0, a, 48, 48, 48, only_dc),
+                               0.01 * np.sqrt(1 - 1 / a.size), rtol=1e-9)
+    wide = coupled_uncertainty(s0, a, 48, 48, 48, flat)
+    assert np.all(wide > 0.01)                       # shared errors are larger
+    # coarser sampling: each tilt's share of its own data grows (absorbed_fraction)
+    assert coupled_uncertainty(s0[::2], a[::2], 48, 48, 48, flat[::2]).mean() > wide.mean()
+    s_inf = s0.copy()
+    s_inf[4] = np.inf
+    out = coupled_uncertainty(s_inf, a, 48, 48, 48, flat)
+    assert np.isinf(out[4]) and np.all(np.isfinite(np.delete(out, 4)))

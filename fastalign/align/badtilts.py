@@ -422,6 +422,11 @@ def expand_result(sub, original, angles_deg, exclusion):
         full = np.full((exclusion.n, 2), np.nan)
         full[keep] = sub.uncertainty
         sub.uncertainty = full
+    for name in ("tilt_residual", "tilt_coherence"):   # no excluded view is compared
+        if getattr(sub, name, None) is not None:
+            full = np.full(exclusion.n, np.nan)
+            full[keep] = getattr(sub, name)
+            setattr(sub, name, full)
     sub.angles_deg = np.asarray(angles_deg, dtype=np.float64)
     sub.options = dict(sub.options or {}, excluded=exclusion.entries,
                        bad_tilts=exclusion.record)

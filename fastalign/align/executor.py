@@ -15,13 +15,13 @@ from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from . import axis as _axis
 from .levels import level_rows, pad_columns, row_runs, warm_start
-from .shift import (absorbed_fraction, cross_power, estimate_shift, fourier_shift,
-                    shift_uncertainty, tukey)
+from .shift import (absorbed_fraction, coupled_uncertainty, cross_power, estimate_shift,
+                    fourier_shift, shift_uncertainty, tukey)
 
 log = logging.getLogger("fastalign.align")
 
 __all__ = ["LocalExecutor", "make_solver", "estimate_updates", "estimate_uncertainty",
-           "SIRT_RELAX"]
+           "tilt_quality", "SIRT_RELAX"]
 
 #: Over-relaxation of the loop's SIRT (its convergence was measured with 1.9: about twice as
 #: fast per outer iteration as plain SIRT).
@@ -57,9 +57,9 @@ def estimate_updates(n, spec_x, spec_y, opts):
     return upd
 
 
-#: dy standard errors are computed only when this is True (not calibrated yet: see
-#: :func:`estimate_uncertainty`)
-REPORT_DY_UNCERTAINTY = False
+#: dy standard errors are computed only when this is True (False: dy NaN, as before they were
+#: calibrated; see :func:`estimate_uncertainty`)
+REPORT_DY_UNCERTAINTY = True
 
 
 def estimate_uncertainty(upd, spec_x, spec_y, opts, region=None):
@@ -70,26 +70,26 @@ def estimate_uncertainty(upd, spec_x, spec_y, opts, region=None):
     ``region = (angles_deg, nz, nx)``: the reconstructed region (level px, ``nx`` with its
     padding), whose absorption of each tilt's errors
     (:func:`fastalign.align.shift.absorbed_fraction`) inflates the errors
-    (:func:`fastalign.align.shift.shift_uncertainty`).  Along x per frequency; along y
-    (a y shift changes the tilt's image at every x frequency) by the fraction averaged over
-    the x power spectrum of the reprojection, when ``spec_x`` is there.
-
-    Only dx is reported (:data:`REPORT_DY_UNCERTAINTY`): measured on a 3-D particles case,
-    the dy errors were 4-8 times the dy estimate (the y absorption model is not right yet),
-    so dy stays NaN rather than claim a precision it does not have.
+    (:func:`fastalign.align.shift.shift_uncertainty`).  Along x per frequency.  Along y (a y
+    shift changes the tilt's image at every x frequency) the reconstruction shares each
+    tilt's y error with its neighbours in angle:
+    :func:`fastalign.align.shift.coupled_uncertainty`, weighted by the x spectrum's
+    amplitude, when ``spec_x`` is there (else dy is NaN).  The plain per-tilt inflation
+    ``1 / (1 - f)`` with ``f`` averaged over the x power left the dy errors 1.0-1.9x the
+    estimate (normalised-error spread, 1.4826 MAD) on 3-D particles; the coupled model gives
+    0.70-1.47 (``bench/uncertainty_calibration.py --case particles``).
     """
     sigma = np.full(upd.shape, np.nan)
-    fx = fy = None
-    if region is not None and spec_x is not None:
-        angles, nz, nx = region
-        fx = absorbed_fraction(angles, nz, nx, spec_x[3])
-        pp = spec_x[2]
-        fy = ((pp * fx).sum(axis=1) / np.maximum(pp.sum(axis=1), 1e-300))[:, None]
-    for col, spec, f in ((0, spec_x, fx), (1, spec_y, fy)):
-        if spec is not None and (col == 0 or REPORT_DY_UNCERTAINTY):
-            C, pb, pp, length = spec
-            sigma[:, col] = shift_uncertainty(C, pb, pp, length, upd[:, col],
-                                              min_coherence=opts.min_coherence, absorbed=f)
+    if spec_x is not None:
+        C, pb, pp, length = spec_x
+        fx = None if region is None else absorbed_fraction(*region, length)
+        sigma[:, 0] = shift_uncertainty(C, pb, pp, length, upd[:, 0],
+                                        min_coherence=opts.min_coherence, absorbed=fx)
+    if (spec_y is not None and spec_x is not None and region is not None
+            and REPORT_DY_UNCERTAINTY):
+        C, pb, pp, length = spec_y
+        s0 = shift_uncertainty(C, pb, pp, length, upd[:, 1], min_coherence=opts.min_coherence)
+        sigma[:, 1] = coupled_uncertainty(s0, *region, spec_x[3], np.sqrt(spec_x[2]))
     return sigma
 
 
@@ -135,6 +135,8 @@ class LocalExecutor:
         self.slab = None
         #: 1-sigma errors (level px) of the last :meth:`measure`'s updates, ``(n, 2)``
         self.uncertainty = None
+        #: per-tilt ``(residual, coherence)`` of :meth:`finish` (:func:`tilt_quality`)
+        self.quality = None
 
     # ------------------------------------------------------------------ slab specimens
     def edge_fraction(self):
@@ -318,6 +320,8 @@ class LocalExecutor:
             final_iter = max(1, o.n_inner // 2) if fbp_start else 2 * o.n_inner
         volume = solver.run(b, x0, final_iter)
         del solver, b, x0   # its buffers (a volume, two stacks) before the last copies
+        self.quality = tilt_quality(aligned, volume, self.angles, center_offset, o.pad_x,
+                                    shifts=shifts if alpha == 0.0 else None, taper=o.taper)
         if self.original is not None:   # the user's intensities, into the same buffer
             if alpha == 0.0:
                 fourier_shift(self.original, -shifts, out=aligned)
@@ -335,6 +339,82 @@ class LocalExecutor:
             if hasattr(self, name):
                 setattr(self, name, None)
         release_plans()
+
+
+#: detector rows per block of :func:`tilt_quality` (bounds its reprojection temporaries)
+QUALITY_BLOCK_ROWS = 32
+#: fewest measured rows for :func:`tilt_quality`'s coherence (NaN below)
+MIN_COHERENCE_ROWS = 4
+
+
+def tilt_quality(aligned, volume, angles_deg, center_offset, pad, *, shifts=None, taper=0.1,
+                 block=QUALITY_BLOCK_ROWS):
+    """Per-tilt residual and coherence of the aligned data against the reprojection of the
+    final volume, over the pixels the data measure.
+
+    ``residual[i] = ||w (P_i x - b_i)|| / ||w b_i||`` (``w``: 1 where tilt ``i``'s aligned
+    image holds measured data, :func:`fastalign.align.specimen.valid_windows` of ``shifts``
+    without a guard band; everywhere when ``shifts`` is None, e.g. a rotated axis).
+    ``coherence[i]``: the spectral coherence ``|C_w| / sqrt(pb_w pp_w)`` of the cross-power
+    spectrum along x (summed over rows, smooth x window) averaged over the frequencies
+    ``1 <= w < nx/2`` with the weights ``sqrt(pb_w pp_w)``, i.e. ``sum |C_w| / sum
+    sqrt(pb_w pp_w)`` in [0, 1]: it does not
+    depend on the tilt's shift, so a tilt with a large residual and a high coherence is
+    misaligned, one with a low coherence holds data the volume does not explain (noise,
+    occlusion, a different object).  It is an average over the rows (``M`` looks: about
+    ``1/sqrt(M)`` for unrelated images), NaN for fewer than :data:`MIN_COHERENCE_ROWS`
+    (one row is coherent with anything).
+
+    Rows are projected ``block`` at a time (temporaries of ``block`` rows of the stack).
+
+    Parameters
+    ----------
+    aligned : ndarray, float32, shape (n, ny, nx)
+    volume : ndarray, float32, shape (ny, nz, nx + 2 pad)
+    angles_deg : ndarray
+    center_offset : float
+    pad : int
+        Columns of the region on each side of the detector (not compared).
+    shifts : ndarray, shape (n, 2), optional
+        The shifts ``aligned`` was resampled by (its measured region).
+
+    Returns
+    -------
+    residual, coherence : ndarray, float64, shape (n,)
+    """
+    n, ny, nx = aligned.shape
+    _, nz, nxp = volume.shape
+    if shifts is None:
+        wy = np.ones((n, ny), np.float32)
+        wx = np.ones((n, nx), np.float32)
+        wxs = (wx * tukey(nx, taper)).astype(np.float32)
+    else:
+        from .specimen import valid_windows
+        # samples whose source lies inside the frame; a tilt with none along an axis (a
+        # single row shifted in y) is compared over the whole axis
+        (wy, _), (wx, wxs) = valid_windows(aligned.shape, shifts, taper=taper, guard_px=0.0)
+        for w in (wy, wx):
+            w[w.sum(axis=1) == 0] = 1.0
+    num, den = np.zeros(n), np.zeros(n)
+    C = pb = pp = 0.0
+    for r0 in range(0, ny, block):
+        r1 = min(ny, r0 + block)
+        P = Projector(angles_deg, (r1 - r0, nz, nxp), center_offset)(
+            np.ascontiguousarray(volume[r0:r1]))[:, :, pad:pad + nx]
+        b = aligned[:, r0:r1]
+        w = wy[:, r0:r1, None] * wx[:, None, :]
+        num += (np.square((P - b).astype(np.float64)) * w).sum(axis=(1, 2))
+        den += (np.square(b.astype(np.float64)) * w).sum(axis=(1, 2))
+        w = wy[:, r0:r1, None] * wxs[:, None, :]
+        Ck, pbk, ppk = cross_power(np.ascontiguousarray(b * w), np.ascontiguousarray(P * w), 2)
+        C, pb, pp = C + Ck, pb + pbk, pp + ppk
+    residual = np.sqrt(num) / np.maximum(np.sqrt(den), 1e-30)
+    top = nx // 2 if nx % 2 == 0 else nx // 2 + 1      # no even-length Nyquist bin
+    band = slice(1, max(top, 2))
+    coherence = (np.abs(C[:, band]).sum(axis=1)
+                 / np.maximum(np.sqrt(pb[:, band] * pp[:, band]).sum(axis=1), 1e-300))
+    coherence[wy.sum(axis=1) < MIN_COHERENCE_ROWS] = np.nan
+    return residual, coherence
 
 
 #: full-resolution rows per block of :func:`warm_start_into` (bounds its temporaries)

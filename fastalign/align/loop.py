@@ -428,8 +428,12 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, u
     shifts, center_offset, gauge = ctl.final_shifts(opts.center_offset)
     aligned, volume, final_s = executor.finish(shifts, gauge, center_offset, ctl.alpha)
     timings = dict(ctl.timings, final_s=final_s)
+    # per-tilt residual and coherence against the final volume; NaN from an executor
+    # without them
+    residual, coherence = getattr(executor, "quality", None) or (np.full(n, np.nan),) * 2
     return dict(shifts=shifts, aligned=aligned, volume=volume, history=ctl.history,
                 converged=ctl.converged, angles_deg=angles, timings=timings,
                 axis_angle_deg=float(ctl.alpha), center_offset=float(center_offset),
                 thickness=None if slab is None else slab["thickness"],
-                uncertainty=ctl.uncertainty)
+                uncertainty=ctl.uncertainty, tilt_residual=residual,
+                tilt_coherence=coherence)

@@ -28,8 +28,11 @@ def add_parser(sub, parents, fmt):
         epilog="Writes to the output directory: <stem>.ali (aligned stack, MRC), <stem>.rec "
                "(volume, MRC, sections along y), <stem>.xf (IMOD transforms '1 0 0 1 DX DY' "
                "with DX, DY = -dx, -dy), <stem>.aln (the same alignment for AreTomo), "
-               "<stem>.tlt (angles), report.json (inputs, options, "
-               "shifts, history, timings, versions, machine), shifts.png, slices.png, "
+               "<stem>.tlt (angles), <stem>.xtilt (IMOD X-axis tilts: zeros), <stem>.exclude "
+               "(the 'EXCLUDELIST 1,5-7' line of the excluded views for IMOD newst/tilt, "
+               "1-based; only a comment when none), report.json (inputs, options, "
+               "shifts, history, per-tilt table, timings, versions, machine), shifts.png "
+               "(with per-tilt uncertainty and residual), slices.png, "
                "convergence.png.  Refuses to start if any of these exist, unless --overwrite.")
     p.add_argument("input", metavar="INPUT", help="tilt series file (see 'fastalign --help')")
     p.add_argument("--recon", choices=("sirt", "tv"), default="sirt",

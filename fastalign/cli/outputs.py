@@ -1,8 +1,9 @@
 """Writing the results of an alignment, shared by the local and the Dask runs.
 
 The aligned stack and the volume are written by the caller (in memory locally, slab-wise by
-the workers on Dask); everything else -- ``.xf``, ``.aln``, ``.tlt``, the three figures and
-``report.json`` -- is written here into the staged :class:`fastalign.io.OutputSet`.
+the workers on Dask); everything else -- ``.xf``, ``.aln``, ``.tlt``, ``.xtilt``,
+``.exclude``, the three figures and ``report.json`` -- is written here into the staged
+:class:`fastalign.io.OutputSet`.
 """
 import time
 import warnings
@@ -16,7 +17,8 @@ from .common import EXIT_OK, say
 def align_names(stem):
     """``{output key: file name}`` of an alignment run."""
     return {"aligned": f"{stem}.ali", "volume": f"{stem}.rec", "xf": f"{stem}.xf",
-            "aln": f"{stem}.aln", "tlt": f"{stem}.tlt", "report": "report.json",
+            "aln": f"{stem}.aln", "tlt": f"{stem}.tlt", "xtilt": f"{stem}.xtilt",
+            "exclude": f"{stem}.exclude", "report": "report.json",
             "shifts_png": "shifts.png",
             "slices_png": "slices.png", "convergence_png": "convergence.png"}
 
@@ -67,8 +69,8 @@ def slice_panels(data, result, angles, nz):
 
 def write_align_products(outputs, names, stem, angles, result, panels, timings, t0,
                          t_start, record):
-    """Write the .xf, .aln, .tlt, the three figures and report.json of an alignment into the
-    staged ``outputs`` (the stack and volume are written by the caller).
+    """Write the .xf, .aln, .tlt, .xtilt, .exclude, the three figures and report.json of an
+    alignment into the staged ``outputs`` (the stack and volume are written by the caller).
 
     Parameters
     ----------
@@ -94,9 +96,14 @@ def write_align_products(outputs, names, stem, angles, result, panels, timings, 
     io.write_aln(outputs.path(names["aln"]), angles, result.shifts,
                  result.axis_angle_deg or 0.0, image_shape=(ny, nx))
     io.write_tlt(outputs.path(names["tlt"]), angles)
+    io.write_xtilt(outputs.path(names["xtilt"]), len(angles))
+    write_exclude(outputs.path(names["exclude"]), result,
+                  record["extra"].get("dropped_views"))
     report.plot_shifts(outputs.path(names["shifts_png"]), angles, result.shifts,
                        title=f"{stem}: shifts ({result.method})",
-                       uncertainty=getattr(result, "uncertainty", None))
+                       uncertainty=getattr(result, "uncertainty", None),
+                       residual=getattr(result, "tilt_residual", None),
+                       excluded=getattr(result, "excluded", ()))
     report.plot_slices(outputs.path(names["slices_png"]), panels,
                        title=f"{stem}: central slices")
     report.plot_convergence(outputs.path(names["convergence_png"]), result.history,
@@ -108,6 +115,24 @@ def write_align_products(outputs, names, stem, angles, result, panels, timings, 
                               command=["fastalign"] + list(record["argv"]),
                               extra=record["extra"])
     report.write_report(outputs.path(names["report"]), rep)
+
+
+def write_exclude(path, result, dropped=None):
+    """Write ``<stem>.exclude``: the ``EXCLUDELIST`` line (1-based) of the excluded views for
+    IMOD's ``newst``/``tilt`` command files, or only a comment when there is none (every view
+    used, or the excluded views ``dropped`` from the outputs)."""
+    line = result.excludelist() if hasattr(result, "excludelist") else None
+    if line:
+        text = ("# fastalign: views left out of the alignment (1-based); paste into "
+                f"newst.com/tilt.com\nEXCLUDELIST {line}\n")
+    elif dropped:
+        text = (f"# fastalign: views {io.format_excludelist([v - 1 for v in dropped])} were "
+                "dropped from the outputs (--drop-excluded): nothing to exclude\n")
+    else:
+        text = "# fastalign: every view was used: nothing to exclude\n"
+    with io.atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write(text)
 
 
 def without_excluded(result, angles):
@@ -122,7 +147,10 @@ def without_excluded(result, angles):
     keep = np.ones(len(result.shifts), bool)
     keep[excluded] = False
     unc = getattr(result, "uncertainty", None)
-    kept = dataclasses.replace(result, shifts=np.asarray(result.shifts)[keep],
+    per_tilt = {k: np.asarray(getattr(result, k))[keep]
+                for k in ("tilt_residual", "tilt_coherence")
+                if getattr(result, k, None) is not None}
+    kept = dataclasses.replace(result, **per_tilt, shifts=np.asarray(result.shifts)[keep],
                                aligned=result.aligned[keep],
                                uncertainty=None if unc is None else np.asarray(unc)[keep],
                                angles_deg=np.asarray(result.angles_deg)[keep],
