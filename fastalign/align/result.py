@@ -53,6 +53,12 @@ class AlignResult:
         Poisson seed experiments (1000 and 100 counts).  dy is NaN: its estimate was 4-8x
         too small on a 3-D particles case (the y absorption model is not right yet), and an
         uncalibrated number is not reported.
+    tilt_offset_deg : float
+        Offset added to the input angles (degrees): a known one given
+        (``tilt_offset_deg=``) plus the one estimated with ``refine=(..., "tilt_offset")``
+        for a slab (:mod:`fastalign.align.tiltoffset`; ``options["tilt_offset"]``); 0.0
+        otherwise.  ``angles_deg`` are the corrected angles (input + offset), those of
+        ``volume``.
     excluded : ndarray, int64
         0-based indices of the tilts left out of the estimate and the reconstruction (given
         with ``exclude=`` or found by the bad-tilt detection, :mod:`fastalign.align.badtilts`;
@@ -75,6 +81,7 @@ class AlignResult:
     thickness: float = None
     uncertainty: np.ndarray = None
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tilt_offset_deg: float = 0.0
 
     @property
     def interpolated(self):
@@ -101,6 +108,7 @@ class AlignResult:
             "timings": self.timings,
             "axis_angle_deg": float(self.axis_angle_deg),
             "center_offset": float(self.center_offset),
+            "tilt_offset_deg": float(self.tilt_offset_deg),
             "thickness_px": None if self.thickness is None else float(self.thickness),
             "uncertainty_px": _uncertainty_list(self.uncertainty),
             "median_uncertainty_px": self.median_uncertainty(),
