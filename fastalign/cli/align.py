@@ -268,8 +268,9 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None):
     if args.contrast != "auto" or args.background != "auto":
         raise ValueError("--contrast/--background are not available with --scheduler/"
                          "--workers (the intensity model is local only)")
-    if args.tilt_offset_deg is not None:
-        raise ValueError("--tilt-offset is not available with --scheduler/--workers")
+    if args.tilt_offset_deg is not None or "tilt_offset" in (args.refine or ""):
+        raise ValueError("--tilt-offset and --refine ...,tilt_offset are not available with "
+                         "--scheduler/--workers")
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
     if start is not None:
