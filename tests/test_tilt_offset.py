@@ -105,10 +105,13 @@ def test_without_refinement_the_offset_is_the_slabs_pitch():
 def test_mass_law_is_exact_on_noise_free_means():
     angles = np.arange(-60.0, 61.0, 3.0)
     for delta in (-4.0, 0.0, 2.5):
-        means = 3.7 / np.cos(np.deg2rad(angles + delta))
-        est, rms = mass_law_offset(means, angles)
-        assert est == pytest.approx(delta, abs=1e-6) and rms < 1e-9
-    assert mass_law_offset(np.r_[-1.0, np.ones(10)], np.linspace(-50, 50, 11)) == (None, None)
+        for background in (0.0, -1.2):   # a constant background does not move the estimate
+            means = background + 3.7 / np.cos(np.deg2rad(angles + delta))
+            est, rms = mass_law_offset(means, angles)
+            assert est == pytest.approx(delta, abs=1e-5) and rms < 1e-8
+    # no growth with tilt (a compact object's constant mass, or a normalised film): no law
+    assert mass_law_offset(np.ones(11), np.linspace(-50, 50, 11)) == (None, None)
+    assert mass_law_offset(np.cos(np.deg2rad(angles)), angles) == (None, None)
 
 
 def test_compact_object_offset_is_not_determined(caplog):
@@ -183,6 +186,11 @@ def test_cli_writes_corrected_angles(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     np.testing.assert_allclose(read_angles(tmp_path / "known" / "ts.tlt"), nominal + 1.25,
                                atol=1e-4)
+    # not on Dask: refused with one line, nothing written
+    code = main(["align", str(tmp_path / "ts.mrc"), "--angles", str(tmp_path / "ts.tlt"),
+                 "--out", str(tmp_path / "dask"), "--workers", "1", "--tilt-offset", "1"])
+    assert code == 2 and "not available with --scheduler/--workers" in capsys.readouterr().err
+    assert not (tmp_path / "dask" / "ts.tlt").exists()
     with pytest.raises(SystemExit):
         main(["align", "--help"])
     assert "--tilt-offset" in capsys.readouterr().out

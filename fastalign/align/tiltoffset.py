@@ -23,7 +23,8 @@ and a reconstruction with the corrected angles shows the slab flat.
 Estimate (:func:`mass_law_offset`): the projected mass of a slab grows like
 ``1 / cos`` of the *true* tilt angle (the path through a flat slab; AreTomo's ``-TiltCor``
 fits the same Beer-Lambert law to its log images), so the per-tilt mean of the mass
-projections is fitted by least squares as ``log m_i = c - log cos(th_i + delta)``.  It needs no
+projections is fitted by least squares as ``m_i = a + b / cos(th_i + delta)`` (``a``: a
+constant background the intensity model kept).  It needs no
 reconstruction and no shifts (a translation moves little mass in or out of the field), so it
 runs before the loop, and the whole loop -- the slab's start, its region, every
 reconstruction -- uses the corrected angles: the slab is flat in every volume.  Measured
@@ -37,8 +38,9 @@ cross-check (``options["tilt_offset"]["residual_pitch_deg"]``; a warning when it
 :data:`MAX_RESIDUAL_PITCH`), not as the estimate: a sub-grid fit of a sloped box to a
 full-resolution probe's depth power was tried and missed by 0.35-0.9 degree on 96 px fields
 even with the true shifts (the power of a few particles per column decides the edges).
-The mass law assumes what the intensity model provides (mass projections, zero
-background) and a slab of laterally uniform mean density.
+The mass law assumes mass projections (the intensity model's output; a bright-field slab
+without vacuum, whose ``I0`` per tilt is its film level, loses the law and gets a warning)
+and a slab of laterally uniform mean density.
 
 Shifts: the dx gauge ``a cos th + b sin th`` spans the same functions for ``th + delta``, so
 the gauge-fixed shifts do not depend on the offset; only the gauge coefficients and the
@@ -71,36 +73,44 @@ NOT_DETERMINED = ("not determined for a compact object: a tilt-angle offset is a
                   "the object (only a flat slab fixes it)")
 #: Largest offset searched (degrees).
 MAX_OFFSET_DEG = 20.0
+#: The ``b / cos`` growth over the tilt range must exceed this fraction of the mean mass (a
+#: slab over +-60 degrees: about 0.7; a compact object: 0).
+MIN_GROWTH = 0.05
 #: A slab still pitched by more than this (degrees) after the correction is reported: the
 #: coarse pitch grid is 0.5 degree and its accuracy about 1 degree.
 MAX_RESIDUAL_PITCH = 1.5
 
 
 def mass_law_offset(means, angles_deg):
-    """Tilt offset (degrees) from the per-tilt mean mass ``means (n,)`` of a slab:
-    least squares of ``log m_i = c - log cos(th_i + delta)`` (module docstring).
+    """Tilt offset (degrees) from the per-tilt mean mass ``means (n,)`` of a slab: least
+    squares of ``m_i = a + b / cos(th_i + delta)`` (module docstring; ``a`` absorbs a constant
+    background, ``a`` and ``b`` are solved linearly for each ``delta``).
 
-    Returns ``(delta_deg, rms)``: the offset and the RMS of the log residual (a relative
-    misfit of the law); ``(None, None)`` when a mean is not positive (not mass projections)
-    or an angle plus the offset reaches 90 degrees.
+    Returns ``(delta_deg, rms)``: the offset and the RMS residual relative to the mean mass;
+    ``(None, None)`` when the means do not grow with tilt (the ``b / cos`` part spans less
+    than :data:`MIN_GROWTH` of the mean: no slab law) or are not finite.
     """
     m = np.asarray(means, dtype=np.float64)
     th = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
-    if m.size < 3 or not np.all(np.isfinite(m)) or np.any(m <= 0):
+    scale = float(np.abs(m).mean()) if m.size else 0.0
+    if m.size < 4 or not np.all(np.isfinite(m)) or scale <= 0:
         return None, None
-    lm = np.log(m)
-    limit = np.deg2rad(MAX_OFFSET_DEG)
-    if np.any(np.abs(th) + limit >= 0.5 * np.pi - 1e-3):
-        limit = 0.5 * np.pi - 1e-3 - float(np.abs(th).max())
-        if limit <= 0:
-            return None, None
+    limit = min(np.deg2rad(MAX_OFFSET_DEG), 0.5 * np.pi - 1e-3 - float(np.abs(th).max()))
+    if limit <= 0:
+        return None, None
 
-    def resid(q):
-        return lm - (q[0] + (-np.log(np.cos(th + q[1]))))
+    def solve(delta):
+        sec = 1.0 / np.cos(th + delta)
+        M = np.stack([np.ones_like(sec), sec], axis=1)
+        coef = np.linalg.lstsq(M, m, rcond=None)[0]
+        return coef, (m - M @ coef) / scale
 
-    q0 = [float(np.mean(lm + np.log(np.cos(th)))), 0.0]
-    q = least_squares(resid, q0, bounds=([-np.inf, -limit], [np.inf, limit])).x
-    return float(np.rad2deg(q[1])), float(np.sqrt(np.mean(resid(q) ** 2)))
+    q = least_squares(lambda q: solve(q[0])[1], [0.0], bounds=([-limit], [limit])).x
+    (_, b), resid = solve(q[0])
+    sec = 1.0 / np.cos(th + q[0])
+    if not b * float(np.ptp(sec)) > MIN_GROWTH * scale:
+        return None, None
+    return float(np.rad2deg(q[0])), float(np.sqrt(np.mean(resid ** 2)))
 
 
 def estimate_tilt_offset(executor, geometry, record, given_deg=0.0):
@@ -122,8 +132,8 @@ def estimate_tilt_offset(executor, geometry, record, given_deg=0.0):
     angles = geometry.angles_deg
     delta, rms = mass_law_offset(executor.tilt_means(), angles)
     if delta is None:
-        note = ("not determined: the per-tilt mean mass is not positive (pass contrast= for "
-                "the intensity model)")
+        note = ("not determined: the per-tilt mean mass does not grow like 1/cos (check "
+                "contrast= for the intensity model)")
         log.warning("the tilt offset is %s; recording 0", note)
         info["note"] = note
         return 0.0, geometry
