@@ -28,8 +28,9 @@ constant background the intensity model kept).  It needs no
 reconstruction and no shifts (a translation moves little mass in or out of the field), so it
 runs before the loop, and the whole loop -- the slab's start, its region, every
 reconstruction -- uses the corrected angles: the slab is flat in every volume.  Measured
-(``bench/tilt_offset.py``, Poisson noise at 1000 counts, 61 tilts): offsets of +-2 and +-3
-degrees recovered to 0.01-0.08 degree on 96-128 px fields.
+(``bench/tilt_offset.py``, Poisson noise at 1000 counts, 61 tilts): offsets of +-2, +2.5 and
++-3 degrees recovered to 0.003-0.023 degree on 128 px fields, 0.071 on a 96 px field (the
+mean over a smaller field varies more with the material in it).
 
 The slab's pitch is the other view of the same quantity (``options["specimen"]
 ["pitch_deg"]``, from the loop's 2x binned probe on a 0.5 degree grid: about 1 degree
