@@ -33,14 +33,14 @@ reconstruction -- uses the corrected angles: the slab is flat in every volume.  
 mean over a smaller field varies more with the material in it).
 
 The slab's pitch is the other view of the same quantity (``options["specimen"]
-["pitch_deg"]``, from the loop's 2x binned probe on a 0.5 degree grid: about 1 degree
+["pitch_deg"]``, from the loop's depth probe on a 0.5 degree grid: about 1 degree
 accurate): without the correction it is about ``-delta``, with it about 0.  It is kept as a
 cross-check (``options["tilt_offset"]["residual_pitch_deg"]``; a warning when it exceeds
 :data:`MAX_RESIDUAL_PITCH`), not as the estimate: a sub-grid fit of a sloped box to a
 full-resolution probe's depth power was tried and missed by 0.35-0.9 degree on 96 px fields
 even with the true shifts (the power of a few particles per column decides the edges).
 The mass law assumes mass projections (the intensity model's output; a bright-field slab
-without vacuum, whose ``I0`` per tilt is its film level, loses the law and gets a warning)
+without vacuum, whose ``I0`` per tilt is its film level, loses the law: not tested yet)
 and a slab of laterally uniform mean density.
 
 Shifts: the dx gauge ``a cos th + b sin th`` spans the same functions for ``th + delta``, so
