@@ -181,6 +181,7 @@ def build_report(*, inputs, options, result=None, timings=None, outputs=None, co
             report["geometry"] = {
                 "axis_angle_deg": float(result.axis_angle_deg),
                 "center_offset": float(result.center_offset),
+                "tilt_offset_deg": float(getattr(result, "tilt_offset_deg", 0.0)),
                 "convention": ("axis angle: counter-clockwise from +y with y up (IMOD), "
                                "measured = ideal translated by (dx, dy) then rotated about the "
                                "image centre ((nx-1)/2, (ny-1)/2); centre offset: the axis "

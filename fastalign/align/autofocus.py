@@ -50,7 +50,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
           pad_x=0, max_rows=64, refine=("shifts",), axis_angle_deg=None,
           axis_search_deg=10.0, y_profile="auto", com_start="auto", specimen="auto",
           orient=True, contrast="auto", background="auto", exclude=None, auto_exclude=True,
-          include=None, callback=None, progress=False):
+          include=None, tilt_offset_deg=0.0, callback=None, progress=False):
     """Align a tilt series by Fourier-phase autofocus (or a baseline method).
 
     Parameters
@@ -136,7 +136,7 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``max_rows`` in all) are reconstructed and enter the estimates; the final volume then
         starts from FBP.  ``None``: every row.  Not applied when ``"axis_angle"`` is refined
         (its step needs contiguous rows).
-    refine : sequence of {"shifts", "axis_angle", "center"}
+    refine : sequence of {"shifts", "axis_angle", "center", "tilt_offset"}
         What the loop estimates.  ``"shifts"`` (required) are the per-tilt translations;
         ``"axis_angle"`` adds a global in-plane tilt-axis angle (coarse estimate from the
         tilt invariance of the axis profiles: their amplitude spectra, then, for a compact
@@ -144,7 +144,11 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         on the reprojection residual once shifts and reconstruction have settled);
         ``"center"`` reports the constant part of dx as a rotation-centre offset (with free
         shifts the two are the same thing; see :mod:`fastalign.align.axis` for the model,
-        signs and the convention separating them).
+        signs and the convention separating them).  ``"tilt_offset"`` estimates a constant
+        offset of all tilt angles from a slab's flatness (its projected mass follows
+        ``1/cos(angle + offset)``; :mod:`fastalign.align.tiltoffset`) before the loop, which
+        then runs with the corrected angles; for a compact object the offset is not
+        determined (a rotation of the object): a warning, and 0 is recorded.
     axis_angle_deg : float, optional
         Tilt-axis angle (degrees, sign as in :mod:`fastalign.align.axis`): fixed when
         ``"axis_angle"`` is not refined (default 0), the starting value when it is (default:
@@ -214,6 +218,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``options["bad_tilts"]`` what the detection flagged.  ``False``: only ``exclude``.
     include : sequence of int, optional
         0-based tilts never excluded automatically (forced back).
+    tilt_offset_deg : float
+        A known tilt-angle offset (degrees, within +-45) added to ``angles_deg`` before
+        anything else (a refined offset comes on top of it).  The result's ``angles_deg``
+        are the corrected angles and ``tilt_offset_deg`` the total offset.
     callback : callable, optional
         ``callback(info)`` after each outer iteration with the history entry plus ``shifts``;
         raising ``StopIteration`` ends the run (``converged=False``).
@@ -254,7 +262,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         refine=refine, axis_angle_deg=axis_angle_deg, axis_search_deg=axis_search_deg,
         y_profile=y_profile, com_start=com_start, specimen=specimen, orient=orient,
         contrast=contrast, background=background, exclude=exclude,
-        auto_exclude=auto_exclude, include=include, callback=callback, progress=progress)
+        auto_exclude=auto_exclude, include=include, callback=callback, progress=progress,
+        tilt_offset_deg=tilt_offset_deg)
     # the intensity model: `data` becomes mass projections, `original` keeps the user's
     model = intensity_model(data, contrast=opts.contrast, background=opts.background,
                             angles_deg=angles)
@@ -265,6 +274,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     if chosen.excluded.size:
         del mass
         return _align_kept(call, data, angles, chosen, t_start)
+    given_offset = opts.tilt_offset_deg    # a known offset (align/tiltoffset.py)
+    angles = angles + given_offset if given_offset else angles
     original = None if model.is_identity else data
     data = mass
     if original is not None:
@@ -296,12 +307,15 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     record.update(axis_record)
     record["intensity"] = model.record()
     record["bad_tilts"] = chosen.record     # what the screening found (align/badtilts.py)
+    if given_offset:
+        record["tilt_offset"] = dict(given_deg=given_offset)
     geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
     user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
                 initial_shifts=initial_shifts is not None)
     out = drive(LocalExecutor(data, angles, opts, original), opts, geometry, total, record,
                 alpha=alpha, t_start=t_start, user=user)
     out["timings"] = dict(total_s=time.perf_counter() - t_start, **out["timings"])
+    out["tilt_offset_deg"] += given_offset
     if offset:
         turned = out["axis_angle_deg"] + offset
         out["axis_angle_deg"] = float((turned + 180.0) % 360.0 - 180.0)
@@ -350,5 +364,5 @@ def _baseline(data, angles, opts, t_start, model, original, screened=None):
                        converged=True, angles_deg=angles, method=opts.method,
                        options=dict(method=opts.method, recon=opts.recon,
                                     intensity=model.record(), bad_tilts=screened),
-                       center_offset=opts.center_offset,
+                       center_offset=opts.center_offset, tilt_offset_deg=opts.tilt_offset_deg,
                        timings=dict(total_s=time.perf_counter() - t_start))

@@ -427,7 +427,8 @@ def expand_result(sub, original, angles_deg, exclusion):
             full = np.full(exclusion.n, np.nan)
             full[keep] = getattr(sub, name)
             setattr(sub, name, full)
-    sub.angles_deg = np.asarray(angles_deg, dtype=np.float64)
+    sub.angles_deg = np.asarray(angles_deg, dtype=np.float64) + getattr(sub, "tilt_offset_deg",
+                                                                         0.0)
     sub.options = dict(sub.options or {}, excluded=exclusion.entries,
                        bad_tilts=exclusion.record)
     sub.excluded = out_idx

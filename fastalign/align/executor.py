@@ -144,6 +144,10 @@ class LocalExecutor:
         from .specimen import edge_fraction
         return edge_fraction(self.data)
 
+    def tilt_means(self):
+        """Per-tilt mean of the data ``(n,)`` float64 (:mod:`fastalign.align.tiltoffset`)."""
+        return self.data.mean(axis=(1, 2), dtype=np.float64)
+
     def slab_start(self):
         """Starting ``(dx, dy)`` of a slab (:func:`fastalign.align.slab.slab_start_shifts`)."""
         from .slab import slab_start_shifts

@@ -382,7 +382,9 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, u
     -------
     dict
         Keyword arguments of :class:`fastalign.align.result.AlignResult` (without
-        ``method`` and ``options``) plus ``timings`` without ``total_s``.
+        ``method`` and ``options``) plus ``timings`` without ``total_s``.  With ``refine``
+        "tilt_offset", ``angles_deg`` are the corrected angles and ``tilt_offset_deg`` the
+        offset estimated here (:mod:`fastalign.align.tiltoffset`).
     """
     from .levels import plan_levels
     from .slab import decide_specimen, setup_slab
@@ -392,10 +394,21 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, u
     angles = geometry.angles_deg
     n, (ny, nx) = len(angles), (geometry.ny, geometry.nx)
     slab = None
-    if decide_specimen(executor, opts, record) == "slab":
+    kind = decide_specimen(executor, opts, record)
+    offset = 0.0
+    if "tilt_offset" in opts.refine:
+        # before the slab setup: every reconstruction uses the corrected angles
+        from .tiltoffset import estimate_tilt_offset
+        offset, geometry = estimate_tilt_offset(executor, geometry, record,
+                                                opts.tilt_offset_deg)
+        angles = geometry.angles_deg
+    if kind == "slab":
         user = user or dict(pad_x=False, nz=False, levels=False, initial_shifts=False)
         opts, geometry, slab = setup_slab(executor, opts, geometry, total, record, user=user)
         executor.use_slab(opts, slab)
+        if "tilt_offset" in opts.refine:
+            from .tiltoffset import check_residual_pitch
+            check_residual_pitch(record)
     hold_y = False
     want_y = opts.y_profile == "auto" and "y" in opts.axes
     want_x = opts.com_start == "auto" and "x" in opts.axes
@@ -436,4 +449,4 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, u
                 axis_angle_deg=float(ctl.alpha), center_offset=float(center_offset),
                 thickness=None if slab is None else slab["thickness"],
                 uncertainty=ctl.uncertainty, tilt_residual=residual,
-                tilt_coherence=coherence)
+                tilt_coherence=coherence, tilt_offset_deg=float(offset))

@@ -22,7 +22,7 @@ __all__ = ["AlignOptions", "REFINE"]
 
 log = logging.getLogger("fastalign.align")
 
-REFINE = ("shifts", "axis_angle", "center")
+REFINE = ("shifts", "axis_angle", "center", "tilt_offset")
 
 
 def _check_refine(refine):
@@ -91,6 +91,7 @@ class AlignOptions:
     exclude: Any = None          # tilt exclusion (align/badtilts.py); indices checked there
     auto_exclude: bool = True
     include: Any = None
+    tilt_offset_deg: float = 0.0  # a known offset added to the angles (align/tiltoffset.py)
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
@@ -99,6 +100,10 @@ class AlignOptions:
         put("background", check_background(self.background))
         if not isinstance(self.auto_exclude, (bool, np.bool_)):
             raise TypeError(f"auto_exclude must be True or False, got {self.auto_exclude!r}")
+        put("tilt_offset_deg", as_finite_float(self.tilt_offset_deg, "tilt_offset_deg"))
+        if abs(self.tilt_offset_deg) >= 45.0:
+            raise ValueError("tilt_offset_deg must be within +-45 degrees, got "
+                             f"{self.tilt_offset_deg}")
         if self.method in ("xcorr", "com"):
             if self.refine != ("shifts",) or self.axis_angle_deg is not None:
                 raise ValueError("refine and axis_angle_deg apply to method='autofocus' only")

@@ -56,6 +56,12 @@ class AlignResult:
         (``--case particles``).  dy is NaN when x is not measured (``axes="y"``).  At very
         low noise (0.02 of the data's std) both are 2-3x too small: a floor of model error
         (about 0.01 px) that the phase scatter does not show.
+    tilt_offset_deg : float
+        Offset added to the input angles (degrees): a known one given
+        (``tilt_offset_deg=``) plus the one estimated with ``refine=(..., "tilt_offset")``
+        for a slab (:mod:`fastalign.align.tiltoffset`; ``options["tilt_offset"]``); 0.0
+        otherwise.  ``angles_deg`` are the corrected angles (input + offset), those of
+        ``volume``.
     excluded : ndarray, int64
         0-based indices of the tilts left out of the estimate and the reconstruction (given
         with ``exclude=`` or found by the bad-tilt detection, :mod:`fastalign.align.badtilts`;
@@ -91,6 +97,7 @@ class AlignResult:
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     tilt_residual: np.ndarray = None
     tilt_coherence: np.ndarray = None
+    tilt_offset_deg: float = 0.0
 
     @property
     def interpolated(self):
@@ -117,6 +124,7 @@ class AlignResult:
             "timings": self.timings,
             "axis_angle_deg": float(self.axis_angle_deg),
             "center_offset": float(self.center_offset),
+            "tilt_offset_deg": float(self.tilt_offset_deg),
             "thickness_px": None if self.thickness is None else float(self.thickness),
             "uncertainty_px": _uncertainty_list(self.uncertainty),
             "median_uncertainty_px": self.median_uncertainty(),

@@ -59,7 +59,7 @@ def decide_specimen(executor, opts, record):
     kind = "slab" if opts.specimen == "slab" or frac > SLAB_EDGE_FRACTION else "compact"
     record["specimen"] = dict(kind=kind, edge_fraction=round(frac, 4),
                               decided_by="option" if opts.specimen == "slab" else "data")
-    if kind == "slab" and (opts.refine != ("shifts",) or opts.axis_angle_deg):
+    if kind == "slab" and (set(opts.refine) - {"shifts", "tilt_offset"} or opts.axis_angle_deg):
         log.warning("slab handling does not yet refine the tilt axis or centre: aligning "
                     "with the compact-object loop (its accuracy on slabs is lower)")
         record["specimen"]["kind"] = kind = "compact"

@@ -61,8 +61,14 @@ def add_parser(sub, parents, fmt):
                         "full resolution)")
     p.add_argument("--refine", metavar="LIST",
                    help="comma-separated parameters to estimate, among shifts (required), "
-                        "axis_angle (in-plane tilt-axis angle) and center (rotation-centre "
-                        "offset), e.g. 'shifts,axis_angle,center' (default: shifts)")
+                        "axis_angle (in-plane tilt-axis angle), center (rotation-centre "
+                        "offset) and tilt_offset (a constant added to all tilt angles, from a "
+                        "slab's flatness; the .tlt holds the corrected angles), e.g. "
+                        "'shifts,axis_angle,center' (default: shifts)")
+    p.add_argument("--tilt-offset", type=float, metavar="DEG", dest="tilt_offset_deg",
+                   help="a known tilt-angle offset in degrees, added to every angle before "
+                        "aligning (--refine ...,tilt_offset estimates one on top of it); the "
+                        ".tlt holds the corrected angles")
     p.add_argument("--axis-angle", type=float, metavar="DEG", dest="axis_angle_deg",
                    help="tilt-axis angle in degrees, counter-clockwise from +y with y up "
                         "(IMOD): fixed, or the starting value with --refine ...,axis_angle "
@@ -164,7 +170,7 @@ def _local_options(args):
     if args.background != "auto":
         kwargs["background"] = _background(args.background)
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
-                                "axis_angle_deg", "pad_x")))
+                                "axis_angle_deg", "pad_x", "tilt_offset_deg")))
     if args.refine is not None:
         kwargs["refine"] = tuple(r.strip() for r in args.refine.split(",") if r.strip())
     if args.levels is not None:
@@ -219,15 +225,15 @@ def run(args):
     timings["align_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    panels = outputs.slice_panels(data, result, angles, result.volume.shape[1])
+    panels = outputs.slice_panels(data, result, result.angles_deg, result.volume.shape[1])
     del data
     timings["figures_s"] = time.perf_counter() - t0
     px = meta["pixel_size_A"]
     record = dict(inputs=input_record(meta, angles), options=options_record(args),
                   argv=args.argv, extra={"memory_estimate_bytes": need})
-    written, angles_out = result, angles
+    written, angles_out = result, result.angles_deg   # corrected by a tilt offset
     if args.drop_excluded:
-        written, angles_out = outputs.without_excluded(result, angles)
+        written, angles_out = outputs.without_excluded(result, result.angles_deg)
         record["extra"]["dropped_views"] = [int(i) + 1 for i in result.excluded]
     with staged:
         t0 = time.perf_counter()
@@ -265,6 +271,9 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None):
     if args.contrast != "auto" or args.background != "auto":
         raise ValueError("--contrast/--background are not available with --scheduler/"
                          "--workers (the intensity model is local only)")
+    if args.tilt_offset_deg is not None or "tilt_offset" in (args.refine or ""):
+        raise ValueError("--tilt-offset and --refine ...,tilt_offset are not available with "
+                         "--scheduler/--workers")
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
     if start is not None:

@@ -188,6 +188,10 @@ def align_done(args, result, names, out_dir):
                      f"region pad_x={spec.get('pad_x')} nz={spec.get('nz')}, "
                      f"stopped: {spec.get('stop')}")
         say(args, line)
+    if getattr(result, "tilt_offset_deg", 0.0) or (result.options or {}).get("tilt_offset"):
+        note = (result.options or {}).get("tilt_offset", {}).get("note")
+        say(args, f"fastalign: tilt offset {result.tilt_offset_deg:+.3f} deg (added to the "
+                  "angles; the .tlt holds the corrected angles)" + (f"; {note}" if note else ""))
     orient = result.options.get("orientation") if result.options else None
     if orient:
         say(args, f"fastalign: tilt axis {result.axis_angle_deg:.2f} deg (from the data: "
