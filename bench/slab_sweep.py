@@ -13,6 +13,7 @@ it not converge?).
 Measured (issue 17, default options; times on 2 shared, heavily loaded cores):
 
 * 256 px field, 28 px film: 0.010 / 0.011 px (xcorr 0.022 / 0.017), 8 iterations, converged;
+* 256 px field, 40 px film: 0.024 / 0.014 px (xcorr 0.037 / 0.014), 14 iterations, converged;
 * 128 px field, 60 px film: 0.157 / 0.072 px (xcorr 0.163 / 0.109), open: the measured
   updates of this thick slab carry 6 % of an uncorrelated and 1.5 % of a smooth (random-walk)
   shift error (the reconstruction absorbs the rest), against a noise of ~0.006 px per tilt;
