@@ -128,6 +128,24 @@ def _instrument(phases):
     cli_align.load_input = load_input
     executor.LocalExecutor.finish = finish_marked
     fastalign.align = align_marked
+    # the steps before the levels, each its own phase (the rest of the loop phase is the
+    # levels): the name marks the end of the step, "<name> (before)" what ran since the last
+    from fastalign.align import autofocus, loop
+    for module, attr, name in ((autofocus, "intensity_model", "intensity"),
+                               (autofocus, "choose_tilts", "bad tilts"),
+                               (autofocus, "orient_data", "orientation"),
+                               (autofocus, "initial_total", "start"),
+                               (loop, "run_levels", "levels")):
+        setattr(module, attr, _marked(getattr(module, attr), phases, name))
+
+
+def _marked(func, phases, name):
+    def wrapped(*a, **k):
+        phases.mark(f"{name} (before)")
+        out = func(*a, **k)
+        phases.mark(name)
+        return out
+    return wrapped
 
 
 def child(spec):

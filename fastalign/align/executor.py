@@ -5,6 +5,8 @@ Also home of what both executors share per slab or per stack: the loop's solver
 (:func:`make_solver`), the estimate of the updates from cross-power spectra
 (:func:`updates_from_spectra`) and the data residual.
 """
+import contextlib
+import contextvars
 import logging
 import time
 
@@ -21,7 +23,7 @@ from .shift import (absorbed_fraction, cross_power, estimate_shift, fourier_shif
 log = logging.getLogger("fastalign.align")
 
 __all__ = ["LocalExecutor", "make_solver", "estimate_updates", "estimate_uncertainty",
-           "SIRT_RELAX"]
+           "SIRT_RELAX", "volume_sink", "final_row_blocks"]
 
 #: Over-relaxation of the loop's SIRT (its convergence was measured with 1.9: about twice as
 #: fast per outer iteration as plain SIRT).
@@ -273,60 +275,116 @@ class LocalExecutor:
         """Aligned stack (raw data, or ``original``, resampled once) and the final volume
         (from the raw data), warm-started from
         the loop's volume moved into the reported gauge (or from FBP when the loop saw a
-        subset of rows).  Returns ``(aligned, volume, final_s)``."""
+        subset of rows).  Returns ``(aligned, volume, final_s)``.
+
+        SIRT reconstructs block of rows by block of rows (:func:`final_row_blocks`; every
+        row is its own problem, so the blocks give the bytes of the whole, for any thread
+        count): the solver's arrays are a block's, not the volume's.  Inside
+        :func:`volume_sink` the blocks go to the sink and ``volume`` is the sink's array
+        (the volume is never resident); TV (whose step and objective couple the rows)
+        reconstructs the whole volume, then hands it to the sink.
+        """
         t0 = time.perf_counter()
         o, data = self.opts, self.data
         ny, nx = data.shape[1:]
-        ga, gb, gy = gauge
         self._release_level()      # the last level's buffers are not needed any more
         if alpha == 0.0:
             aligned = fourier_shift(data, -shifts)
         else:
             aligned = _axis.rotate_shift(data, alpha, shifts)
         release_plans()            # the FFT cache's copies of the stack, before the volumes
-        nz = o.nz
-        if self.slab is not None and not self.slab["fixed_nz"]:
-            # the reported gauge moves the slab by gb in depth: keep it inside the region
-            nz = o.nz + 2 * int(np.ceil(abs(gb)))
-        full = (ny, nz, nx + 2 * o.pad_x)
-        A = Projector(self.angles, full, center_offset)
-        x0 = np.zeros(full, np.float32)
-        b = pad_columns(aligned, o.pad_x, o.recon)
-        x, slab = self.x, self.slab
-        self.x = None
-        fbp_start = slab is None and x is not None and self.prev_pos.size < ny
-        if fbp_start:
-            from ..recon.fbp import fbp
-            x0 = fbp(b, self.angles, nz=o.nz, center_offset=center_offset)
-            if o.nonneg:
-                np.maximum(x0, 0.0, out=x0)
-        elif x is not None and slab is None:
-            warm_start_into(x0, x, self.prev_pos + gy, np.arange(ny, dtype=np.float64),
-                            zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / full[2]))
-        del x
-        release_plans()
-        solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
-        final_iter = o.final_iter
-        if slab is not None and o.recon == "sirt":
-            # from zero, as the slab loop's volumes; measured pixels only
-            from .specimen import valid_weights
-            solver.set_data_weights(pad_columns(
-                valid_weights(data.shape, shifts, taper=o.taper)[0], o.pad_x, "sirt"))
-            if final_iter is None:
-                final_iter = 3 * o.n_inner
-        if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
-            final_iter = max(1, o.n_inner // 2) if fbp_start else 2 * o.n_inner
-        volume = solver.run(b, x0, final_iter)
-        del solver, b, x0   # its buffers (a volume, two stacks) before the last copies
+        plan = self._final_plan(shifts, gauge, center_offset)
+        sink = _VOLUME_SINK.get()
+        shape = (ny, plan["nz"], nx)
+        if o.recon == "sirt":
+            volume = None if sink is not None else np.empty(shape, np.float32)
+            if sink is not None:
+                sink.begin(shape)
+            for r0, r1 in final_row_blocks(ny, plan["nz"], nx + 2 * o.pad_x):
+                block = self._final_rows(aligned, r0, r1, plan)
+                if sink is None:
+                    volume[r0:r1] = block
+                else:
+                    sink.write(r0, block)
+                del block
+                release_plans()    # FBP's plans keep copies of the block's stacks
+        else:
+            volume = self._final_rows(aligned, 0, ny, plan)
+            if sink is not None:
+                sink.begin(shape)
+                for r0, r1 in final_row_blocks(ny, plan["nz"], nx):
+                    sink.write(r0, volume[r0:r1])
+                volume = None
+        plan = None                # the loop's volume (the warm start)
+        if sink is not None:
+            volume = sink.volume()
         if self.original is not None:   # the user's intensities, into the same buffer
             if alpha == 0.0:
                 fourier_shift(self.original, -shifts, out=aligned)
             else:
                 _axis.rotate_shift(self.original, alpha, shifts, out=aligned)
-        if o.pad_x:
-            volume = np.ascontiguousarray(volume[:, :, o.pad_x:o.pad_x + nx])
         return aligned, volume, time.perf_counter() - t0
 
+    def _final_plan(self, shifts, gauge, center_offset):
+        """What every row block of the final reconstruction shares: thickness, iterations,
+        start (``"fbp"``, ``"warm"`` from the loop's volume ``x`` at rows ``pos``, or
+        ``"zero"``) and, for a slab, the data weights of the measured pixels."""
+        o = self.opts
+        ny = self.data.shape[1]
+        ga, gb, gy = gauge
+        nz = o.nz
+        if self.slab is not None and not self.slab["fixed_nz"]:
+            # the reported gauge moves the slab by gb in depth: keep it inside the region
+            nz = o.nz + 2 * int(np.ceil(abs(gb)))
+        x, slab = self.x, self.slab
+        self.x = None
+        start = "zero"
+        if slab is None and x is not None:
+            start = "fbp" if self.prev_pos.size < ny else "warm"
+        plan = dict(nz=nz, start=start, center_offset=center_offset, weights=None)
+        if start == "warm":
+            nxp = self.data.shape[2] + 2 * o.pad_x
+            plan.update(x=x, pos=self.prev_pos + gy,
+                        zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / nxp))
+        final_iter = o.final_iter
+        if slab is not None and o.recon == "sirt":
+            # from zero, as the slab loop's volumes; measured pixels only
+            from .specimen import valid_weights
+            plan["weights"] = valid_weights(self.data.shape, shifts, taper=o.taper)[0]
+            if final_iter is None:
+                final_iter = 3 * o.n_inner
+        if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
+            final_iter = max(1, o.n_inner // 2) if start == "fbp" else 2 * o.n_inner
+        plan["n_iter"] = final_iter
+        return plan
+
+    def _final_rows(self, aligned, r0, r1, plan):
+        """Rows ``r0:r1`` of the final volume, ``(r1 - r0, nz, nx)`` float32, reconstructed
+        from the same rows of ``aligned`` (:meth:`finish`)."""
+        o = self.opts
+        nx = aligned.shape[2]
+        A = Projector(self.angles, (r1 - r0, plan["nz"], nx + 2 * o.pad_x),
+                      plan["center_offset"])
+        b = pad_columns(np.ascontiguousarray(aligned[:, r0:r1]), o.pad_x, o.recon)
+        if plan["start"] == "fbp":
+            from ..recon.fbp import fbp
+            x0 = fbp(b, self.angles, nz=o.nz, center_offset=plan["center_offset"])
+            if o.nonneg:
+                np.maximum(x0, 0.0, out=x0)
+        else:
+            x0 = np.zeros(A.domain_shape, np.float32)
+            if plan["start"] == "warm":
+                warm_start_into(x0, plan["x"], plan["pos"],
+                                np.arange(r0, r1, dtype=np.float64), zx_shift=plan["zx_shift"])
+        solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
+        if plan["weights"] is not None:
+            solver.set_data_weights(pad_columns(np.ascontiguousarray(plan["weights"][:, r0:r1]),
+                                                o.pad_x, "sirt"))
+        volume = solver.run(b, x0, plan["n_iter"])
+        del solver, b
+        if o.pad_x:
+            volume = np.ascontiguousarray(volume[:, :, o.pad_x:o.pad_x + nx])
+        return volume
 
     def _release_level(self):
         """Drop the loop's level data, solver and volume copies (all but ``x``) and the FFT
@@ -335,6 +393,40 @@ class LocalExecutor:
             if hasattr(self, name):
                 setattr(self, name, None)
         release_plans()
+
+
+#: bytes of a row block's volume in the final reconstruction (:func:`final_row_blocks`)
+FINAL_BLOCK_BYTES = 16 * 2 ** 20
+
+_VOLUME_SINK = contextvars.ContextVar("fastalign_volume_sink", default=None)
+
+
+def final_row_blocks(ny, nz, nx, block_bytes=None):
+    """``(r0, r1)`` row blocks of the final reconstruction of a ``(ny, nz, nx)`` region:
+    as many rows as fit :data:`FINAL_BLOCK_BYTES` (float32), a multiple of the projector's
+    ``LANES`` (at least one), independent of the thread count."""
+    from ..kernels.projector import LANES
+    block_bytes = FINAL_BLOCK_BYTES if block_bytes is None else block_bytes
+    rows = max(LANES, block_bytes // (4 * nz * nx) // LANES * LANES)
+    return [(r0, min(ny, r0 + rows)) for r0 in range(0, ny, rows)]
+
+
+@contextlib.contextmanager
+def volume_sink(sink):
+    """Hand the final volume of the alignments run inside the block to ``sink``, row block
+    by row block, instead of holding it (:meth:`LocalExecutor.finish`).
+
+    ``sink`` has ``begin(shape)`` (called once, with the volume's ``(ny, nz, nx)``),
+    ``write(r0, block)`` (rows ``r0 : r0 + len(block)``, float32, in increasing ``r0``,
+    every row once) and ``volume()`` (the array the result then holds as its ``volume``,
+    e.g. a read-only memory map of the file written).  The bytes are those of the in-memory
+    volume.
+    """
+    token = _VOLUME_SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _VOLUME_SINK.reset(token)
 
 
 #: full-resolution rows per block of :func:`warm_start_into` (bounds its temporaries)
