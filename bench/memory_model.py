@@ -148,6 +148,18 @@ def _marked(func, phases, name):
     return wrapped
 
 
+def _trim():
+    """Collect garbage and give the C heap's free memory back (glibc ``malloc_trim``), so
+    that the resident size counts live memory only."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # pragma: no cover - not glibc
+        pass
+
+
 def child(spec):
     """Measure the runs of ``spec`` (see module docstring); returns a list of records."""
     from fastalign.cli import main
@@ -155,20 +167,18 @@ def child(spec):
     if spec.get("no_fft_cache"):
         import pyfftw.interfaces.cache
         pyfftw.interfaces.cache.disable()
-    tmp = spec["tmp"]
-    warm = write_series(os.path.join(tmp, "warm"), WARM_SHAPE)
-    paths = [write_series(os.path.join(tmp, "x".join(map(str, s))), s) for s in spec["shapes"]]
     extra = list(spec.get("args", []))
-    if main(["align", warm, "-q", "--overwrite"] + extra) != 0:
+    if main(["align", spec["warm"], "-q", "--overwrite"] + extra) != 0:
         raise RuntimeError("warm-up run failed")
     phases = _Phases()
     _instrument(phases)
     records = []
-    for shape, path in zip(spec["shapes"], paths):
+    for shape, path in zip(spec["shapes"], spec["paths"]):
         if spec.get("trace"):
             import tracemalloc
             tracemalloc.start()
             phases.traced_base = tracemalloc.get_traced_memory()[0]
+        _trim()
         base = _status("VmRSS")
         phases.peaks, phases.traced = {}, {}
         _reset_peak()
@@ -187,19 +197,25 @@ def child(spec):
 
 
 def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, root=None):
-    """Run :func:`child` in a fresh interpreter; returns its records."""
+    """Write the series (in this process), then measure each size in a fresh interpreter
+    (:func:`child`: a warm-up run, then the size); returns the records."""
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
-        spec = dict(tmp=tmp, shapes=[list(s) for s in shapes], args=list(args),
-                    no_fft_cache=no_fft_cache, trace=trace)
+        warm = write_series(os.path.join(tmp, "warm"), WARM_SHAPE)
+        paths = [write_series(os.path.join(tmp, "x".join(map(str, s))), s) for s in shapes]
         env = dict(os.environ)
         root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                               json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        for shape, path in zip(shapes, paths):
+            spec = dict(warm=warm, shapes=[list(shape)], paths=[path], args=list(args),
+                        no_fft_cache=no_fft_cache, trace=trace)
+            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                                   json.dumps(spec)], capture_output=True, text=True,
+                                  timeout=timeout, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
+            records += json.loads(proc.stdout.strip().splitlines()[-1])
+    return records
 
 
 def _shape(text):
