@@ -84,8 +84,19 @@ def _pick(phases, baseline):
 LOOP_STACKS = 16
 
 
+#: rows of a row block of the final reconstruction (mirrors
+#: :func:`fastalign.align.executor.final_row_blocks`: 16 MiB of volume, a multiple of 16)
+FINAL_BLOCK_BYTES = 16 * MIB
+LANES = 16
+
+
+def final_block_rows(ny, nz, nxp, itemsize=4):
+    """Rows per block of the final SIRT reconstruction."""
+    return min(ny, max(LANES, FINAL_BLOCK_BYTES // (itemsize * nz * nxp) // LANES * LANES))
+
+
 def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=False,
-                        finest_bin=None, itemsize=4, baseline=BASELINE_BYTES):
+                        finest_bin=None, itemsize=4, baseline=BASELINE_BYTES, streamed=False):
     """Estimated peak memory of a local ``fastalign align`` run.
 
     Parameters
@@ -107,6 +118,9 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
         Bytes per value (4: float32 everywhere).
     baseline : int
         Constant of the process (:data:`BASELINE_BYTES`).
+    streamed : bool
+        The final volume goes to a file block by block as it is reconstructed
+        (:func:`fastalign.align.executor.volume_sink`: the CLI) instead of being held.
 
     Returns
     -------
@@ -124,12 +138,14 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
     if recon == "tv":
         solver = {"volumes (TV: 6)": 6 * Vp, "solver stacks (TV: 3)": 3 * Dp}
     elif recon == "sirt":
-        solver = {"volumes (volume + backprojection)": 2 * Vp,
-                  "solver stacks (reprojection + residual)": 2 * Dp}
+        rows = final_block_rows(ny, nz, nxp, itemsize)
+        solver = {"volume": 0 if streamed else V,
+                  f"row block ({rows} rows): volumes (4)": 4 * itemsize * rows * nz * nxp,
+                  "row block: stacks (4)": 4 * itemsize * n * rows * nxp}
     else:
         raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
-    final = dict(inp, **{"aligned stack": D, "padded data": Dp if pad_x else 0}, **solver)
-    outputs = {"input": D, "aligned stack": D, "volume": V, "volume statistics temporary": V}
+    final = dict(inp, **{"aligned stack": D}, **solver)
+    outputs = {"input": D, "aligned stack": D, "volume": 0 if streamed else V}
     f = int(finest_bin or (2 if nx >= BINNED_FINEST_NX else 1))
     rows = min(ny // f, LOOP_ROWS)
     lv_stack = itemsize * n * (ny // f) * (nxp // f)

@@ -213,14 +213,17 @@ class LocalExecutor:
     def resample(self, total, alpha):
         lv, f, fy = self.lv, self.lv.f, self.lv.fy
         if alpha == 0.0:
-            corrected = fourier_shift(self.raw, -total / lv.scale)
+            # tilt chunk by tilt chunk, keeping the level's rows only (the bytes of the
+            # whole stack shifted, then the rows taken)
+            b = resample_rows(self.raw, -total / lv.scale, self.rows)
         else:
             corrected = _axis.rotate_shift(self.raw, alpha, total, scale=(f, fy),
                                            full_shape=self.data.shape[1:])
-        b = np.ascontiguousarray(corrected[:, self.rows, :])
+            b = np.ascontiguousarray(corrected[:, self.rows, :])
+            del corrected
         if self.slab is not None:
             from .specimen import valid_weights
-            hard, (wy, wys), (wx, wxs) = valid_weights(corrected.shape, total / lv.scale,
+            hard, (wy, wys), (wx, wxs) = valid_weights(self.raw.shape, total / lv.scale,
                                                        taper=self.opts.taper)
             wy, wys = wy[:, self.rows], wys[:, self.rows]
             self.windows = (wy, wys, wx, wxs)
@@ -288,11 +291,7 @@ class LocalExecutor:
         o, data = self.opts, self.data
         ny, nx = data.shape[1:]
         self._release_level()      # the last level's buffers are not needed any more
-        if alpha == 0.0:
-            aligned = fourier_shift(data, -shifts)
-        else:
-            aligned = _axis.rotate_shift(data, alpha, shifts)
-        release_plans()            # the FFT cache's copies of the stack, before the volumes
+        aligned = resample_stack(data, shifts, alpha)
         plan = self._final_plan(shifts, gauge, center_offset)
         sink = _VOLUME_SINK.get()
         shape = (ny, plan["nz"], nx)
@@ -319,10 +318,7 @@ class LocalExecutor:
         if sink is not None:
             volume = sink.volume()
         if self.original is not None:   # the user's intensities, into the same buffer
-            if alpha == 0.0:
-                fourier_shift(self.original, -shifts, out=aligned)
-            else:
-                _axis.rotate_shift(self.original, alpha, shifts, out=aligned)
+            resample_stack(self.original, shifts, alpha, out=aligned)
         return aligned, volume, time.perf_counter() - t0
 
     def _final_plan(self, shifts, gauge, center_offset):
@@ -393,6 +389,58 @@ class LocalExecutor:
             if hasattr(self, name):
                 setattr(self, name, None)
         release_plans()
+
+
+#: bytes of the complex spectra of one tilt chunk in :func:`resample_stack`
+RESAMPLE_CHUNK_BYTES = 8 * 2 ** 20
+
+
+def resample_stack(stack, shifts, alpha, out=None):
+    """The stack aligned: ``fourier_shift(stack, -shifts)`` (or, with an axis angle
+    ``alpha``, :func:`fastalign.align.axis.rotate_shift`) into ``out`` (new if None).
+
+    The shifts go tilt chunk by tilt chunk (spectra of about :data:`RESAMPLE_CHUNK_BYTES`,
+    with the padding of the whole stack: the bytes of the whole), and the FFT cache is
+    emptied after, so that the temporaries and the cache's copies stay a few chunks in
+    size."""
+    if alpha != 0.0:
+        out = _axis.rotate_shift(stack, alpha, shifts, out=out)
+        release_plans()
+        return out
+    from .._fft import next_fast_len
+    from .shift import shift_padding
+    n, ny, nx = stack.shape
+    out = np.empty(stack.shape, np.float32) if out is None else out
+    pad = shift_padding(-np.asarray(shifts, np.float64))
+    spec = 8 * next_fast_len(ny + 2 * pad[0]) * (next_fast_len(nx + 2 * pad[1]) // 2 + 1)
+    chunk = max(1, RESAMPLE_CHUNK_BYTES // spec)
+    for a0 in range(0, n, chunk):
+        a1 = min(n, a0 + chunk)
+        fourier_shift(stack[a0:a1], -shifts[a0:a1], pad=pad, out=out[a0:a1])
+    release_plans()
+    return out
+
+
+def resample_rows(stack, shifts, rows):
+    """``fourier_shift(stack, shifts)[:, rows]`` (C-contiguous) computed tilt chunk by tilt
+    chunk with the padding of the whole stack: the same bytes, without the whole shifted
+    stack (:data:`RESAMPLE_CHUNK_BYTES` of spectra per chunk)."""
+    from .._fft import next_fast_len
+    from .shift import shift_padding
+    n, ny, nx = stack.shape
+    shifts = np.asarray(shifts, np.float64)
+    out = np.empty((n, rows.size, nx), np.float32)
+    pad = shift_padding(shifts)
+    spec = 8 * next_fast_len(ny + 2 * pad[0]) * (next_fast_len(nx + 2 * pad[1]) // 2 + 1)
+    chunk = max(1, RESAMPLE_CHUNK_BYTES // spec)
+    full = rows.size == ny
+    for a0 in range(0, n, chunk):
+        a1 = min(n, a0 + chunk)
+        if full:
+            fourier_shift(stack[a0:a1], shifts[a0:a1], pad=pad, out=out[a0:a1])
+        else:
+            out[a0:a1] = fourier_shift(stack[a0:a1], shifts[a0:a1], pad=pad)[:, rows]
+    return out
 
 
 #: bytes of a row block's volume in the final reconstruction (:func:`final_row_blocks`)
