@@ -89,10 +89,17 @@ LOOP_STACKS = 16
 FINAL_BLOCK_BYTES = 16 * MIB
 LANES = 16
 
+#: volumes and stacks of one row block alive at once in the final SIRT (the start, the
+#: solver's backprojection, the FBP start's or the padding's copy; the block's data, the
+#: reprojection, the weighted residual and a filtered copy)
+BLOCK_VOLUMES = 3
+BLOCK_STACKS = 4
 
-def final_block_rows(ny, nz, nxp, itemsize=4):
+
+def final_block_rows(ny, nz, nxp, n_tilts=1, itemsize=4):
     """Rows per block of the final SIRT reconstruction."""
-    return min(ny, max(LANES, FINAL_BLOCK_BYTES // (itemsize * nz * nxp) // LANES * LANES))
+    per_row = itemsize * max(nz, n_tilts) * nxp
+    return min(ny, max(LANES, FINAL_BLOCK_BYTES // per_row // LANES * LANES))
 
 
 def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=False,
@@ -138,10 +145,11 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
     if recon == "tv":
         solver = {"volumes (TV: 6)": 6 * Vp, "solver stacks (TV: 3)": 3 * Dp}
     elif recon == "sirt":
-        rows = final_block_rows(ny, nz, nxp, itemsize)
+        rows = final_block_rows(ny, nz, nxp, n, itemsize)
         solver = {"volume": 0 if streamed else V,
-                  f"row block ({rows} rows): volumes (4)": 4 * itemsize * rows * nz * nxp,
-                  "row block: stacks (4)": 4 * itemsize * n * rows * nxp}
+                  f"row block volumes ({BLOCK_VOLUMES} x {rows} rows)":
+                      BLOCK_VOLUMES * itemsize * rows * nz * nxp,
+                  f"row block stacks ({BLOCK_STACKS})": BLOCK_STACKS * itemsize * n * rows * nxp}
     else:
         raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
     final = dict(inp, **{"aligned stack": D}, **solver)

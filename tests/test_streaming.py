@@ -58,9 +58,9 @@ def test_row_blocks_give_the_bytes_of_the_whole(series, whole, warm):
     kw = dict(max_rows=None, pad_x=6) if warm else {}
     if warm:
         whole = _align(data, angles, 1 << 40, numba.get_num_threads(), **kw)
-    assert executor.final_row_blocks(80, 48, 60, 1 << 40) == [(0, 80)]
+    assert executor.final_row_blocks(80, 48, 60, 15, 1 << 40) == [(0, 80)]
     # row blocks of 16 rows (the minimum: the projector's LANES), 5 blocks, on one thread
-    assert len(executor.final_row_blocks(80, 48, 60, 1)) == 5
+    assert len(executor.final_row_blocks(80, 48, 60, 15, 1)) == 5
     blocks = _align(data, angles, 1, 1, **kw)
     assert blocks.volume.shape == whole.volume.shape == (80, 48, 48)
     assert blocks.volume.tobytes() == whole.volume.tobytes()

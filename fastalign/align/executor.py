@@ -299,7 +299,7 @@ class LocalExecutor:
             volume = None if sink is not None else np.empty(shape, np.float32)
             if sink is not None:
                 sink.begin(shape)
-            for r0, r1 in final_row_blocks(ny, plan["nz"], nx + 2 * o.pad_x):
+            for r0, r1 in final_row_blocks(ny, plan["nz"], nx + 2 * o.pad_x, len(data)):
                 block = self._final_rows(aligned, r0, r1, plan)
                 if sink is None:
                     volume[r0:r1] = block
@@ -443,19 +443,20 @@ def resample_rows(stack, shifts, rows):
     return out
 
 
-#: bytes of a row block's volume in the final reconstruction (:func:`final_row_blocks`)
+#: bytes of a row block's volume (and stack) in the final reconstruction
 FINAL_BLOCK_BYTES = 16 * 2 ** 20
 
 _VOLUME_SINK = contextvars.ContextVar("fastalign_volume_sink", default=None)
 
 
-def final_row_blocks(ny, nz, nx, block_bytes=None):
-    """``(r0, r1)`` row blocks of the final reconstruction of a ``(ny, nz, nx)`` region:
-    as many rows as fit :data:`FINAL_BLOCK_BYTES` (float32), a multiple of the projector's
-    ``LANES`` (at least one), independent of the thread count."""
+def final_row_blocks(ny, nz, nx, n_tilts=1, block_bytes=None):
+    """``(r0, r1)`` row blocks of the final reconstruction of a ``(ny, nz, nx)`` region
+    from ``n_tilts`` tilts: as many rows as keep the block's volume and its stack within
+    :data:`FINAL_BLOCK_BYTES` (float32), a multiple of the projector's ``LANES`` (at least
+    one), independent of the thread count."""
     from ..kernels.projector import LANES
     block_bytes = FINAL_BLOCK_BYTES if block_bytes is None else block_bytes
-    rows = max(LANES, block_bytes // (4 * nz * nx) // LANES * LANES)
+    rows = max(LANES, block_bytes // (4 * max(nz, n_tilts) * nx) // LANES * LANES)
     return [(r0, min(ny, r0 + rows)) for r0 in range(0, ny, rows)]
 
 
