@@ -2,26 +2,25 @@
 
 The model counts the arrays alive in each phase of a local run and takes the largest phase
 (measured with ``bench/memory_model.py``, which also checks the model; ``tests/test_memory.py``
-pins it within 10 % at sizes where the data dominate).  With ``D`` the input as float32
-(``4 n ny nx`` bytes), ``D'`` the stack padded by ``pad_x`` columns per side, ``V'`` the
-reconstructed region ``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume
-``4 ny nz nx``:
+pins it within 10 %).  With ``D`` the input as float32 (``4 n ny nx`` bytes), ``D'`` the
+stack padded by ``pad_x`` columns per side, ``V'`` the reconstructed region
+``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume ``4 ny nz nx``:
 
 * **final** (:meth:`fastalign.align.executor.LocalExecutor.finish`, SIRT): the input ``D``,
-  the aligned stack ``D``, the padded data ``D'`` (only with ``pad_x``), the solver's
-  reprojection and weighted residual ``2 D'``, the volume and the solver's backprojection
-  ``2 V'``; TV keeps ``6 V'`` (the iterate, the FISTA copies and the 2-D dual field) and
-  ``3 D'``.  A non-identity intensity model adds one ``D`` (the transformed data beside the
-  user's).
-* **outputs** (the CLI's figures and writing): the input, the aligned stack and the volume,
-  plus one volume-sized temporary of the MRC header statistics (``std``): ``2 D + 2 V``.
+  the aligned stack ``D`` and one row block's arrays (:func:`final_block_rows` rows: the
+  start, the backprojection and a copy; the block's data, reprojection, residual and a
+  filtered copy), plus the volume ``V`` unless it is streamed into the output file as it is
+  reconstructed (the CLI: ``streamed=True``).  TV reconstructs the whole region: ``6 V'``
+  (the iterate, the FISTA copies and the 2-D dual field) and ``3 D'``.  A non-identity
+  intensity model adds one ``D`` (the transformed data beside the user's).
+* **outputs** (the CLI's figures and writing, in blocks): the input and the aligned stack
+  (and the volume when not streamed).
 * **loop** (the levels): the input ``D``, 3 level volumes (at most 64 rows: the row
   budget) and the finest level's stacks, counted as **16** level stacks ``D / f**2``: the
   shifted stack, the solver's, and the copies of inputs and outputs that pyFFTW's plan cache
   keeps for a minute (one set per padded shape; the shapes change with the shifts).  This
   term is the least exact (measured 12-25 level stacks at 41 x 128 x 128 .. 90 x 256 x 256);
-  ``f`` is the finest binning (2 from 512 px wide, else 1; ``--levels`` sets it).  From
-  512 px wide the final phase dominates; below, with full-resolution levels, the loop can.
+  ``f`` is the finest binning (2 from 512 px wide, else 1; ``--levels`` sets it).
 
 The Python, NumPy, Numba (compiled kernels) and FFTW-plan baseline of the process is the
 constant :data:`BASELINE_BYTES` (measured 300-500 MiB on a 2-core Linux machine, growing a
