@@ -27,12 +27,13 @@ constant :data:`BASELINE_BYTES` (measured 300-500 MiB on a 2-core Linux machine,
 little with the sizes a process has seen); it is part of the absolute estimate, not of the
 increment.
 
-Measured increments (``bench/memory_model.py``, peak RSS above the idle compiled process):
-90 x 512 x 512 defaults 1412 MiB against 1384 MiB of final-phase terms (the CLI adds the
-intensity copy it cannot rule out before reading the data: 1474 MiB); 31 x 320 x 320 and
-31 x 384 x 384 (``--levels 4,2``) -4.7 % and -0.2 %.  Below ~300 MiB of data terms the
-allocator's and the FFT cache's leftovers are +-20 MiB: 61 x 192 x 192 and 90 x 256 x 256
-were -11 % and +11 %.
+Measured increments (``bench/memory_model.py``, peak RSS above the idle compiled process,
+its heap trimmed), CLI defaults, streamed: 90 x 512 x 512 453 MiB = 5.0 x the input (before
+the row blocks and the streaming: 1296-1415 MiB, 14-16 x), peak in the loop's levels,
+against 498 MiB of loop terms (+10 %); 61 x 256 x 256 315 MiB (before: 369-409 MiB) against
+307 MiB (-3 %).  The loop term is the least exact (the FFT cache's copies and the
+allocator's free memory it has not returned); the final phase's live arrays (2 D and a row
+block, 239 MiB at 90 x 512 x 512) are below it.
 """
 from dataclasses import dataclass, field
 
