@@ -32,14 +32,18 @@ def test_model_terms():
     assert est.increment == 2 * D + V + blocks == sum(est.terms.values())
     assert est.total == est.increment + BASELINE_BYTES
     assert est.largest == ("volume", V)
-    # streamed into the file (the CLI): no volume
+    # streamed into the file (the CLI): no volume; the loop's 16 level stacks (2x binned)
+    # dominate, unless the finest level is 4x binned
     streamed = estimate_align_peak((n, ny, nx), streamed=True)
+    assert streamed.phase == "loop"
+    assert streamed.increment == D + 16 * D // 4 + 3 * 4 * 64 * 256 * 256
+    streamed = estimate_align_peak((n, ny, nx), streamed=True, finest_bin=4)
     assert streamed.phase == "final" and streamed.increment == 2 * D + blocks
     assert streamed.largest == ("input", D)
     # the intensity model's copy, TV's volumes, a padded region, a thinner volume
     assert estimate_align_peak((n, ny, nx), intensity=True).increment == 3 * D + V + blocks
     assert estimate_align_peak((n, ny, nx), recon="tv").increment == 2 * D + 3 * D + 6 * V
-    pad = estimate_align_peak((n, ny, nx), pad_x=64, streamed=True)
+    pad = estimate_align_peak((n, ny, nx), pad_x=64, streamed=True, finest_bin=4)
     assert pad.increment == (2 * D + BLOCK_VOLUMES * 4 * 16 * nx * 640
                              + BLOCK_STACKS * 4 * n * 16 * 640)
     # a thin volume of many tilts: the outputs or the final stacks can dominate, never < input
