@@ -1,25 +1,29 @@
 """Measured peak memory of ``fastalign align`` against the model of :mod:`fastalign.memory`.
 
-Every measurement runs in a fresh interpreter (``--child``) that
-
-1. writes a synthetic series (Gaussian blobs projected analytically, random shifts of
-   a few pixels) as ``ts.mrc`` + ``ts.rawtlt`` for every size asked;
-2. runs ``fastalign align`` once on a tiny series (imports everything and compiles the
-   kernels: the *baseline* is the resident memory of this idle, compiled process);
-3. runs ``fastalign align`` (the CLI's ``main``, in process) on each size, resetting the
-   kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5, Linux) before each, and reading
-   ``VmHWM`` at the phase boundaries: ``read`` (loading the input), ``loop`` (intensity
-   model, start and the levels), ``final`` (:meth:`LocalExecutor.finish`: aligned stack and
-   final reconstruction), ``outputs`` (figures and writing).
+1. The synthetic series (Gaussian blobs projected analytically, random shifts of a few
+   pixels) are written as ``ts.mrc`` + ``ts.rawtlt`` (in this process);
+2. every size is measured in a fresh interpreter (``--child``) that runs ``fastalign align``
+   once on a tiny series (imports everything and compiles the kernels), gives the C heap's
+   free memory back (``malloc_trim``): the *baseline* is the resident memory of this idle,
+   compiled process;
+3. then runs ``fastalign align`` (the CLI's ``main``, in process) on the size, resetting the
+   kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5, Linux) and reading ``VmHWM`` at
+   the phase boundaries: ``read`` (loading the input), the steps before the levels
+   (``intensity``, ``bad tilts``, ``orientation``, ``start``; ``<step> (before)`` is what
+   ran since the previous mark), ``levels`` (the loop), ``loop`` (what follows it),
+   ``final`` (:meth:`LocalExecutor.finish`: aligned stack and final reconstruction, streamed
+   into the ``.rec``), ``outputs`` (figures and writing).
 
 The measured number compared with the model is the **peak increment**: the largest
 ``VmHWM`` of the run minus the baseline.  Usage::
 
-    PYTHONPATH=$PWD python bench/memory_model.py 41x128x128 61x192x192 90x256x256
+    PYTHONPATH=$PWD python bench/memory_model.py 61x256x256 90x512x512
     PYTHONPATH=$PWD python bench/memory_model.py 90x512x512 --recon tv -- --nz 200
+    PYTHONPATH=$PWD python bench/memory_model.py 61x256x256 --root /tmp/old  # an export
 
-(options after ``--`` go to ``fastalign align``).  Prints one line per size and phase and
-the model's breakdown; ``--json`` prints the records instead.
+(options after ``--`` go to ``fastalign align``).  Prints per size the peak increment and
+the absolute peak as multiples of the input, the CLI's estimate, this checkout's model and
+its ratio to the measured increment, and the phases; ``--json`` prints the records instead.
 """
 import argparse
 import json
@@ -128,6 +132,36 @@ def _instrument(phases):
     cli_align.load_input = load_input
     executor.LocalExecutor.finish = finish_marked
     fastalign.align = align_marked
+    # the steps before the levels, each its own phase (the rest of the loop phase is the
+    # levels): the name marks the end of the step, "<name> (before)" what ran since the last
+    from fastalign.align import autofocus, loop
+    for module, attr, name in ((autofocus, "intensity_model", "intensity"),
+                               (autofocus, "choose_tilts", "bad tilts"),
+                               (autofocus, "orient_data", "orientation"),
+                               (autofocus, "initial_total", "start"),
+                               (loop, "run_levels", "levels")):
+        setattr(module, attr, _marked(getattr(module, attr), phases, name))
+
+
+def _marked(func, phases, name):
+    def wrapped(*a, **k):
+        phases.mark(f"{name} (before)")
+        out = func(*a, **k)
+        phases.mark(name)
+        return out
+    return wrapped
+
+
+def _trim():
+    """Collect garbage and give the C heap's free memory back (glibc ``malloc_trim``), so
+    that the resident size counts live memory only."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # pragma: no cover - not glibc
+        pass
 
 
 def child(spec):
@@ -137,20 +171,18 @@ def child(spec):
     if spec.get("no_fft_cache"):
         import pyfftw.interfaces.cache
         pyfftw.interfaces.cache.disable()
-    tmp = spec["tmp"]
-    warm = write_series(os.path.join(tmp, "warm"), WARM_SHAPE)
-    paths = [write_series(os.path.join(tmp, "x".join(map(str, s))), s) for s in spec["shapes"]]
     extra = list(spec.get("args", []))
-    if main(["align", warm, "-q", "--overwrite"] + extra) != 0:
+    if main(["align", spec["warm"], "-q", "--overwrite"] + extra) != 0:
         raise RuntimeError("warm-up run failed")
     phases = _Phases()
     _instrument(phases)
     records = []
-    for shape, path in zip(spec["shapes"], paths):
+    for shape, path in zip(spec["shapes"], spec["paths"]):
         if spec.get("trace"):
             import tracemalloc
             tracemalloc.start()
             phases.traced_base = tracemalloc.get_traced_memory()[0]
+        _trim()
         base = _status("VmRSS")
         phases.peaks, phases.traced = {}, {}
         _reset_peak()
@@ -169,19 +201,25 @@ def child(spec):
 
 
 def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, root=None):
-    """Run :func:`child` in a fresh interpreter; returns its records."""
+    """Write the series (in this process), then measure each size in a fresh interpreter
+    (:func:`child`: a warm-up run, then the size); returns the records."""
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
-        spec = dict(tmp=tmp, shapes=[list(s) for s in shapes], args=list(args),
-                    no_fft_cache=no_fft_cache, trace=trace)
+        warm = write_series(os.path.join(tmp, "warm"), WARM_SHAPE)
+        paths = [write_series(os.path.join(tmp, "x".join(map(str, s))), s) for s in shapes]
         env = dict(os.environ)
         root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                               json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        for shape, path in zip(shapes, paths):
+            spec = dict(warm=warm, shapes=[list(shape)], paths=[path], args=list(args),
+                        no_fft_cache=no_fft_cache, trace=trace)
+            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                                   json.dumps(spec)], capture_output=True, text=True,
+                                  timeout=timeout, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
+            records += json.loads(proc.stdout.strip().splitlines()[-1])
+    return records
 
 
 def _shape(text):
@@ -209,20 +247,23 @@ def main(argv=None):
         print(json.dumps(records, indent=1))
         return 0
     mib = 2.0 ** 20
-    # the report's estimate is the CLI's: baseline + increment (the old CLI had no baseline)
-    base_model = 0
-    if a.root is None:
-        from fastalign.memory import BASELINE_BYTES as base_model
     for r in records:
         n, ny, nx = r["shape"]
         inp = 4 * n * ny * nx
-        ph = "  ".join(f"{k} {v / mib:7.1f}" for k, v in r["phases"].items())
-        print(f"{n} x {ny} x {nx}: input {inp / mib:.1f} MiB, baseline {r['baseline'] / mib:.0f}"
-              f" MiB, peak increment {r['increment'] / mib:.1f} MiB "
-              f"({r['increment'] / inp:.2f} x input; absolute {(r['increment'] + r['baseline']) / inp:.2f} x), "
-              f"CLI estimate {r['estimate'] / mib:.1f} MiB; model increment "
-              f"{(r['estimate'] - base_model) / mib:.1f} MiB "
-              f"({(r['estimate'] - base_model) / r['increment'] - 1:+.1%})")
+        inc, base = r["increment"], r["baseline"]
+        ph = "  ".join(f"{k} {v / mib:.0f}" for k, v in r["phases"].items())
+        print(f"{n} x {ny} x {nx}: input {inp / mib:.1f} MiB, baseline {base / mib:.0f} MiB, "
+              f"peak increment {inc / mib:.1f} MiB = {inc / inp:.2f} x input "
+              f"(absolute peak {(inc + base) / mib:.0f} MiB = {(inc + base) / inp:.2f} x input)")
+        line = f"    CLI estimate (report.json) {r['estimate'] / mib:.1f} MiB"
+        if a.root is None:
+            # this checkout's model, as the CLI calls it and with the intensity model known to
+            # be the identity (the blob series: dark-field, no offset)
+            from fastalign.memory import estimate_align_peak
+            est = estimate_align_peak(r["shape"], recon=a.recon, streamed=True)
+            line += (f"; model increment {est.increment / mib:.1f} MiB, estimate / peak "
+                     f"{est.increment / inc:.3f} ({est.phase}: {est.summary()})")
+        print(line)
         print(f"    phases (MiB above baseline): {ph}")
     return 0
 

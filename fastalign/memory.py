@@ -2,38 +2,38 @@
 
 The model counts the arrays alive in each phase of a local run and takes the largest phase
 (measured with ``bench/memory_model.py``, which also checks the model; ``tests/test_memory.py``
-pins it within 10 % at sizes where the data dominate).  With ``D`` the input as float32
-(``4 n ny nx`` bytes), ``D'`` the stack padded by ``pad_x`` columns per side, ``V'`` the
-reconstructed region ``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume
-``4 ny nz nx``:
+pins it within 10 %).  With ``D`` the input as float32 (``4 n ny nx`` bytes), ``D'`` the
+stack padded by ``pad_x`` columns per side, ``V'`` the reconstructed region
+``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume ``4 ny nz nx``:
 
 * **final** (:meth:`fastalign.align.executor.LocalExecutor.finish`, SIRT): the input ``D``,
-  the aligned stack ``D``, the padded data ``D'`` (only with ``pad_x``), the solver's
-  reprojection and weighted residual ``2 D'``, the volume and the solver's backprojection
-  ``2 V'``; TV keeps ``6 V'`` (the iterate, the FISTA copies and the 2-D dual field) and
-  ``3 D'``.  A non-identity intensity model adds one ``D`` (the transformed data beside the
-  user's).
-* **outputs** (the CLI's figures and writing): the input, the aligned stack and the volume,
-  plus one volume-sized temporary of the MRC header statistics (``std``): ``2 D + 2 V``.
+  the aligned stack ``D`` and one row block's arrays (:func:`final_block_rows` rows: the
+  start, the backprojection and a copy; the block's data, reprojection, residual and a
+  filtered copy), plus the volume ``V`` unless it is streamed into the output file as it is
+  reconstructed (the CLI: ``streamed=True``).  TV reconstructs the whole region: ``6 V'``
+  (the iterate, the FISTA copies and the 2-D dual field) and ``3 D'``.  A non-identity
+  intensity model adds one ``D`` (the transformed data beside the user's).
+* **outputs** (the CLI's figures and writing, in blocks): the input and the aligned stack
+  (and the volume when not streamed).
 * **loop** (the levels): the input ``D``, 3 level volumes (at most 64 rows: the row
   budget) and the finest level's stacks, counted as **16** level stacks ``D / f**2``: the
   shifted stack, the solver's, and the copies of inputs and outputs that pyFFTW's plan cache
   keeps for a minute (one set per padded shape; the shapes change with the shifts).  This
   term is the least exact (measured 12-25 level stacks at 41 x 128 x 128 .. 90 x 256 x 256);
-  ``f`` is the finest binning (2 from 512 px wide, else 1; ``--levels`` sets it).  From
-  512 px wide the final phase dominates; below, with full-resolution levels, the loop can.
+  ``f`` is the finest binning (2 from 512 px wide, else 1; ``--levels`` sets it).
 
 The Python, NumPy, Numba (compiled kernels) and FFTW-plan baseline of the process is the
 constant :data:`BASELINE_BYTES` (measured 300-500 MiB on a 2-core Linux machine, growing a
 little with the sizes a process has seen); it is part of the absolute estimate, not of the
 increment.
 
-Measured increments (``bench/memory_model.py``, peak RSS above the idle compiled process):
-90 x 512 x 512 defaults 1412 MiB against 1384 MiB of final-phase terms (the CLI adds the
-intensity copy it cannot rule out before reading the data: 1474 MiB); 31 x 320 x 320 and
-31 x 384 x 384 (``--levels 4,2``) -4.7 % and -0.2 %.  Below ~300 MiB of data terms the
-allocator's and the FFT cache's leftovers are +-20 MiB: 61 x 192 x 192 and 90 x 256 x 256
-were -11 % and +11 %.
+Measured increments (``bench/memory_model.py``, peak RSS above the idle compiled process,
+its heap trimmed), CLI defaults, streamed: 90 x 512 x 512 453 MiB = 5.0 x the input (before
+the row blocks and the streaming: 1296-1415 MiB, 14-16 x), peak in the loop's levels,
+against 498 MiB of loop terms (+10 %); 61 x 256 x 256 315 MiB (before: 369-409 MiB) against
+307 MiB (-3 %).  The loop term is the least exact (the FFT cache's copies and the
+allocator's free memory it has not returned); the final phase's live arrays (2 D and a row
+block, 239 MiB at 90 x 512 x 512) are below it.
 """
 from dataclasses import dataclass, field
 
@@ -84,8 +84,26 @@ def _pick(phases, baseline):
 LOOP_STACKS = 16
 
 
+#: rows of a row block of the final reconstruction (mirrors
+#: :func:`fastalign.align.executor.final_row_blocks`: 16 MiB of volume, a multiple of 16)
+FINAL_BLOCK_BYTES = 16 * MIB
+LANES = 16
+
+#: volumes and stacks of one row block alive at once in the final SIRT (the start, the
+#: solver's backprojection, the FBP start's or the padding's copy; the block's data, the
+#: reprojection, the weighted residual and a filtered copy)
+BLOCK_VOLUMES = 3
+BLOCK_STACKS = 4
+
+
+def final_block_rows(ny, nz, nxp, n_tilts=1, itemsize=4):
+    """Rows per block of the final SIRT reconstruction."""
+    per_row = itemsize * max(nz, n_tilts) * nxp
+    return min(ny, max(LANES, FINAL_BLOCK_BYTES // per_row // LANES * LANES))
+
+
 def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=False,
-                        finest_bin=None, itemsize=4, baseline=BASELINE_BYTES):
+                        finest_bin=None, itemsize=4, baseline=BASELINE_BYTES, streamed=False):
     """Estimated peak memory of a local ``fastalign align`` run.
 
     Parameters
@@ -107,6 +125,9 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
         Bytes per value (4: float32 everywhere).
     baseline : int
         Constant of the process (:data:`BASELINE_BYTES`).
+    streamed : bool
+        The final volume goes to a file block by block as it is reconstructed
+        (:func:`fastalign.align.executor.volume_sink`: the CLI) instead of being held.
 
     Returns
     -------
@@ -124,12 +145,15 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
     if recon == "tv":
         solver = {"volumes (TV: 6)": 6 * Vp, "solver stacks (TV: 3)": 3 * Dp}
     elif recon == "sirt":
-        solver = {"volumes (volume + backprojection)": 2 * Vp,
-                  "solver stacks (reprojection + residual)": 2 * Dp}
+        rows = final_block_rows(ny, nz, nxp, n, itemsize)
+        solver = {"volume": 0 if streamed else V,
+                  f"row block volumes ({BLOCK_VOLUMES} x {rows} rows)":
+                      BLOCK_VOLUMES * itemsize * rows * nz * nxp,
+                  f"row block stacks ({BLOCK_STACKS})": BLOCK_STACKS * itemsize * n * rows * nxp}
     else:
         raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
-    final = dict(inp, **{"aligned stack": D, "padded data": Dp if pad_x else 0}, **solver)
-    outputs = {"input": D, "aligned stack": D, "volume": V, "volume statistics temporary": V}
+    final = dict(inp, **{"aligned stack": D}, **solver)
+    outputs = {"input": D, "aligned stack": D, "volume": 0 if streamed else V}
     f = int(finest_bin or (2 if nx >= BINNED_FINEST_NX else 1))
     rows = min(ny // f, LOOP_ROWS)
     lv_stack = itemsize * n * (ny // f) * (nxp // f)

@@ -6,7 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from fastalign.memory import BASELINE_BYTES, estimate_align_peak, estimate_recon_peak
+from fastalign.align import executor
+from fastalign.memory import (BASELINE_BYTES, BLOCK_STACKS, BLOCK_VOLUMES, estimate_align_peak,
+                              estimate_recon_peak, final_block_rows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -19,23 +21,34 @@ MIB = 2 ** 20
 def test_model_terms():
     n, ny, nx = 90, 512, 512
     D, V = 4 * n * ny * nx, 4 * ny * nx * nx
+    # the final SIRT by row blocks of 16 MiB of volume (16 rows of 512 x 512)
+    rows = final_block_rows(ny, nx, nx, n)
+    assert rows == 16 and executor.final_row_blocks(ny, nx, nx, n)[0] == (0, rows)
+    assert final_block_rows(100, 64, 64, 90) == 100               # a small volume: one block
+    blocks = BLOCK_VOLUMES * 4 * rows * nx * nx + BLOCK_STACKS * 4 * n * rows * nx
     est = estimate_align_peak((n, ny, nx))
-    # the final reconstruction dominates: input, aligned stack, 2 solver stacks, 2 volumes
+    # held in memory (the API): input, aligned stack, the volume and a row block's arrays
     assert est.phase == "final"
-    assert est.increment == 4 * D + 2 * V == sum(est.terms.values())
+    assert est.increment == 2 * D + V + blocks == sum(est.terms.values())
     assert est.total == est.increment + BASELINE_BYTES
-    assert est.largest == ("volumes (volume + backprojection)", 2 * V)
+    assert est.largest == ("volume", V)
+    # streamed into the file (the CLI): no volume; the loop's 16 level stacks (2x binned)
+    # dominate, unless the finest level is 4x binned
+    streamed = estimate_align_peak((n, ny, nx), streamed=True)
+    assert streamed.phase == "loop"
+    assert streamed.increment == D + 16 * D // 4 + 3 * 4 * 64 * 256 * 256
+    streamed = estimate_align_peak((n, ny, nx), streamed=True, finest_bin=4)
+    assert streamed.phase == "final" and streamed.increment == 2 * D + blocks
+    assert streamed.largest == ("input", D)
     # the intensity model's copy, TV's volumes, a padded region, a thinner volume
-    assert estimate_align_peak((n, ny, nx), intensity=True).increment == 5 * D + 2 * V
+    assert estimate_align_peak((n, ny, nx), intensity=True).increment == 3 * D + V + blocks
     assert estimate_align_peak((n, ny, nx), recon="tv").increment == 2 * D + 3 * D + 6 * V
-    pad = estimate_align_peak((n, ny, nx), pad_x=64)
-    Dp, Vp = D * 640 // 512, V * 640 // 512
-    assert pad.increment == 2 * D + 3 * Dp + 2 * Vp
-    thin = estimate_align_peak((n, ny, nx), nz=100)
-    assert thin.increment == 4 * D + 2 * (4 * ny * 100 * nx)
+    pad = estimate_align_peak((n, ny, nx), pad_x=64, streamed=True, finest_bin=4)
+    assert pad.increment == (2 * D + BLOCK_VOLUMES * 4 * 16 * nx * 640
+                             + BLOCK_STACKS * 4 * n * 16 * 640)
     # a thin volume of many tilts: the outputs or the final stacks can dominate, never < input
     wide = estimate_align_peak((400, 64, 64), nz=8)
-    assert wide.increment >= 4 * 4 * 400 * 64 * 64
+    assert wide.increment >= 4 * 4 * 400 * 64 * 64 / 2
     assert estimate_recon_peak((n, ny, nx), method="tv").increment == D + 6 * V + 3 * D
     with pytest.raises(ValueError, match="recon must be"):
         estimate_align_peak((n, ny, nx), recon="fbp")
@@ -48,11 +61,11 @@ def test_max_memory_refuses_naming_the_largest_term(tmp_path, capsys):
     with mrcfile.new(d / "ts.mrc") as m:
         m.set_data(np.zeros((3, 160, 96), np.float32))
     np.savetxt(d / "ts.rawtlt", np.linspace(-60, 60, 3))
-    est = estimate_align_peak((3, 160, 96), intensity=True)
+    est = estimate_align_peak((3, 160, 96), intensity=True, streamed=True)
     limit = str(est.total - 1)
     proc = run_here(capsys, "align", d / "ts.mrc", "--max-memory", limit)
     assert_user_error(proc, f"exceeds --max-memory {limit}", "estimated peak memory",
-                      "largest term: volumes (volume + backprojection)")
+                      "largest term: row block volumes (3 x 160 rows)")
     assert not (d / "ts_fastalign").exists()     # refused before anything was written
     # TV: six volumes
     proc = run_here(capsys, "align", d / "ts.mrc", "--recon", "tv", "--max-memory", limit)
@@ -79,8 +92,8 @@ def test_estimate_within_10_percent_of_measured_peak():
 
     records = memory_model.measure(MEASURED_SHAPES, MEASURED_ARGS)
     for rec in records:
-        est = estimate_align_peak(rec["shape"], finest_bin=2)
+        # the CLI streams the final volume into the .rec
+        est = estimate_align_peak(rec["shape"], finest_bin=2, streamed=True)
         assert rec["estimate"] == est.total          # the CLI used this model
         measured = rec["increment"]
         assert abs(est.increment - measured) <= 0.10 * measured, (rec, est.summary())
-        assert est.phase == "final" and rec["phases"]["final"] == measured, rec

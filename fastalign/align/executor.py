@@ -5,6 +5,8 @@ Also home of what both executors share per slab or per stack: the loop's solver
 (:func:`make_solver`), the estimate of the updates from cross-power spectra
 (:func:`updates_from_spectra`) and the data residual.
 """
+import contextlib
+import contextvars
 import logging
 import time
 
@@ -21,7 +23,7 @@ from .shift import (absorbed_fraction, coupled_uncertainty, cross_power, estimat
 log = logging.getLogger("fastalign.align")
 
 __all__ = ["LocalExecutor", "make_solver", "estimate_updates", "estimate_uncertainty",
-           "tilt_quality", "SIRT_RELAX"]
+           "tilt_quality", "TiltQuality", "SIRT_RELAX", "volume_sink", "final_row_blocks"]
 
 #: Over-relaxation of the loop's SIRT (its convergence was measured with 1.9: about twice as
 #: fast per outer iteration as plain SIRT).
@@ -217,14 +219,17 @@ class LocalExecutor:
     def resample(self, total, alpha):
         lv, f, fy = self.lv, self.lv.f, self.lv.fy
         if alpha == 0.0:
-            corrected = fourier_shift(self.raw, -total / lv.scale)
+            # tilt chunk by tilt chunk, keeping the level's rows only (the bytes of the
+            # whole stack shifted, then the rows taken)
+            b = resample_rows(self.raw, -total / lv.scale, self.rows)
         else:
             corrected = _axis.rotate_shift(self.raw, alpha, total, scale=(f, fy),
                                            full_shape=self.data.shape[1:])
-        b = np.ascontiguousarray(corrected[:, self.rows, :])
+            b = np.ascontiguousarray(corrected[:, self.rows, :])
+            del corrected
         if self.slab is not None:
             from .specimen import valid_weights
-            hard, (wy, wys), (wx, wxs) = valid_weights(corrected.shape, total / lv.scale,
+            hard, (wy, wys), (wx, wxs) = valid_weights(self.raw.shape, total / lv.scale,
                                                        taper=self.opts.taper)
             wy, wys = wy[:, self.rows], wys[:, self.rows]
             self.windows = (wy, wys, wx, wxs)
@@ -279,62 +284,114 @@ class LocalExecutor:
         """Aligned stack (raw data, or ``original``, resampled once) and the final volume
         (from the raw data), warm-started from
         the loop's volume moved into the reported gauge (or from FBP when the loop saw a
-        subset of rows).  Returns ``(aligned, volume, final_s)``."""
+        subset of rows).  Returns ``(aligned, volume, final_s)``.
+
+        SIRT reconstructs block of rows by block of rows (:func:`final_row_blocks`; every
+        row is its own problem, so the blocks give the bytes of the whole, for any thread
+        count): the solver's arrays are a block's, not the volume's.  Inside
+        :func:`volume_sink` the blocks go to the sink and ``volume`` is the sink's array
+        (the volume is never resident); TV (whose step and objective couple the rows)
+        reconstructs the whole volume, then hands it to the sink.
+        """
         t0 = time.perf_counter()
         o, data = self.opts, self.data
         ny, nx = data.shape[1:]
-        ga, gb, gy = gauge
         self._release_level()      # the last level's buffers are not needed any more
-        if alpha == 0.0:
-            aligned = fourier_shift(data, -shifts)
+        aligned = resample_stack(data, shifts, alpha)
+        plan = self._final_plan(shifts, gauge, center_offset)
+        plan["quality"] = TiltQuality(aligned, self.angles, center_offset, o.pad_x,
+                                      shifts=shifts if alpha == 0.0 else None, taper=o.taper)
+        sink = _VOLUME_SINK.get()
+        shape = (ny, plan["nz"], nx)
+        if o.recon == "sirt":
+            volume = None if sink is not None else np.empty(shape, np.float32)
+            if sink is not None:
+                sink.begin(shape)
+            for r0, r1 in final_row_blocks(ny, plan["nz"], nx + 2 * o.pad_x, len(data)):
+                block = self._final_rows(aligned, r0, r1, plan)
+                if sink is None:
+                    volume[r0:r1] = block
+                else:
+                    sink.write(r0, block)
+                del block
+                release_plans()    # FBP's plans keep copies of the block's stacks
         else:
-            aligned = _axis.rotate_shift(data, alpha, shifts)
-        release_plans()            # the FFT cache's copies of the stack, before the volumes
+            volume = self._final_rows(aligned, 0, ny, plan)
+            if sink is not None:
+                sink.begin(shape)
+                for r0, r1 in final_row_blocks(ny, plan["nz"], nx):
+                    sink.write(r0, volume[r0:r1])
+                volume = None
+        self.quality = plan["quality"].result()
+        plan = None                # the loop's volume (the warm start)
+        if sink is not None:
+            volume = sink.volume()
+        if self.original is not None:   # the user's intensities, into the same buffer
+            resample_stack(self.original, shifts, alpha, out=aligned)
+        return aligned, volume, time.perf_counter() - t0
+
+    def _final_plan(self, shifts, gauge, center_offset):
+        """What every row block of the final reconstruction shares: thickness, iterations,
+        start (``"fbp"``, ``"warm"`` from the loop's volume ``x`` at rows ``pos``, or
+        ``"zero"``) and, for a slab, the data weights of the measured pixels."""
+        o = self.opts
+        ny = self.data.shape[1]
+        ga, gb, gy = gauge
         nz = o.nz
         if self.slab is not None and not self.slab["fixed_nz"]:
             # the reported gauge moves the slab by gb in depth: keep it inside the region
             nz = o.nz + 2 * int(np.ceil(abs(gb)))
-        full = (ny, nz, nx + 2 * o.pad_x)
-        A = Projector(self.angles, full, center_offset)
-        x0 = np.zeros(full, np.float32)
-        b = pad_columns(aligned, o.pad_x, o.recon)
         x, slab = self.x, self.slab
         self.x = None
-        fbp_start = slab is None and x is not None and self.prev_pos.size < ny
-        if fbp_start:
-            from ..recon.fbp import fbp
-            x0 = fbp(b, self.angles, nz=o.nz, center_offset=center_offset)
-            if o.nonneg:
-                np.maximum(x0, 0.0, out=x0)
-        elif x is not None and slab is None:
-            warm_start_into(x0, x, self.prev_pos + gy, np.arange(ny, dtype=np.float64),
-                            zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / full[2]))
-        del x
-        release_plans()
-        solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
+        start = "zero"
+        if slab is None and x is not None:
+            start = "fbp" if self.prev_pos.size < ny else "warm"
+        plan = dict(nz=nz, start=start, center_offset=center_offset, weights=None)
+        if start == "warm":
+            nxp = self.data.shape[2] + 2 * o.pad_x
+            plan.update(x=x, pos=self.prev_pos + gy,
+                        zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / nxp))
         final_iter = o.final_iter
         if slab is not None and o.recon == "sirt":
             # from zero, as the slab loop's volumes; measured pixels only
             from .specimen import valid_weights
-            solver.set_data_weights(pad_columns(
-                valid_weights(data.shape, shifts, taper=o.taper)[0], o.pad_x, "sirt"))
+            plan["weights"] = valid_weights(self.data.shape, shifts, taper=o.taper)[0]
             if final_iter is None:
                 final_iter = 3 * o.n_inner
         if final_iter is None:  # a FBP start needs fewer iterations than the loop's partial one
-            final_iter = max(1, o.n_inner // 2) if fbp_start else 2 * o.n_inner
-        volume = solver.run(b, x0, final_iter)
-        del solver, b, x0   # its buffers (a volume, two stacks) before the last copies
-        self.quality = tilt_quality(aligned, volume, self.angles, center_offset, o.pad_x,
-                                    shifts=shifts if alpha == 0.0 else None, taper=o.taper)
-        if self.original is not None:   # the user's intensities, into the same buffer
-            if alpha == 0.0:
-                fourier_shift(self.original, -shifts, out=aligned)
-            else:
-                _axis.rotate_shift(self.original, alpha, shifts, out=aligned)
+            final_iter = max(1, o.n_inner // 2) if start == "fbp" else 2 * o.n_inner
+        plan["n_iter"] = final_iter
+        return plan
+
+    def _final_rows(self, aligned, r0, r1, plan):
+        """Rows ``r0:r1`` of the final volume, ``(r1 - r0, nz, nx)`` float32, reconstructed
+        from the same rows of ``aligned`` (:meth:`finish`)."""
+        o = self.opts
+        nx = aligned.shape[2]
+        A = Projector(self.angles, (r1 - r0, plan["nz"], nx + 2 * o.pad_x),
+                      plan["center_offset"])
+        b = pad_columns(np.ascontiguousarray(aligned[:, r0:r1]), o.pad_x, o.recon)
+        if plan["start"] == "fbp":
+            from ..recon.fbp import fbp
+            x0 = fbp(b, self.angles, nz=o.nz, center_offset=plan["center_offset"])
+            if o.nonneg:
+                np.maximum(x0, 0.0, out=x0)
+        else:
+            x0 = np.zeros(A.domain_shape, np.float32)
+            if plan["start"] == "warm":
+                warm_start_into(x0, plan["x"], plan["pos"],
+                                np.arange(r0, r1, dtype=np.float64), zx_shift=plan["zx_shift"])
+        solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
+        if plan["weights"] is not None:
+            solver.set_data_weights(pad_columns(np.ascontiguousarray(plan["weights"][:, r0:r1]),
+                                                o.pad_x, "sirt"))
+        volume = solver.run(b, x0, plan["n_iter"])
+        del solver, b
+        # per-tilt residual and coherence from the padded rows (the region the loop fits)
+        plan["quality"].add(r0, volume)
         if o.pad_x:
             volume = np.ascontiguousarray(volume[:, :, o.pad_x:o.pad_x + nx])
-        return aligned, volume, time.perf_counter() - t0
-
+        return volume
 
     def _release_level(self):
         """Drop the loop's level data, solver and volume copies (all but ``x``) and the FFT
@@ -386,39 +443,156 @@ def tilt_quality(aligned, volume, angles_deg, center_offset, pad, *, shifts=None
     -------
     residual, coherence : ndarray, float64, shape (n,)
     """
-    n, ny, nx = aligned.shape
-    _, nz, nxp = volume.shape
-    if shifts is None:
-        wy = np.ones((n, ny), np.float32)
-        wx = np.ones((n, nx), np.float32)
-        wxs = (wx * tukey(nx, taper)).astype(np.float32)
-    else:
-        from .specimen import valid_windows
-        # samples whose source lies inside the frame; a tilt with none along an axis (a
-        # single row shifted in y) is compared over the whole axis
-        (wy, _), (wx, wxs) = valid_windows(aligned.shape, shifts, taper=taper, guard_px=0.0)
-        for w in (wy, wx):
-            w[w.sum(axis=1) == 0] = 1.0
-    num, den = np.zeros(n), np.zeros(n)
-    C = pb = pp = 0.0
-    for r0 in range(0, ny, block):
-        r1 = min(ny, r0 + block)
-        P = Projector(angles_deg, (r1 - r0, nz, nxp), center_offset)(
-            np.ascontiguousarray(volume[r0:r1]))[:, :, pad:pad + nx]
-        b = aligned[:, r0:r1]
-        w = wy[:, r0:r1, None] * wx[:, None, :]
-        num += (np.square((P - b).astype(np.float64)) * w).sum(axis=(1, 2))
-        den += (np.square(b.astype(np.float64)) * w).sum(axis=(1, 2))
-        w = wy[:, r0:r1, None] * wxs[:, None, :]
-        Ck, pbk, ppk = cross_power(np.ascontiguousarray(b * w), np.ascontiguousarray(P * w), 2)
-        C, pb, pp = C + Ck, pb + pbk, pp + ppk
-    residual = np.sqrt(num) / np.maximum(np.sqrt(den), 1e-30)
-    top = nx // 2 if nx % 2 == 0 else nx // 2 + 1      # no even-length Nyquist bin
-    band = slice(1, max(top, 2))
-    coherence = (np.abs(C[:, band]).sum(axis=1)
-                 / np.maximum(np.sqrt(pb[:, band] * pp[:, band]).sum(axis=1), 1e-300))
-    coherence[wy.sum(axis=1) < MIN_COHERENCE_ROWS] = np.nan
-    return residual, coherence
+    q = TiltQuality(aligned, angles_deg, center_offset, pad, shifts=shifts, taper=taper,
+                    block=block)
+    q.add(0, volume)
+    return q.result()
+
+
+class TiltQuality:
+    """:func:`tilt_quality` accumulated over row blocks of the volume (the final volume of
+    :meth:`LocalExecutor.finish` is reconstructed, and may be streamed, block by block):
+    ``add(r0, rows)`` with ``rows`` the padded volume rows ``r0 : r0 + len(rows)``, then
+    ``result()``.  The sums are additive over rows."""
+
+    def __init__(self, aligned, angles_deg, center_offset, pad, *, shifts=None, taper=0.1,
+                 block=QUALITY_BLOCK_ROWS):
+        n, ny, nx = aligned.shape
+        self.aligned, self.angles, self.center_offset = aligned, angles_deg, center_offset
+        self.pad, self.block = pad, block
+        if shifts is None:
+            wy = np.ones((n, ny), np.float32)
+            wx = np.ones((n, nx), np.float32)
+            wxs = (wx * tukey(nx, taper)).astype(np.float32)
+        else:
+            from .specimen import valid_windows
+            # samples whose source lies inside the frame; a tilt with none along an axis (a
+            # single row shifted in y) is compared over the whole axis
+            (wy, _), (wx, wxs) = valid_windows(aligned.shape, shifts, taper=taper,
+                                               guard_px=0.0)
+            for w in (wy, wx):
+                w[w.sum(axis=1) == 0] = 1.0
+        self.wy, self.wx, self.wxs = wy, wx, wxs
+        self.num, self.den = np.zeros(n), np.zeros(n)
+        self.C = self.pb = self.pp = 0.0
+
+    def add(self, r0, rows):
+        """Add the padded volume rows ``r0 : r0 + len(rows)`` ``(rows, nz, nx + 2 pad)``."""
+        n, ny, nx = self.aligned.shape
+        pad, wy, wx, wxs = self.pad, self.wy, self.wx, self.wxs
+        nz, nxp = rows.shape[1:]
+        for s0 in range(0, rows.shape[0], self.block):
+            s1 = min(rows.shape[0], s0 + self.block)
+            a0, a1 = r0 + s0, r0 + s1
+            P = Projector(self.angles, (s1 - s0, nz, nxp), self.center_offset)(
+                np.ascontiguousarray(rows[s0:s1]))[:, :, pad:pad + nx]
+            b = self.aligned[:, a0:a1]
+            w = wy[:, a0:a1, None] * wx[:, None, :]
+            self.num += (np.square((P - b).astype(np.float64)) * w).sum(axis=(1, 2))
+            self.den += (np.square(b.astype(np.float64)) * w).sum(axis=(1, 2))
+            w = wy[:, a0:a1, None] * wxs[:, None, :]
+            Ck, pbk, ppk = cross_power(np.ascontiguousarray(b * w),
+                                       np.ascontiguousarray(P * w), 2)
+            self.C, self.pb, self.pp = self.C + Ck, self.pb + pbk, self.pp + ppk
+
+    def result(self):
+        """``(residual, coherence)``, float64 ``(n,)`` each."""
+        nx = self.aligned.shape[2]
+        C, pb, pp = self.C, self.pb, self.pp
+        residual = np.sqrt(self.num) / np.maximum(np.sqrt(self.den), 1e-30)
+        top = nx // 2 if nx % 2 == 0 else nx // 2 + 1      # no even-length Nyquist bin
+        band = slice(1, max(top, 2))
+        coherence = (np.abs(C[:, band]).sum(axis=1)
+                     / np.maximum(np.sqrt(pb[:, band] * pp[:, band]).sum(axis=1), 1e-300))
+        coherence[self.wy.sum(axis=1) < MIN_COHERENCE_ROWS] = np.nan
+        return residual, coherence
+
+
+#: bytes of the complex spectra of one tilt chunk in :func:`resample_stack`
+RESAMPLE_CHUNK_BYTES = 8 * 2 ** 20
+
+
+def resample_stack(stack, shifts, alpha, out=None):
+    """The stack aligned: ``fourier_shift(stack, -shifts)`` (or, with an axis angle
+    ``alpha``, :func:`fastalign.align.axis.rotate_shift`) into ``out`` (new if None).
+
+    The shifts go tilt chunk by tilt chunk (spectra of about :data:`RESAMPLE_CHUNK_BYTES`,
+    with the padding of the whole stack: the bytes of the whole), and the FFT cache is
+    emptied after, so that the temporaries and the cache's copies stay a few chunks in
+    size."""
+    if alpha != 0.0:
+        out = _axis.rotate_shift(stack, alpha, shifts, out=out)
+        release_plans()
+        return out
+    from .._fft import next_fast_len
+    from .shift import shift_padding
+    n, ny, nx = stack.shape
+    out = np.empty(stack.shape, np.float32) if out is None else out
+    pad = shift_padding(-np.asarray(shifts, np.float64))
+    spec = 8 * next_fast_len(ny + 2 * pad[0]) * (next_fast_len(nx + 2 * pad[1]) // 2 + 1)
+    chunk = max(1, RESAMPLE_CHUNK_BYTES // spec)
+    for a0 in range(0, n, chunk):
+        a1 = min(n, a0 + chunk)
+        fourier_shift(stack[a0:a1], -shifts[a0:a1], pad=pad, out=out[a0:a1])
+    release_plans()
+    return out
+
+
+def resample_rows(stack, shifts, rows):
+    """``fourier_shift(stack, shifts)[:, rows]`` (C-contiguous) computed tilt chunk by tilt
+    chunk with the padding of the whole stack: the same bytes, without the whole shifted
+    stack (:data:`RESAMPLE_CHUNK_BYTES` of spectra per chunk)."""
+    from .._fft import next_fast_len
+    from .shift import shift_padding
+    n, ny, nx = stack.shape
+    shifts = np.asarray(shifts, np.float64)
+    out = np.empty((n, rows.size, nx), np.float32)
+    pad = shift_padding(shifts)
+    spec = 8 * next_fast_len(ny + 2 * pad[0]) * (next_fast_len(nx + 2 * pad[1]) // 2 + 1)
+    chunk = max(1, RESAMPLE_CHUNK_BYTES // spec)
+    full = rows.size == ny
+    for a0 in range(0, n, chunk):
+        a1 = min(n, a0 + chunk)
+        if full:
+            fourier_shift(stack[a0:a1], shifts[a0:a1], pad=pad, out=out[a0:a1])
+        else:
+            out[a0:a1] = fourier_shift(stack[a0:a1], shifts[a0:a1], pad=pad)[:, rows]
+    return out
+
+
+#: bytes of a row block's volume (and stack) in the final reconstruction
+FINAL_BLOCK_BYTES = 16 * 2 ** 20
+
+_VOLUME_SINK = contextvars.ContextVar("fastalign_volume_sink", default=None)
+
+
+def final_row_blocks(ny, nz, nx, n_tilts=1, block_bytes=None):
+    """``(r0, r1)`` row blocks of the final reconstruction of a ``(ny, nz, nx)`` region
+    from ``n_tilts`` tilts: as many rows as keep the block's volume and its stack within
+    :data:`FINAL_BLOCK_BYTES` (float32), a multiple of the projector's ``LANES`` (at least
+    one), independent of the thread count."""
+    from ..kernels.projector import LANES
+    block_bytes = FINAL_BLOCK_BYTES if block_bytes is None else block_bytes
+    rows = max(LANES, block_bytes // (4 * max(nz, n_tilts) * nx) // LANES * LANES)
+    return [(r0, min(ny, r0 + rows)) for r0 in range(0, ny, rows)]
+
+
+@contextlib.contextmanager
+def volume_sink(sink):
+    """Hand the final volume of the alignments run inside the block to ``sink``, row block
+    by row block, instead of holding it (:meth:`LocalExecutor.finish`).
+
+    ``sink`` has ``begin(shape)`` (called once, with the volume's ``(ny, nz, nx)``),
+    ``write(r0, block)`` (rows ``r0 : r0 + len(block)``, float32, in increasing ``r0``,
+    every row once) and ``volume()`` (the array the result then holds as its ``volume``,
+    e.g. a read-only memory map of the file written).  The bytes are those of the in-memory
+    volume.
+    """
+    token = _VOLUME_SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _VOLUME_SINK.reset(token)
 
 
 #: full-resolution rows per block of :func:`warm_start_into` (bounds its temporaries)

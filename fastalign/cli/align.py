@@ -9,6 +9,7 @@ import warnings
 import fastalign
 
 from .. import io
+from ..align.executor import volume_sink
 from . import dask, outputs
 from .common import int_list, options_record, progress_enabled, say, set_threads
 from .._validate import check_signal, two_tilts_message
@@ -218,27 +219,34 @@ def run(args):
     n, ny, nx = meta["shape"]
     say(args, f"fastalign: aligning {n} tilts of {ny} x {nx} ({args.method}, {args.recon}; "
               f"estimated peak memory {format_bytes(need)})")
-    t0 = time.perf_counter()
-    with _without_log(two_tilts_message(2)):  # already warned above
-        result = fastalign.align(data, angles, **kwargs)
-    checkpoint()
-    timings["align_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    panels = outputs.slice_panels(data, result, result.angles_deg, result.volume.shape[1])
-    del data
-    timings["figures_s"] = time.perf_counter() - t0
     px = meta["pixel_size_A"]
-    record = dict(inputs=input_record(meta, angles), options=options_record(args),
-                  argv=args.argv, extra={"memory_estimate_bytes": need})
-    written, angles_out = result, result.angles_deg   # corrected by a tilt offset
-    if args.drop_excluded:
-        written, angles_out = outputs.without_excluded(result, result.angles_deg)
-        record["extra"]["dropped_views"] = [int(i) + 1 for i in result.excluded]
     with staged:
+        # the final volume goes to the (staged) .rec block by block as it is reconstructed
+        volume = outputs.StreamedMRC(staged.path(names["volume"]), voxel_size_A=px)
         t0 = time.perf_counter()
-        io.write_aligned_stack(staged.path(names["aligned"]), written.aligned, pixel_size_A=px)
-        io.write_volume(staged.path(names["volume"]), result.volume, voxel_size_A=px)
+        try:
+            with _without_log(two_tilts_message(2)), volume_sink(volume):  # warned above
+                result = fastalign.align(data, angles, **kwargs)
+        finally:
+            volume.abort()
+        checkpoint()
+        timings["align_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        panels = outputs.slice_panels(data, result, result.angles_deg, result.volume.shape[1])
+        del data
+        timings["figures_s"] = time.perf_counter() - t0
+        record = dict(inputs=input_record(meta, angles), options=options_record(args),
+                      argv=args.argv, extra={"memory_estimate_bytes": need})
+        written, angles_out = result, result.angles_deg   # corrected by a tilt offset
+        if args.drop_excluded:
+            written, angles_out = outputs.without_excluded(result, result.angles_deg)
+            record["extra"]["dropped_views"] = [int(i) + 1 for i in result.excluded]
+        t0 = time.perf_counter()
+        outputs.StreamedMRC(staged.path(names["aligned"]), voxel_size_A=px, volume=False,
+                            label=outputs.STACK_LABEL).write_array(written.aligned)
+        if not volume.begun:   # a baseline method: its volume was not streamed
+            volume.write_array(result.volume)
         outputs.write_align_products(staged, names, stem(meta), angles_out, written, panels,
                                      timings, t0, t_start, record=record)
         checkpoint()

@@ -188,7 +188,7 @@ def memory_estimate(args, meta, command):
     levels = int_list(args.levels, "--levels") if args.levels else ()
     finest = levels[-1] if levels else None
     return estimate_align_peak(meta["shape"], args.nz, pad, args.recon, intensity=not identity,
-                               finest_bin=finest)
+                               finest_bin=finest, streamed=True)
 
 
 def physical_memory():

@@ -1,17 +1,178 @@
 """Writing the results of an alignment, shared by the local and the Dask runs.
 
-The aligned stack and the volume are written by the caller (in memory locally, slab-wise by
-the workers on Dask); everything else -- ``.xf``, ``.aln``, ``.tlt``, ``.xtilt``,
-``.exclude``, the three figures and ``report.json`` -- is written here into the staged
+The aligned stack and the volume are written by the caller (block by block locally, with
+:class:`StreamedMRC`: the volume while it is reconstructed; slab-wise by the workers on
+Dask); everything else -- ``.xf``, ``.aln``, ``.tlt``, ``.xtilt``, ``.exclude``, the three
+figures and ``report.json`` -- is written here into the staged
 :class:`fastalign.io.OutputSet`.
 """
+import math
+import os
 import time
 import warnings
+
+import numpy as np
 
 import fastalign
 
 from .. import io, report
+from .._version import __version__
 from .common import EXIT_OK, say
+
+#: header labels of the MRC outputs (as :func:`fastalign.io.write_volume` and
+#: :func:`fastalign.io.write_aligned_stack` write them)
+VOLUME_LABEL = "volume: sections y, rows z, columns x"
+STACK_LABEL = "aligned tilt series (n_tilts, ny, nx)"
+
+#: values per chunk of the header statistics' temporaries (float64)
+_STATS_CHUNK = 2 ** 20
+
+
+class StreamedMRC:
+    """A float32 MRC file (mode 2) written section block by section block, its header
+    statistics accumulated on the way: nothing of the size of the file is held.
+
+    The volume sink of :func:`fastalign.align.executor.volume_sink` (:meth:`begin`,
+    :meth:`write`, :meth:`volume`), and the writer of in-memory stacks
+    (:meth:`write_array`), whose MRC statistics would otherwise take a temporary of the
+    array's size.  The file goes to ``path`` as is: give it a staged path of a
+    :class:`fastalign.io.OutputSet` (an interrupted run leaves nothing).  The header is that of
+    :func:`fastalign.io.write_mrc` (labels, voxel size, ``ispg``), the statistics computed
+    in float64 (``dmean`` and ``rms`` may differ from ``mrcfile``'s float32 ones in the
+    last bits).
+
+    Parameters
+    ----------
+    path : str
+    voxel_size_A : float, optional
+    volume : bool
+        ``ispg = 1`` (a volume) or 0 (an image stack).
+    label : str
+        Second header label (after ``fastalign <version>``).
+    """
+
+    def __init__(self, path, *, voxel_size_A=None, volume=True, label=VOLUME_LABEL):
+        self.path = os.fspath(path)
+        self.voxel_size_A = voxel_size_A
+        self.is_volume = bool(volume)
+        self.label = label
+        self.shape = None
+        self._fd = None
+        self._next = 0
+        self._stats = None     # (count, mean, M2, min, max)
+
+    @property
+    def begun(self):
+        return self.shape is not None
+
+    def begin(self, shape):
+        """Create the file (header and an unwritten data block) for ``shape`` sections."""
+        import mrcfile
+        if self.begun:
+            raise RuntimeError(f"{self.path}: already begun")
+        self.shape = tuple(int(v) for v in shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.new_mmap(self.path, shape=self.shape, mrc_mode=2, fill=None,
+                                  overwrite=True) as mrc:
+                self._offset = 1024 + int(mrc.header.nsymbt)
+                self._little = mrc.data.dtype.byteorder in "<=|"
+        self._fd = os.open(self.path, os.O_RDWR)
+
+    def write(self, start, block):
+        """Write sections ``start : start + len(block)`` (in order, each once)."""
+        block = np.ascontiguousarray(block, dtype="<f4" if self._little else ">f4")
+        if start != self._next or block.shape[1:] != self.shape[1:] \
+                or start + block.shape[0] > self.shape[0]:
+            raise ValueError(f"{self.path}: block {start}:{start + block.shape[0]} of shape "
+                             f"{block.shape} does not continue sections 0:{self._next} of "
+                             f"{self.shape}")
+        view = memoryview(block).cast("B")
+        pos = self._offset + start * block[0].nbytes
+        while view.nbytes:
+            done = os.pwrite(self._fd, view, pos)
+            view, pos = view[done:], pos + done
+        self._stats = _merge(self._stats, _moments(block))
+        self._next = start + block.shape[0]
+
+    def write_array(self, array, sections=None):
+        """:meth:`begin` and :meth:`write` the whole of ``array`` in blocks of ``sections``
+        (default: about 16 MiB), then :meth:`close`."""
+        self.begin(array.shape)
+        per = sections or max(1, (16 * 2 ** 20) // max(1, array[0].nbytes))
+        for k in range(0, array.shape[0], per):
+            self.write(k, array[k:k + per])
+        self.close()
+
+    def close(self):
+        """Check that every section was written, then write the header (statistics, labels,
+        voxel size) and close the file."""
+        import mrcfile
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        if self._next != self.shape[0]:
+            raise RuntimeError(f"{self.path}: only sections 0:{self._next} of "
+                               f"{self.shape[0]} were written")
+        count, mean, m2, lo, hi = self._stats
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.mmap(self.path, mode="r+") as mrc:
+                if self.is_volume:
+                    mrc.set_volume()
+                else:
+                    mrc.set_image_stack()
+                if self.voxel_size_A is not None:
+                    mrc.voxel_size = float(self.voxel_size_A)
+                h = mrc.header
+                h.dmin, h.dmax, h.dmean = lo, hi, mean
+                h.rms = math.sqrt(m2 / count) if count else 0.0
+                h.label[:] = b""
+                h.nlabl = 0
+                mrc.add_label(f"fastalign {__version__}"[:80])
+                if self.label:
+                    mrc.add_label(str(self.label)[:80])
+
+    def volume(self):
+        """:meth:`close`, then the file's data as a read-only memory map (its pages are
+        read when used)."""
+        self.close()
+        return np.memmap(self.path, dtype="<f4" if self._little else ">f4", mode="r",
+                         offset=self._offset, shape=self.shape)
+
+    def abort(self):
+        """Close the file without finishing it (the staging directory removes it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _moments(block):
+    """``(count, mean, sum of squared deviations, min, max)`` of ``block`` (float64, in
+    chunks of :data:`_STATS_CHUNK` values: no temporary of the block's size)."""
+    flat = block.reshape(-1)
+    out = None
+    for k in range(0, flat.size, _STATS_CHUNK):
+        c = flat[k:k + _STATS_CHUNK].astype(np.float64)
+        mean = float(c.mean())
+        c -= mean
+        out = _merge(out, (c.size, mean, float(np.dot(c, c)), float(flat[k:k + c.size].min()),
+                           float(flat[k:k + c.size].max())))
+    return out
+
+
+def _merge(a, b):
+    """Chan et al.'s pairwise merge of two ``(count, mean, M2, min, max)`` (None: empty)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    na, ma, qa, loa, hia = a
+    nb, mb, qb, lob, hib = b
+    n = na + nb
+    d = mb - ma
+    return (n, ma + d * nb / n, qa + qb + d * d * na * nb / n, min(loa, lob), max(hia, hib))
 
 
 def align_names(stem):
