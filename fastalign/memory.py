@@ -80,8 +80,12 @@ def _pick(phases, baseline):
                           phase=phase, terms=terms)
 
 
-#: stacks of the finest level alive in the loop, FFT-cache copies included (measured)
-LOOP_STACKS = 16
+#: stacks of the finest level and volumes of the loop's rows alive in the loop, FFT-cache
+#: copies and allocator slack included: fitted to the measured peaks (bench/memory_model.py)
+#: of 31 x 320^2 and 90 x 512^2 (2x binned finest level), checked on 61 x 256^2 (finest
+#: level unbinned; model +3 %)
+LOOP_STACKS = 8
+LOOP_VOLUMES = 12
 
 
 #: rows of a row block of the final reconstruction (mirrors
@@ -90,9 +94,10 @@ FINAL_BLOCK_BYTES = 16 * MIB
 LANES = 16
 
 #: volumes and stacks of one row block alive at once in the final SIRT (the start, the
-#: solver's backprojection, the FBP start's or the padding's copy; the block's data, the
-#: reprojection, the weighted residual and a filtered copy)
-BLOCK_VOLUMES = 3
+#: solver's backprojection and step sizes, the FBP start's and the padding's copies, the
+#: per-tilt quality's reprojection, FFT-cache copies and allocator slack: measured, 31 x
+#: 320^2; the block's data, the reprojection, the weighted residual and a filtered copy)
+BLOCK_VOLUMES = 8
 BLOCK_STACKS = 4
 
 
@@ -159,7 +164,7 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
     lv_stack = itemsize * n * (ny // f) * (nxp // f)
     lv_vol = itemsize * rows * (nz // f) * (nxp // f)
     loop = dict(inp, **{f"level stacks and FFT copies ({LOOP_STACKS})": LOOP_STACKS * lv_stack,
-                        "level volumes (3)": 3 * lv_vol})
+                        f"level volumes ({LOOP_VOLUMES})": LOOP_VOLUMES * lv_vol})
     return _pick({"final": final, "outputs": outputs, "loop": loop}, baseline)
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fastalign.align import executor
-from fastalign.memory import (BASELINE_BYTES, BLOCK_STACKS, BLOCK_VOLUMES, estimate_align_peak,
+from fastalign.memory import (BASELINE_BYTES, BLOCK_STACKS, BLOCK_VOLUMES, LOOP_STACKS,
+                              LOOP_VOLUMES, estimate_align_peak,
                               estimate_recon_peak, final_block_rows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,14 +33,15 @@ def test_model_terms():
     assert est.increment == 2 * D + V + blocks == sum(est.terms.values())
     assert est.total == est.increment + BASELINE_BYTES
     assert est.largest == ("volume", V)
-    # streamed into the file (the CLI): no volume; the loop's 16 level stacks (2x binned)
-    # dominate, unless the finest level is 4x binned
+    # streamed into the file (the CLI): no volume; the loop's level stacks and volumes (2x
+    # binned) dominate, unless the finest level is 4x binned
     streamed = estimate_align_peak((n, ny, nx), streamed=True)
     assert streamed.phase == "loop"
-    assert streamed.increment == D + 16 * D // 4 + 3 * 4 * 64 * 256 * 256
+    assert streamed.increment == D + LOOP_STACKS * D // 4 + LOOP_VOLUMES * 4 * 64 * 256 * 256
     streamed = estimate_align_peak((n, ny, nx), streamed=True, finest_bin=4)
     assert streamed.phase == "final" and streamed.increment == 2 * D + blocks
-    assert streamed.largest == ("input", D)
+    assert streamed.largest == (f"row block volumes ({BLOCK_VOLUMES} x 16 rows)",
+                                BLOCK_VOLUMES * 4 * rows * nx * nx)
     # the intensity model's copy, TV's volumes, a padded region, a thinner volume
     assert estimate_align_peak((n, ny, nx), intensity=True).increment == 3 * D + V + blocks
     assert estimate_align_peak((n, ny, nx), recon="tv").increment == 2 * D + 3 * D + 6 * V
@@ -65,10 +67,12 @@ def test_max_memory_refuses_naming_the_largest_term(tmp_path, capsys):
     limit = str(est.total - 1)
     proc = run_here(capsys, "align", d / "ts.mrc", "--max-memory", limit)
     assert_user_error(proc, f"exceeds --max-memory {limit}", "estimated peak memory",
-                      "largest term: row block volumes (3 x 160 rows)")
+                      f"largest term: row block volumes ({BLOCK_VOLUMES} x 160 rows)")
     assert not (d / "ts_fastalign").exists()     # refused before anything was written
     # TV: six volumes
-    proc = run_here(capsys, "align", d / "ts.mrc", "--recon", "tv", "--max-memory", limit)
+    tv = estimate_align_peak((3, 160, 96), intensity=True, streamed=True, recon="tv")
+    proc = run_here(capsys, "align", d / "ts.mrc", "--recon", "tv", "--max-memory",
+                    str(tv.total - 1))
     assert_user_error(proc, "largest term: volumes (TV: 6)")
     est = estimate_recon_peak((3, 160, 96))
     proc = run_here(capsys, "recon", d / "ts.mrc", "--max-memory", str(est.total - 1))
