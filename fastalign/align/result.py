@@ -140,7 +140,7 @@ class AlignResult:
         None when every tilt was used."""
         if len(self.excluded) == 0:
             return None
-        from ..io.xf import format_excludelist
+        from .._ranges import format_excludelist
         return format_excludelist(np.asarray(self.excluded).tolist())
 
     def tilt_table(self):

@@ -51,3 +51,24 @@ def int_list(text, option):
 def options_record(args):
     """The parsed options as recorded in ``report.json``."""
     return {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
+
+
+#: the builder of the ``fastalign`` parser, registered by :mod:`.main` when it is imported
+#: (a command that needs another command's defaults, e.g. ``info``'s memory estimate, gets
+#: the parser here without importing :mod:`.main`, which imports every command)
+_PARSER_BUILDER = []
+
+
+def register_parser_builder(build):
+    """Register ``build()`` -> the ``fastalign`` parser (:func:`.main.build_parser`)."""
+    _PARSER_BUILDER[:] = [build]
+
+
+def default_args(command, nz=None):
+    """The options of ``fastalign COMMAND`` at their defaults (``--nz nz``): what ``info``
+    estimates for."""
+    if not _PARSER_BUILDER:   # pragma: no cover (the package's __init__ imports .main)
+        raise RuntimeError("fastalign.cli.main was not imported: no parser registered")
+    args = _PARSER_BUILDER[0]().parse_args([command, "INPUT"])
+    args.nz = nz
+    return args

@@ -3,6 +3,8 @@ import os
 import re
 import warnings
 
+from .common import default_args
+
 MEMORY_HELP = (
     "refuse to start when the estimated peak memory exceeds SIZE (bytes, or a number with "
     "suffix K, M, G or T = powers of 1024, e.g. 8G; default: this machine's RAM, a larger "
@@ -48,16 +50,6 @@ def format_bytes(n):
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} TiB"  # pragma: no cover
-
-
-def default_args(command, nz=None):
-    """The options of ``fastalign COMMAND`` at their defaults (``--nz nz``): what ``info``
-    estimates for."""
-    from .main import build_parser
-
-    args = build_parser().parse_args([command, "INPUT"])
-    args.nz = nz
-    return args
 
 
 def estimate_peak_bytes(n_tilts, ny, nx, nz=None, command="align"):

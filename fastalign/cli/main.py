@@ -16,7 +16,8 @@ import warnings
 
 from .._version import __version__
 from . import align, demo, info, recon, signals
-from .common import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, USER_ERRORS
+from .common import (EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, USER_ERRORS,
+                     register_parser_builder)
 from .inputs import MEMORY_HELP, PIXEL_SIZE_HELP, pixel_size_arg
 
 __all__ = ["main", "build_parser"]
@@ -109,6 +110,9 @@ def build_parser():
     info.add_parser(sub, fmt)
     demo.add_parser(sub, [common], fmt)
     return parser
+
+
+register_parser_builder(build_parser)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
