@@ -236,6 +236,17 @@ def _save(fig, path, overwrite, inputs):
     return os.fspath(path)
 
 
+def _optional_panel(values, shape, name):
+    """``values`` as float64 of ``shape`` (ValueError otherwise), or None when absent or
+    without any finite value (no panel)."""
+    if values is None:
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != shape:
+        raise ValueError(f"{name} has shape {v.shape}, expected {shape}")
+    return v if np.any(np.isfinite(v)) else None
+
+
 def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs=(),
                 uncertainty=None, residual=None, excluded=()):
     """Plot the shifts ``dx`` and ``dy`` against tilt angle to a PNG file.
@@ -268,20 +279,8 @@ def plot_shifts(path, angles_deg, shifts, *, title=None, overwrite=False, inputs
     if s.shape != (angles.size, 2):
         raise ValueError(f"shifts have shape {s.shape}, expected ({angles.size}, 2)")
     order = np.argsort(angles)
-    u = None
-    if uncertainty is not None:
-        u = np.asarray(uncertainty, dtype=np.float64)
-        if u.shape != s.shape:
-            raise ValueError(f"uncertainty has shape {u.shape}, expected {s.shape}")
-        if not np.any(np.isfinite(u)):
-            u = None
-    res = None
-    if residual is not None:
-        res = np.asarray(residual, dtype=np.float64)
-        if res.shape != angles.shape:
-            raise ValueError(f"residual has shape {res.shape}, expected {angles.shape}")
-        if not np.any(np.isfinite(res)):
-            res = None
+    u = _optional_panel(uncertainty, s.shape, "uncertainty")
+    res = _optional_panel(residual, angles.shape, "residual")
     out = np.asarray(excluded, dtype=np.int64).reshape(-1)
     if out.size and (out.min() < 0 or out.max() >= angles.size):
         raise ValueError(f"excluded tilts {out.tolist()} outside 0..{angles.size - 1}")

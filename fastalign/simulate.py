@@ -265,14 +265,17 @@ class SlabExperiment(NamedTuple):
 
 
 def slab_experiment(fov=128, thickness=28.0, *, tilt_deg=60.0, step_deg=2.0, pitch_deg=0.0,
-                    film_density=1.0, shift_range=10.0, counts=1000.0, seed=0):
+                    film_density=1.0, shift_range=10.0, counts=1000.0, seed=0,
+                    angle_offset_deg=0.0):
     """Tilt series of a slab wider than the field of view at every tilt (issue 17's case).
 
     A :func:`slab_volume` wide enough for every tilt is projected onto a wide detector, each
     tilt is translated by ``(dx, dy) ~ U[-shift_range, shift_range]`` (periodic Fourier
     shift of the wide projection), and the central ``fov x fov`` window is cut out: the data
     are truncated in x and y, and material drifts in and out of the frame.  Poisson noise
-    with ``counts`` expected counts at the mean intensity (0: noise-free).
+    with ``counts`` expected counts at the mean intensity (0: noise-free).  With
+    ``angle_offset_deg`` the views are taken at ``angles + angle_offset_deg`` (a stage whose
+    zero is off) while ``angles_deg`` keeps the nominal ones.
 
     Returns
     -------
@@ -280,7 +283,8 @@ def slab_experiment(fov=128, thickness=28.0, *, tilt_deg=60.0, step_deg=2.0, pit
     """
     from .operator import project
     angles = np.arange(-tilt_deg, tilt_deg + 0.5 * step_deg, step_deg, dtype=np.float64)
-    th = np.deg2rad(np.abs(angles).max())
+    true_angles = angles + float(angle_offset_deg)
+    th = np.deg2rad(np.abs(true_angles).max())
     half_w = (0.5 * fov + shift_range + 0.5 * thickness * np.sin(th) + 2) / np.cos(th) + 8
     nxb = int(2 * np.ceil(half_w)) + fov % 2
     nyb = fov + 2 * int(np.ceil(shift_range)) + 8
@@ -288,7 +292,7 @@ def slab_experiment(fov=128, thickness=28.0, *, tilt_deg=60.0, step_deg=2.0, pit
     nzb = int(np.ceil(thickness / np.cos(p) + nxb * abs(np.sin(p)) + 8))
     vol = slab_volume((nyb, nzb, nxb), thickness, pitch_deg=pitch_deg,
                       film_density=film_density, seed=seed)
-    wide = project(vol, angles)
+    wide = project(vol, true_angles)
     rng = np.random.default_rng(seed + 1000)
     true = rng.uniform(-shift_range, shift_range, (angles.size, 2))
     y0, x0 = (nyb - fov) // 2, (nxb - fov) // 2

@@ -2,15 +2,12 @@
 table of report.json, the residual panel of shifts.png, and the IMOD .xtilt/.exclude files."""
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
 
 import fastalign
 from fastalign import report, simulate
-from fastalign.align.shift import fourier_shift
-from fastalign.io import write_aligned_stack, write_tlt
 
 NOISY = 9      # the tilt replaced by noise in the `noisy` run
 
@@ -151,23 +148,8 @@ def test_dask_style_executor_without_quality_gives_nan(monkeypatch):
 # ------------------------------------------------------------------ command line
 
 
-@pytest.fixture
-def blob_file(tmp_path):
-    """A compact blob moving a little, 15 tilts of 16 x 20, ``ts.mrc`` + ``ts.rawtlt``."""
-    angles = np.linspace(-56.0, 56.0, 15)
-    yy, xx = np.mgrid[:16, :20]
-    series = np.stack([np.exp(-((xx - 9.5 - 2 * np.sin(a / 40)) ** 2 + (yy - 7.5) ** 2) / 8)
-                       for a in angles]).astype(np.float32)
-    write_aligned_stack(tmp_path / "ts.mrc", series)
-    write_tlt(tmp_path / "ts.rawtlt", angles)
-    return tmp_path / "ts.mrc", angles
-
-
-def _run(capsys, *args):
-    from fastalign.cli import main
-    code = main([os.fspath(a) for a in args])
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
+# the 15-tilt blob series and the in-process CLI runner of the exclusion tests
+from test_exclude import _run, blob_file  # noqa: E402,F401 (a fixture)
 
 
 def test_cli_writes_xtilt_and_excludelist(blob_file, tmp_path, capsys):

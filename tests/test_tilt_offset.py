@@ -18,9 +18,7 @@ from fastalign.align.levels import bin_stack
 from fastalign.align.options import AlignOptions
 from fastalign.align.specimen import fit_pitched_slab
 from fastalign.align.tiltoffset import NOT_DETERMINED, mass_law_offset
-from fastalign.operator import project
-from fastalign.phantoms import slab_volume
-from fastalign.simulate import fourier_shift
+from fastalign.simulate import slab_experiment
 
 
 def offset_slab(fov=128, thickness=28.0, offset_deg=2.5, *, tilt_deg=60.0, step_deg=2.0,
@@ -30,24 +28,10 @@ def offset_slab(fov=128, thickness=28.0, offset_deg=2.5, *, tilt_deg=60.0, step_
 
     Returns ``(data, nominal_angles, true_shifts)``.
     """
-    nominal = np.arange(-tilt_deg, tilt_deg + 0.5 * step_deg, step_deg, dtype=np.float64)
-    true_angles = nominal + offset_deg
-    th = np.deg2rad(np.abs(true_angles).max())
-    half_w = (0.5 * fov + shift_range + 0.5 * thickness * np.sin(th) + 2) / np.cos(th) + 8
-    nxb = int(2 * np.ceil(half_w)) + fov % 2
-    nyb = fov + 2 * int(np.ceil(shift_range)) + 8
-    vol = slab_volume((nyb, int(np.ceil(thickness + 8)), nxb), thickness, seed=seed)
-    wide = project(vol, true_angles)
-    rng = np.random.default_rng(seed + 1000)
-    true = rng.uniform(-shift_range, shift_range, (nominal.size, 2))
-    y0, x0 = (nyb - fov) // 2, (nxb - fov) // 2
-    data = np.empty((nominal.size, fov, fov), np.float32)
-    for i in range(nominal.size):
-        data[i] = fourier_shift(wide[i], true[i, 0], true[i, 1])[y0:y0 + fov, x0:x0 + fov]
-    if counts:
-        scale = counts / float(data.mean())
-        data = (rng.poisson(np.clip(data, 0, None) * scale) / scale).astype(np.float32)
-    return data, nominal, true
+    e = slab_experiment(fov, thickness, tilt_deg=tilt_deg, step_deg=step_deg,
+                        shift_range=shift_range, counts=counts, seed=seed,
+                        angle_offset_deg=offset_deg)
+    return e.data, e.angles_deg, e.shifts
 
 
 def _pitch(aligned, angles):

@@ -16,6 +16,7 @@ import numpy as np
 import fastalign
 
 from .. import io, report
+from ..io.mrc import finish_mrc_header
 from .._version import __version__
 from .common import EXIT_OK, say
 
@@ -107,7 +108,6 @@ class StreamedMRC:
     def close(self):
         """Check that every section was written, then write the header (statistics, labels,
         voxel size) and close the file."""
-        import mrcfile
         if self._fd is None:
             return
         os.close(self._fd)
@@ -116,23 +116,10 @@ class StreamedMRC:
             raise RuntimeError(f"{self.path}: only sections 0:{self._next} of "
                                f"{self.shape[0]} were written")
         count, mean, m2, lo, hi = self._stats
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.mmap(self.path, mode="r+") as mrc:
-                if self.is_volume:
-                    mrc.set_volume()
-                else:
-                    mrc.set_image_stack()
-                if self.voxel_size_A is not None:
-                    mrc.voxel_size = float(self.voxel_size_A)
-                h = mrc.header
-                h.dmin, h.dmax, h.dmean = lo, hi, mean
-                h.rms = math.sqrt(m2 / count) if count else 0.0
-                h.label[:] = b""
-                h.nlabl = 0
-                mrc.add_label(f"fastalign {__version__}"[:80])
-                if self.label:
-                    mrc.add_label(str(self.label)[:80])
+        labels = [f"fastalign {__version__}"] + ([self.label] if self.label else [])
+        finish_mrc_header(self.path, volume=self.is_volume, voxel_size_A=self.voxel_size_A,
+                          dmin=lo, dmax=hi, dmean=mean,
+                          rms=math.sqrt(m2 / count) if count else 0.0, labels=labels)
 
     def volume(self):
         """:meth:`close`, then the file's data as a read-only memory map (its pages are

@@ -363,6 +363,30 @@ def write_mrc(path, data, *, voxel_size_A=None, volume=False, label=None, overwr
     return os.fspath(path)
 
 
+def finish_mrc_header(path, *, volume, voxel_size_A, dmin, dmax, dmean, rms, labels):
+    """Write the header of an MRC file whose data were written in pieces (streamed, or by Dask
+    workers): image stack or volume, voxel size (None: unset), the statistics ``dmin``,
+    ``dmax``, ``dmean``, ``rms`` (computed from the pieces: no second pass over the data) and
+    the ``labels`` (each cut to 80 characters, replacing any)."""
+    import mrcfile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mrcfile.mmap(path, mode="r+") as mrc:
+            if volume:
+                mrc.set_volume()
+            else:
+                mrc.set_image_stack()
+            if voxel_size_A is not None:
+                mrc.voxel_size = float(voxel_size_A)
+            h = mrc.header
+            h.dmin, h.dmax, h.dmean, h.rms = dmin, dmax, dmean, rms
+            h.label[:] = b""
+            h.nlabl = 0
+            for text in labels:
+                mrc.add_label(str(text)[:80])
+
+
 def write_aligned_stack(path, aligned, *, pixel_size_A=None, overwrite=False, inputs=()):
     """Write an aligned tilt series as an MRC image stack (IMOD ``.ali``), atomically.
 

@@ -19,6 +19,7 @@ import numpy as np
 from .._validate import as_angles_deg
 from .._version import __version__
 from ._atomic import check_output_path, same_file
+from .mrc import finish_mrc_header
 
 __all__ = ["SlabSource", "BlockRef", "read_block", "resolve", "SlabWriter", "maybe_writer",
            "SLAB_FORMATS", "MRC_SUFFIXES"]
@@ -244,27 +245,14 @@ class SlabWriter:
 
     def _finish_mrc(self, receipts):
         """Header statistics from the receipts (no second pass over the data), label."""
-        import mrcfile
-
         count = float(np.prod(self.shape))
         total = sum(r[4] for r in receipts)
         sq = sum(r[5] for r in receipts)
         mean = total / count
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.mmap(self.tmp, mode="r+") as mrc:
-                if self.mrc_volume:
-                    mrc.set_volume()
-                else:
-                    mrc.set_image_stack()
-                if self.voxel_size_A is not None:
-                    mrc.voxel_size = float(self.voxel_size_A)
-                h = mrc.header
-                h.dmin = min(r[2] for r in receipts)
-                h.dmax = max(r[3] for r in receipts)
-                h.dmean = mean
-                h.rms = math.sqrt(max(sq / count - mean * mean, 0.0))
-                mrc.add_label(f"fastalign {__version__} (distributed)"[:80])
+        finish_mrc_header(self.tmp, volume=self.mrc_volume, voxel_size_A=self.voxel_size_A,
+                          dmin=min(r[2] for r in receipts), dmax=max(r[3] for r in receipts),
+                          dmean=mean, rms=math.sqrt(max(sq / count - mean * mean, 0.0)),
+                          labels=[f"fastalign {__version__} (distributed)"])
 
     def abort(self):
         """Delete the temporary output (idempotent)."""
