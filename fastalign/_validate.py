@@ -228,11 +228,63 @@ def check_align_angles(angles_deg):
     check_angle_units(angles_deg)
 
 
-def warn_two_tilts(n, log):
+def warn_two_tilts(n, log, angles_deg=None):
     """Log :func:`two_tilts_message` on ``log`` for a 2-tilt series (once the series passed
-    its checks)."""
+    its checks), and the warnings of :func:`angle_layout_warnings` for ``angles_deg``."""
     if n == 2:
         log.warning(two_tilts_message(n))
+    if angles_deg is not None:
+        for text in angle_layout_warnings(angles_deg):
+            log.warning(text)
+
+
+#: a gap between sorted tilt angles this many times the median step (and >= GAP_MIN_DEG)
+#: is reported: missing or excluded views, or a mistyped angle
+GAP_FACTOR = 3.0
+GAP_MIN_DEG = 6.0
+#: a tilt range narrower than this (degrees) determines little depth
+MIN_RANGE_DEG = 30.0
+
+
+def angle_layout_warnings(angles_deg):
+    """One-line warnings for plausible but unusual tilt angles (never an error: such series
+    exist): a gap in the sorted angles of more than :data:`GAP_FACTOR` times the median step
+    and at least :data:`GAP_MIN_DEG`, and a total range under :data:`MIN_RANGE_DEG`.
+    Series of fewer than 5 tilts are not judged."""
+    a = np.sort(np.asarray(angles_deg, dtype=np.float64))
+    if a.size < 5:
+        return []
+    out = []
+    steps = np.diff(a)
+    step = float(np.median(steps))
+    k = int(np.argmax(steps))
+    if steps[k] >= max(GAP_FACTOR * step, GAP_MIN_DEG):
+        out.append(f"tilt angles have a gap of {steps[k]:.3g} deg between {a[k]:.3g} and "
+                   f"{a[k + 1]:.3g} (typical step {step:.3g} deg): check the angle file "
+                   "(missing views or a mistyped angle?)")
+    if a[-1] - a[0] < MIN_RANGE_DEG:
+        out.append(f"tilt angles span only {a[-1] - a[0]:.3g} deg ({a[0]:.3g} to "
+                   f"{a[-1]:.3g}): depth is poorly determined; check the angle file")
+    return out
+
+
+#: fewest pixels along y or x of the coarsest level's images before a warning
+MIN_LEVEL_PX = 16
+
+
+def region_warnings(ny, nx, levels, nz):
+    """One-line warnings for a reconstruction set-up that cannot work well: the coarsest
+    level's images smaller than :data:`MIN_LEVEL_PX` (``levels`` too coarse for the images)
+    and a volume thicker than it is wide (``nz > nx``)."""
+    out = []
+    f = max(levels)
+    if min(ny, nx) // f < MIN_LEVEL_PX:
+        out.append(f"levels={tuple(levels)}: the coarsest level's images are "
+                   f"{ny // f} x {nx // f} px (fewer than {MIN_LEVEL_PX}); pass smaller "
+                   "levels=")
+    if nz > nx:
+        out.append(f"the volume is thicker (nz={nz}) than wide ({nx} px): pass a smaller nz=")
+    return out
 
 
 def two_tilts_message(n):

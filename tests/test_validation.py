@@ -221,3 +221,58 @@ def test_geometry_properties():
     assert g.with_shape((1, 2, 3)).shape == (1, 2, 3)
     c, s, zmaj = g.ray_tables()
     assert c[1] == 0.0 and s[0] == 0.0 and zmaj.tolist() == [True, False]
+
+
+# ------------------------------------------------------------------ plausibility warnings
+
+
+def _blob_series(angles, n=32):
+    """A small Gaussian blob at the centre, projected at ``angles`` (no shifts)."""
+    yy, xx = np.mgrid[:n, :n]
+    img = np.exp(-((xx - n / 2) ** 2 + (yy - n / 2) ** 2) / 20.0).astype(np.float32)
+    return np.repeat(img[None], len(angles), axis=0) + 0.01
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_unusual_angles_and_regions_warn_once_each(caplog):
+    import fastalign
+    gap = np.r_[np.arange(-60.0, -10.0, 4.0), np.arange(20.0, 61.0, 4.0)]
+    with caplog.at_level("WARNING", logger="fastalign.align"):
+        fastalign.align(_blob_series(gap), gap, max_iter=1, levels=(1,), orient=False)
+    msgs = _warnings(caplog)
+    assert sum("gap of 32 deg between -12 and 20" in m for m in msgs) == 1, msgs
+    caplog.clear()
+    narrow = np.linspace(-10.0, 10.0, 11)
+    with caplog.at_level("WARNING", logger="fastalign.align"):
+        fastalign.align(_blob_series(narrow), narrow, max_iter=1, levels=(4, 1), nz=40,
+                        orient=False)
+    msgs = _warnings(caplog)
+    assert any("span only 20 deg" in m for m in msgs), msgs
+    assert any("coarsest level's images are 8 x 8 px" in m and "levels=" in m
+               for m in msgs), msgs
+    assert any("thicker (nz=40) than wide (32 px)" in m for m in msgs), msgs
+
+
+def test_regular_series_gives_no_plausibility_warning(caplog):
+    import fastalign
+    angles = np.linspace(-60.0, 60.0, 31)
+    with caplog.at_level("WARNING", logger="fastalign.align"):
+        fastalign.align(_blob_series(angles), angles, max_iter=1, levels=(1,), orient=False)
+    assert not [m for m in _warnings(caplog)
+                if "gap" in m or "span only" in m or "coarsest" in m or "thicker" in m]
+
+
+def test_angle_layout_rules():
+    from fastalign._validate import angle_layout_warnings
+    assert angle_layout_warnings(np.linspace(-60, 60, 61)) == []
+    # a Saxton-like scheme (steps 1..2 deg) and a dose-symmetric order are regular
+    saxton = np.cumsum(np.r_[-60.0, 2.0 * np.cos(np.deg2rad(np.linspace(-60, 60, 70)))])
+    assert angle_layout_warnings(saxton) == []
+    order = np.r_[0.0, 3.0, -3.0, 6.0, -6.0, 9.0, -9.0, 12.0, -12.0, 15.0, -15.0]
+    assert angle_layout_warnings(order) == []
+    # 4 tilts are not judged; a missing block of views is
+    assert angle_layout_warnings([-60.0, 0.0, 30.0, 60.0]) == []
+    assert len(angle_layout_warnings(np.r_[np.arange(-60.0, 0.0, 2.0), 30.0])) == 1

@@ -16,6 +16,7 @@ loop's decisions are :class:`fastalign.align.loop.LoopController`'s, its data st
 :class:`fastalign.align.executor.LocalExecutor`'s (the Dask twin:
 :func:`fastalign.distributed.align`); see ``docs/architecture.md``.
 """
+import contextvars
 import logging
 import time
 
@@ -252,7 +253,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     angles = as_angles_deg(angles_deg, n_expected=n)
     check_align_angles(angles)
     check_signal(data)
-    warn_two_tilts(n, log)
+    # the angle layout is judged once, on the caller's series (not on the kept subset)
+    warn_two_tilts(n, log, None if _KEPT_RUN.get() else angles)
     opts = AlignOptions(
         method=method, recon=recon, estimator=estimator, axes=axes, max_iter=max_iter,
         tol=tol, levels=levels, n_inner=n_inner, coarse_iter=coarse_iter, slices=slices,
@@ -324,6 +326,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
     return AlignResult(method="autofocus", options=record, **out)
 
 
+#: set while :func:`align` runs on the tilts kept after an exclusion (:func:`_align_kept`)
+_KEPT_RUN = contextvars.ContextVar("fastalign_kept_run", default=False)
+
+
 def _align_kept(call, data, angles, chosen, t_start):
     """:func:`align` on the tilts ``chosen`` keeps (the same arguments otherwise), expanded
     to every tilt by :func:`fastalign.align.badtilts.expand_result`."""
@@ -334,7 +340,12 @@ def _align_kept(call, data, angles, chosen, t_start):
                   initial_shifts=subset_start(call["initial_shifts"], keep))
     log.info("aligning %d of %d tilts; excluded (0-based): %s", int(keep.sum()), keep.size,
              chosen.excluded.tolist())
-    result = expand_result(align(data[keep], angles[keep], **kwargs), data, angles, chosen)
+    token = _KEPT_RUN.set(True)
+    try:
+        result = expand_result(align(data[keep], angles[keep], **kwargs), data, angles,
+                               chosen)
+    finally:
+        _KEPT_RUN.reset(token)
     result.timings = dict(result.timings, bad_tilts_s=t_detect,
                           total_s=time.perf_counter() - t_start)
     return result

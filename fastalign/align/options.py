@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._validate import as_finite_float, as_positive_int
+from .._validate import as_finite_float, as_positive_int, region_warnings
 from .intensity import check_background, check_contrast
 from .levels import auto_levels
 
@@ -185,8 +185,10 @@ class AlignOptions:
         pad_x = self.pad_x
         if isinstance(pad_x, str):
             pad_x = nx // 4 if edge_mean > 0.1 * mean_abs else 0
-        return dataclasses.replace(self, levels=levels, lam=lam, pad_x=pad_x,
-                                   nz=nx if self.nz is None else self.nz,
+        nz = nx if self.nz is None else self.nz
+        for text in region_warnings(ny, nx, levels, nz):
+            log.warning(text)
+        return dataclasses.replace(self, levels=levels, lam=lam, pad_x=pad_x, nz=nz,
                                    slices=self.check_slices(ny))
 
     def check_executor(self, name, lacks):

@@ -136,7 +136,7 @@ specimen, callback
     with run_scope(client) as client:
         ex = DaskExecutor(client, src, opts, n_workers, tilt_chunk)
         mean_abs, edge_mean = ex.data_stats()
-        warn_two_tilts(n, log)
+        warn_two_tilts(n, log, angles)
         opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge_mean)
         ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite)
         record = dict(opts.record(), final_iter=ex.final_iter, distributed=True)
