@@ -81,11 +81,11 @@ def _pick(phases, baseline):
 
 
 #: stacks of the finest level and volumes of the loop's rows alive in the loop, FFT-cache
-#: copies and allocator slack included: fitted to the measured peaks (bench/memory_model.py)
-#: of 31 x 320^2 and 90 x 512^2 (2x binned finest level), checked on 61 x 256^2 (finest
-#: level unbinned; model +3 %)
-LOOP_STACKS = 8
-LOOP_VOLUMES = 12
+#: copies and allocator slack included: fitted to the measured peaks (bench/memory_model.py,
+#: mmap threshold pinned as the CLI does) of 31 x 320^2, 31 x 384^2 and 90 x 512^2 (2x
+#: binned finest level; -1 %, -5 %, +3 %), checked on 61 x 256^2 (unbinned; +5 %)
+LOOP_STACKS = 4
+LOOP_VOLUMES = 10
 
 
 #: rows of a row block of the final reconstruction (mirrors
@@ -97,7 +97,7 @@ LANES = 16
 #: solver's backprojection and step sizes, the FBP start's and the padding's copies, the
 #: per-tilt quality's reprojection, FFT-cache copies and allocator slack: measured, 31 x
 #: 320^2; the block's data, the reprojection, the weighted residual and a filtered copy)
-BLOCK_VOLUMES = 8
+BLOCK_VOLUMES = 6
 BLOCK_STACKS = 4
 
 
@@ -187,3 +187,31 @@ def estimate_recon_peak(shape, nz=None, method="sirt", *, itemsize=4,
     solve = dict({"input": D}, **per[method])
     write = {"volume": V, "volume statistics temporary": V}
     return _pick({"reconstruction": solve, "outputs": write}, baseline)
+
+
+#: allocations from this size (bytes) get their own memory map, returned to the system when
+#: freed (:func:`pin_mmap_threshold`)
+MMAP_THRESHOLD = 1 * MIB
+
+
+def pin_mmap_threshold(threshold=MMAP_THRESHOLD):
+    """Fix glibc's mmap threshold at ``threshold`` bytes for this process (the command line
+    calls it at start).
+
+    glibc raises the threshold above each freed mapped block, after which arrays of that
+    size come from the heap and their memory is kept after ``del``: the peak resident memory
+    of the same run then depends on the allocation history (measured at 31 x 320^2: 102-133
+    MiB above the idle process; pinned: 105 MiB in every run, and no slower).  Returns True
+    when the threshold was set (Linux with glibc), else False (nothing changed)."""
+    import ctypes
+    import ctypes.util
+    import sys
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_MMAP_THRESHOLD = -3
+    return bool(mallopt(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(int(threshold))))

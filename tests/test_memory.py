@@ -101,3 +101,10 @@ def test_estimate_within_10_percent_of_measured_peak():
         assert rec["estimate"] == est.total          # the CLI used this model
         measured = rec["increment"]
         assert abs(est.increment - measured) <= 0.10 * measured, (rec, est.summary())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_mmap_threshold_is_pinned():
+    # the command line pins glibc's mmap threshold: the measured peaks above depend on it
+    from fastalign.memory import pin_mmap_threshold
+    assert pin_mmap_threshold() is True

@@ -161,7 +161,9 @@ def main(argv=None):
 
 
 def _main(argv):
+    from ..memory import pin_mmap_threshold
     argv = list(sys.argv[1:] if argv is None else argv)
+    pin_mmap_threshold()   # a peak memory that does not depend on the allocation history
     debug = os.environ.get("FASTALIGN_DEBUG", "") not in ("", "0")
     with signals.installed(), warnings.catch_warnings():
         warnings.showwarning = _show_warning
