@@ -274,14 +274,13 @@ MIN_LEVEL_PX = 16
 
 def region_warnings(ny, nx, levels, nz):
     """One-line warnings for a reconstruction set-up that cannot work well: the coarsest
-    level's images smaller than :data:`MIN_LEVEL_PX` (``levels`` too coarse for the images)
+    level's images narrower than :data:`MIN_LEVEL_PX` (``levels`` too coarse for the images)
     and a volume thicker than it is wide (``nz > nx``)."""
     out = []
     f = max(levels)
-    if min(ny, nx) // f < MIN_LEVEL_PX:
-        out.append(f"levels={tuple(levels)}: the coarsest level's images are "
-                   f"{ny // f} x {nx // f} px (fewer than {MIN_LEVEL_PX}); pass smaller "
-                   "levels=")
+    if nx // f < MIN_LEVEL_PX:   # levels bin x; rows are binned only as far as there are some
+        out.append(f"levels={tuple(levels)}: the coarsest level's images are {nx // f} px "
+                   f"wide (fewer than {MIN_LEVEL_PX}); pass smaller levels=")
     if nz > nx:
         out.append(f"the volume is thicker (nz={nz}) than wide ({nx} px): pass a smaller nz=")
     return out

@@ -251,7 +251,7 @@ def test_unusual_angles_and_regions_warn_once_each(caplog):
                         orient=False)
     msgs = _warnings(caplog)
     assert any("span only 20 deg" in m for m in msgs), msgs
-    assert any("coarsest level's images are 8 x 8 px" in m and "levels=" in m
+    assert any("coarsest level's images are 8 px wide" in m and "levels=" in m
                for m in msgs), msgs
     assert any("thicker (nz=40) than wide (32 px)" in m for m in msgs), msgs
 
