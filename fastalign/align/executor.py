@@ -512,6 +512,18 @@ class TiltQuality:
 RESAMPLE_CHUNK_BYTES = 8 * 2 ** 20
 
 
+def _shift_chunks(shape, shifts):
+    """``(pad, chunk)`` of a chunked Fourier shift of a ``shape`` stack by ``shifts``: the
+    padding of the whole stack (every chunk gets the bytes of the whole) and the tilts per
+    chunk whose spectra fit in :data:`RESAMPLE_CHUNK_BYTES`."""
+    from .._fft import next_fast_len
+    from .shift import shift_padding
+    _, ny, nx = shape
+    pad = shift_padding(shifts)
+    spec = 8 * next_fast_len(ny + 2 * pad[0]) * (next_fast_len(nx + 2 * pad[1]) // 2 + 1)
+    return pad, max(1, RESAMPLE_CHUNK_BYTES // spec)
+
+
 def resample_stack(stack, shifts, alpha, out=None):
     """The stack aligned: ``fourier_shift(stack, -shifts)`` (or, with an axis angle
     ``alpha``, :func:`fastalign.align.axis.rotate_shift`) into ``out`` (new if None).
@@ -524,13 +536,9 @@ def resample_stack(stack, shifts, alpha, out=None):
         out = _axis.rotate_shift(stack, alpha, shifts, out=out)
         release_plans()
         return out
-    from .._fft import next_fast_len
-    from .shift import shift_padding
-    n, ny, nx = stack.shape
+    n = stack.shape[0]
     out = np.empty(stack.shape, np.float32) if out is None else out
-    pad = shift_padding(-np.asarray(shifts, np.float64))
-    spec = 8 * next_fast_len(ny + 2 * pad[0]) * (next_fast_len(nx + 2 * pad[1]) // 2 + 1)
-    chunk = max(1, RESAMPLE_CHUNK_BYTES // spec)
+    pad, chunk = _shift_chunks(stack.shape, -np.asarray(shifts, np.float64))
     for a0 in range(0, n, chunk):
         a1 = min(n, a0 + chunk)
         fourier_shift(stack[a0:a1], -shifts[a0:a1], pad=pad, out=out[a0:a1])
@@ -542,14 +550,10 @@ def resample_rows(stack, shifts, rows):
     """``fourier_shift(stack, shifts)[:, rows]`` (C-contiguous) computed tilt chunk by tilt
     chunk with the padding of the whole stack: the same bytes, without the whole shifted
     stack (:data:`RESAMPLE_CHUNK_BYTES` of spectra per chunk)."""
-    from .._fft import next_fast_len
-    from .shift import shift_padding
     n, ny, nx = stack.shape
     shifts = np.asarray(shifts, np.float64)
     out = np.empty((n, rows.size, nx), np.float32)
-    pad = shift_padding(shifts)
-    spec = 8 * next_fast_len(ny + 2 * pad[0]) * (next_fast_len(nx + 2 * pad[1]) // 2 + 1)
-    chunk = max(1, RESAMPLE_CHUNK_BYTES // spec)
+    pad, chunk = _shift_chunks(stack.shape, shifts)
     full = rows.size == ny
     for a0 in range(0, n, chunk):
         a1 = min(n, a0 + chunk)
