@@ -200,6 +200,25 @@ def child(spec):
     return records
 
 
+def fresh_process_peak(path, args, env, timeout):
+    """Peak resident memory (bytes) of one ``fastalign align`` process on ``path``, as the
+    user runs it (import, compiled kernels from the cache, read, align, write), as
+    ``/usr/bin/time -v`` reports it: ``ru_maxrss`` of the children of a wrapper interpreter
+    whose only child is that process."""
+    out = os.path.join(os.path.dirname(path), "fresh")
+    cmd = [sys.executable, "-m", "fastalign", "align", path, "-q", "--overwrite",
+           "--out", out] + list(args)
+    wrapper = ("import resource, subprocess, sys; "
+               f"rc = subprocess.run({cmd!r}, stdout=subprocess.DEVNULL).returncode; "
+               "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    rc, kib = proc.stdout.split()
+    if proc.returncode != 0 or rc != "0":
+        raise RuntimeError(f"fresh-process run failed:\n{proc.stderr[-3000:]}")
+    return int(kib) * 1024
+
+
 def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, root=None):
     """Write the series (in this process), then measure each size in a fresh interpreter
     (:func:`child`: a warm-up run, then the size); returns the records."""
@@ -218,7 +237,10 @@ def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, ro
                                   timeout=timeout, env=env)
             if proc.returncode != 0:
                 raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
-            records += json.loads(proc.stdout.strip().splitlines()[-1])
+            recs = json.loads(proc.stdout.strip().splitlines()[-1])
+            for r in recs:
+                r["fresh_peak"] = fresh_process_peak(path, args, env, timeout)
+            records += recs
     return records
 
 
@@ -265,6 +287,9 @@ def main(argv=None):
                      f"{est.increment / inc:.3f} ({est.phase}: {est.summary()})")
         print(line)
         print(f"    phases (MiB above baseline): {ph}")
+        fresh = r["fresh_peak"]
+        print(f"    fresh process (`fastalign align`, what /usr/bin/time shows): peak "
+              f"{fresh / mib:.0f} MiB = {fresh / inp:.2f} x input")
     return 0
 
 

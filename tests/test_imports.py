@@ -200,3 +200,25 @@ def test_one_version():
     with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as fh:
         m = re.search(r'^version = "([^"]+)"', fh.read(), re.MULTILINE)
     assert m and m.group(1) == __version__
+
+
+def test_cli_does_not_load_scipy_signal_or_stats():
+    # scipy.signal pulls in scipy.stats: ~47 MB resident in every process (issue 20's
+    # footprint) and ~0.6 s of import; the Tukey window is fastalign's own
+    code = "import sys, fastalign.cli.main; print(sorted(m for m in sys.modules " \
+           "if m.startswith(('scipy.signal', 'scipy.stats'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_tukey_symmetric_equals_scipy():
+    import numpy as np
+    from scipy.signal.windows import tukey
+
+    from fastalign.align.shift import tukey_symmetric
+
+    for n in (1, 2, 3, 5, 64, 127, 256):
+        for alpha in (0.0, 0.1, 0.25, 0.5, 1.0, 1.5):
+            assert np.array_equal(tukey_symmetric(n, alpha), tukey(n, alpha)), (n, alpha)

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 import scipy.fft as sfft
-from scipy.signal.windows import tukey
+from .shift import tukey_symmetric as tukey
 
 from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
                          as_positive_int)

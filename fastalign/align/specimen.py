@@ -262,7 +262,7 @@ def pair_network_dy(tilt_series, angles_deg, *, max_distance=3, taper=0.1, upsam
     import math
 
     import numba
-    from scipy.signal.windows import tukey
+    from .shift import tukey_symmetric as tukey
 
     from .baselines import _relative_shift, _spectrum, _stretch_x
     ts = np.asarray(tilt_series, dtype=np.float32)
