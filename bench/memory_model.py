@@ -219,9 +219,11 @@ def fresh_process_peak(path, args, env, timeout):
     return int(kib) * 1024
 
 
-def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, root=None):
+def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, root=None,
+            fresh=False):
     """Write the series (in this process), then measure each size in a fresh interpreter
-    (:func:`child`: a warm-up run, then the size); returns the records."""
+    (:func:`child`: a warm-up run, then the size); returns the records.  With ``fresh``,
+    also each size's plain process peak (:func:`fresh_process_peak`, key ``fresh_peak``)."""
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         warm = write_series(os.path.join(tmp, "warm"), WARM_SHAPE)
@@ -239,7 +241,8 @@ def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, ro
                 raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
             recs = json.loads(proc.stdout.strip().splitlines()[-1])
             for r in recs:
-                r["fresh_peak"] = fresh_process_peak(path, args, env, timeout)
+                if fresh:
+                    r["fresh_peak"] = fresh_process_peak(path, args, env, timeout)
             records += recs
     return records
 
@@ -264,7 +267,8 @@ def main(argv=None):
     p.add_argument("--root", help="directory holding the fastalign package to measure "
                                   "(default: this checkout), e.g. an older commit's export")
     a = p.parse_args(argv)
-    records = measure(a.shapes, ["--recon", a.recon] + extra, root=a.root, timeout=3600)
+    records = measure(a.shapes, ["--recon", a.recon] + extra, root=a.root, timeout=3600,
+                      fresh=True)
     if a.json:
         print(json.dumps(records, indent=1))
         return 0

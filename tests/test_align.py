@@ -19,15 +19,17 @@ def _report(name, **vals):
 def test_seed_experiment_noise_free(recon, lam):
     # The seed's Figure 1 experiment at 128 px (the 256 px run is in bench/): binary phantom,
     # 0..178 step 2, dx ~ U[-20, 20] px.
+    # Default loop options (measured 0.0078 / 0.0079 px in 21 / 22 iterations; a forced
+    # 40 finest iterations with tol=0 gave 0.0089 / 0.0077 px in 2.4x the time).
     data, angles, true = seed_experiment(n=128, seed=0)
-    r = fastalign.align(data, angles, recon=recon, lam=lam, axes="x", max_iter=40, tol=0.0)
+    r = fastalign.align(data, angles, recon=recon, lam=lam, axes="x")
     err_x, _ = gauge_error(r.shifts, true, angles)
     before, _ = gauge_error(np.zeros_like(true), true, angles)
     _report(f"seed {recon}", rms_before=before, rms_after=err_x)
     assert err_x <= 0.01
     # the history shows convergence: updates shrink by orders of magnitude
     upd = [h["max_update"] for h in r.history]
-    assert upd[0] > 5 and min(upd[-5:]) < 0.01
+    assert r.converged and upd[0] > 5 and min(upd[-5:]) < 0.002
 
 
 def test_seed_experiment_poisson_noise():

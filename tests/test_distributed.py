@@ -53,6 +53,12 @@ def _warm_workers(client):
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
+    """The base of this process's JIT cache (``<base>/fastalign/<key>``): the workers load
+    what the test run compiled already instead of compiling every kernel again (35 s of
+    the suite); a temporary directory when this process does not cache."""
+    from fastalign import _config
+    if _config.CACHE_DIR:
+        return os.path.dirname(os.path.dirname(_config.CACHE_DIR))
     return tmp_path_factory.mktemp("numba_cache")
 
 
