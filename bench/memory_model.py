@@ -240,8 +240,8 @@ def measure(shapes, args=(), *, timeout=900, no_fft_cache=False, trace=False, ro
             if proc.returncode != 0:
                 raise RuntimeError(f"memory measurement failed:\n{proc.stderr[-3000:]}")
             recs = json.loads(proc.stdout.strip().splitlines()[-1])
-            for r in recs:
-                if fresh:
+            if fresh:
+                for r in recs:
                     r["fresh_peak"] = fresh_process_peak(path, args, env, timeout)
             records += recs
     return records

@@ -15,13 +15,13 @@ import math
 import numba
 import numpy as np
 import scipy.fft as sfft
-from .shift import tukey_symmetric as tukey
 
 from .._validate import (as_angles_deg, as_finite_float, as_float32_array,
                          as_positive_int)
 from ..kernels import com as _kcom
 from ..kernels import xcorr as _kxc
 from .gauge import remove_sinusoid
+from .shift import tukey_symmetric
 
 __all__ = ["xcorr_shifts", "com_shifts"]
 
@@ -155,7 +155,7 @@ def _xcorr_options(ts, upsample, taper, max_shift):
     window = None
     if taper > 0.0:
         _, ny, nx = ts.shape
-        window = np.outer(tukey(ny, taper), tukey(nx, taper))
+        window = np.outer(tukey_symmetric(ny, taper), tukey_symmetric(nx, taper))
     return upsample, window, max_shift
 
 

@@ -71,7 +71,11 @@ def shift_padding(shifts):
 
 
 def tukey(n, alpha):
-    """Tukey (tapered cosine) window of length n; ``alpha`` is the tapered fraction."""
+    """Tukey (tapered cosine) window of length n; ``alpha`` is the tapered fraction.
+
+    The loop's taper (the executors' comparison windows): a ramp of ``m`` samples starting
+    at 0.  The baselines use the textbook window, :func:`tukey_symmetric`; the two differ in
+    the ramp's sampling, and each path's results were measured with its own."""
     w = np.ones(n)
     if alpha <= 0 or n < 3:
         return w
@@ -91,14 +95,15 @@ def tukey_symmetric(n, alpha):
     pulls in ``scipy.stats``: ~47 MB resident and 0.6 s in every process)."""
     if n <= 1 or alpha <= 0:
         return np.ones(max(n, 0))
-    k = np.arange(n, dtype=np.float64)
     if alpha >= 1.0:
         return 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n))
     width = int(np.floor(alpha * (n - 1) / 2.0))
-    w = np.ones(n)
+    k = np.arange(n, dtype=np.float64)
     head, tail = k[:width + 1], k[n - width - 1:]
+    w = np.ones(n)
     w[:width + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * head / alpha / (n - 1))))
-    w[n - width - 1:] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * tail / alpha / (n - 1))))
+    w[n - width - 1:] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1
+                                                   + 2.0 * tail / alpha / (n - 1))))
     return w
 
 

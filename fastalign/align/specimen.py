@@ -262,7 +262,7 @@ def pair_network_dy(tilt_series, angles_deg, *, max_distance=3, taper=0.1, upsam
     import math
 
     import numba
-    from .shift import tukey_symmetric as tukey
+    from .shift import tukey_symmetric
 
     from .baselines import _relative_shift, _spectrum, _stretch_x
     ts = np.asarray(tilt_series, dtype=np.float32)
@@ -270,7 +270,7 @@ def pair_network_dy(tilt_series, angles_deg, *, max_distance=3, taper=0.1, upsam
     angles = np.asarray(angles_deg, dtype=np.float64)
     order = np.argsort(angles, kind="stable")
     th = np.deg2rad(angles)
-    window = np.outer(tukey(ny, taper), tukey(nx, taper))
+    window = np.outer(tukey_symmetric(ny, taper), tukey_symmetric(nx, taper))
     workers = numba.get_num_threads()
     cache = {}
 
