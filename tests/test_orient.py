@@ -48,6 +48,23 @@ def test_decorrelation_axis_on_a_truncated_slab(wide_slab, alpha):
     assert strength > 0.2
 
 
+@pytest.mark.parametrize("alpha", [0.0, 90.0])
+def test_find_orientation_skips_the_profile_searches_on_a_slab(wide_slab, alpha, monkeypatch):
+    """The common line and the profiles cannot refine a specimen wider than the field: on a
+    slab only the decorrelation runs (specimen="compact" forces the searches)."""
+    d = _turned(wide_slab.data, alpha)[:, 27:155, 27:155]
+    calls = []
+    real = ax.coarse_axis_angle
+    monkeypatch.setattr(ax, "coarse_axis_angle", lambda *a, **k: calls.append(1) or real(*a, **k))
+    o = find_orientation(d, wide_slab.angles_deg)
+    assert o.record["profiles"] == "not searched (slab)" and "profile_deg" not in o.record
+    assert o.record["used"] == "decorrelation" and not calls
+    assert abs(_mod180(o.axis_angle_deg - alpha)) < 2.0
+    o = find_orientation(d, wide_slab.angles_deg, specimen="compact")
+    assert "profile_misfit" in o.record and calls
+    assert o.record["profile_misfit"] > 0.2        # (why the slab path skips them)
+
+
 def test_decorrelation_axis_of_noise_has_no_direction():
     rng = np.random.default_rng(3)
     found, strength = decorrelation_axis(rng.normal(size=(31, 64, 64)).astype(np.float32),

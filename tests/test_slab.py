@@ -4,6 +4,7 @@ tilt, truncated in x and y, dx, dy ~ U[-10, 10] px, Poisson noise at ~1000 count
 Each case prints fastalign's RMS error (gauge removed) next to the cross-correlation and
 centre-of-mass baselines on the same data, and the thickness estimate.
 """
+import numpy as np
 import pytest
 
 import fastalign
@@ -69,3 +70,32 @@ def test_edge_fraction_separates_slabs_from_compact_objects_on_a_background():
     # a constant background (vacuum level, detector offset) is not material at the edges
     assert edge_fraction(compact + 2.0 * compact.mean()) < 0.1
     assert edge_fraction(slab) > 0.8 > SLAB_EDGE_FRACTION
+
+
+@pytest.mark.parametrize("thickness, note, option", [
+    (60.0, "reaches the probed depth", "pass nz="),       # thicker than the 64 px probe
+    (1.0, "at the resolution limit", "pass nz="),         # thinner than the resolution
+])
+def test_thickness_at_the_probe_limits_warns_and_names_the_option(thickness, note, option,
+                                                                   caplog):
+    exp = slab_experiment(64, thickness, seed=0)
+    with caplog.at_level("WARNING", logger="fastalign.align"):
+        r = fastalign.align(exp.data, exp.angles_deg, max_iter=1, coarse_iter=0)
+    spec = r.options["specimen"]
+    assert spec["kind"] == "slab" and note in spec["thickness_note"]
+    assert any(option in m and "thickness" in m for m in caplog.messages)
+    # the region still holds the estimate (never a silent, too small region)
+    assert r.volume.shape[1] >= r.thickness
+
+
+def test_depth_probe_rows_are_spread_and_capped():
+    from fastalign.align.executor import PROBE_ROWS, probe_rows
+    for nyl in (1, 16, PROBE_ROWS, PROBE_ROWS + 1, 100, 128, 257):
+        rows = probe_rows(nyl)
+        assert rows.size <= PROBE_ROWS and rows[0] >= 0 and rows[-1] < nyl
+        steps = np.unique(np.diff(rows))
+        assert steps.size <= 1                                   # evenly spread
+        if nyl <= PROBE_ROWS:
+            assert np.array_equal(rows, np.arange(nyl))
+        else:   # centred: the unused rows split evenly (within one) between the two ends
+            assert abs(rows[0] - (nyl - 1 - rows[-1])) <= 1

@@ -133,6 +133,10 @@ def rows_of(arr, r0, r1):
     return np.ascontiguousarray(arr[:, r0:r1])
 
 
+def rows_at(arr, rows):
+    return np.ascontiguousarray(arr[:, rows])
+
+
 def tilts_of(res, key, t0, t1):
     return np.ascontiguousarray(res[1][key][t0:t1])
 

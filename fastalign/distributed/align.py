@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 from .._validate import check_align_angles, check_signal_stats, warn_two_tilts
-from ..align.executor import estimate_updates, residual_from_sums
+from ..align.executor import estimate_updates, probe_rows, residual_from_sums
 from ..align.loop import drive
 from ..align.options import AlignOptions
 from ..align.profiles import tilt_profiles
@@ -249,7 +249,8 @@ class DaskExecutor:
     def depth_probe(self, total, f, depth):
         """The local depth probe (:meth:`fastalign.align.executor.LocalExecutor.depth_probe`)
         on the cluster: tilt chunks aligned and binned, the probe's SIRT per slab of rows
-        (:func:`fastalign.align.executor.probe_volume`; rows are independent), and its
+        (:func:`fastalign.align.executor.probe_volume` of the rows of
+        :func:`fastalign.align.executor.probe_rows`; rows are independent), and its
         depth power summed slab after slab in row order (a chain of small tasks, so the sum
         equals the local one exactly).  The client receives one ``(depth/f, nx/f)`` float64
         image."""
@@ -259,13 +260,13 @@ class DaskExecutor:
         pads = shift_padding(shifts)
         binned = [c.submit(_slabs.shift_bin_chunk, r, shifts[a:b], pads, f, pure=False)
                   for r, (a, b) in zip(self.raw_full, self.tchunks)]
-        nyl = ny // f
+        rows = probe_rows(ny // f)
         acc = None
-        for r0, r1 in plan(nyl, max(1, self.rows_full // f)):
-            pieces = [c.submit(_slabs.rows_of, ch, r0, r1, pure=False) for ch in binned]
-            rows = c.submit(_slabs.probe_rows, pieces, self.angles, depth // f, pure=False)
-            acc = c.submit(_slabs.probe_power, rows, acc, pure=False)
-        return acc.result() / nyl
+        for r0, r1 in plan(rows.size, max(1, self.rows_full // f)):
+            pieces = [c.submit(_slabs.rows_at, ch, rows[r0:r1], pure=False) for ch in binned]
+            vol = c.submit(_slabs.probe_rows, pieces, self.angles, depth // f, pure=False)
+            acc = c.submit(_slabs.probe_power, vol, acc, pure=False)
+        return acc.result() / rows.size
 
     def use_slab(self, opts, slab):
         """Run the slab iteration with the slab's options (region, levels, tolerance):
