@@ -45,6 +45,9 @@ def test_slab_default_options(name):
     # the region is sized from the thickness (with margin), not from the width
     assert r.volume.shape[0] == fov and r.volume.shape[2] == fov
     assert r.volume.shape[1] <= 1.5 * thickness + 30
+    if pitch:   # the loop ran in the frame turned by the pitch, in a region as thin as flat
+        assert spec["loop_frame_deg"] == -spec["pitch_deg"] and not spec["support_mask"]
+        assert spec["loop_nz"] <= 1.3 * thickness + 8 < spec["nz"]
 
 
 def test_compact_object_keeps_the_compact_loop():

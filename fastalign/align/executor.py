@@ -212,7 +212,7 @@ class LocalExecutor:
     @property
     def region(self):
         """``(angles_deg, nz, nx)`` reconstructed at this level (:func:`estimate_uncertainty`)."""
-        return self.angles, self.A.domain_shape[1], self.A.domain_shape[2]
+        return self.lv.geometry.angles_deg, self.A.domain_shape[1], self.A.domain_shape[2]
 
     @property
     def can_rotate(self):
@@ -636,8 +636,10 @@ def extrapolate_volume(x, x_before, jump, nonneg):
 
 def slab_solver(A, slab, f, nonneg):
     """The slab iteration's SIRT: over-relaxed, data weights set per iteration
-    (:meth:`SIRTSolver.set_data_weights`), and for a pitched slab a support mask of the slab's
-    thickness (with the margin of :func:`fastalign.align.specimen.slab_region`)."""
+    (:meth:`SIRTSolver.set_data_weights`), and for a pitched slab in the user's frame (``pad_x``
+    or ``nz`` given; else the loop turns the frame, :func:`fastalign.align.slab.setup_slab`) a
+    support mask of the slab's thickness (with the margin of
+    :func:`fastalign.align.specimen.slab_region`)."""
     mask = None
     if slab["pitch_deg"]:
         _, nz, nxp = A.domain_shape

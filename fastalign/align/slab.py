@@ -12,8 +12,14 @@ tilts (``specimen="auto"``), or ``specimen="slab"`` is passed, :func:`setup_slab
    (:func:`fastalign.align.specimen.fit_pitched_power`);
 3. moves the slab to the middle of the depth range (a depth offset is the ``sin`` part of
    the dx gauge) and sizes the region: every column that an oblique ray through the field
-   meets, and the slab's thickness with a margin (:func:`slab_region`); a pitched slab gets a
-   support mask of that thickness instead of a deeper box;
+   meets, and the slab's thickness with a margin (:func:`slab_region`).  A slab pitched by
+   a degree or more is reconstructed in the loop in the frame turned by its pitch (angles
+   ``- pitch``: a pitch is an offset of every tilt angle, :mod:`fastalign.align.tiltoffset`),
+   where it is flat and the region is as thin as the slab; the final volume keeps the
+   user's angles in a region deep enough for the pitched slab.  (Measured on the 4 degree
+   case of tests/test_slab.py: 0.041 / 0.025 px in 10 finest iterations, against 0.072 /
+   0.030 px in 17 with the deeper box and a support mask, which the loop still uses when
+   ``pad_x`` or ``nz`` is given.)
 4. switches the loop to the slab iteration (:class:`fastalign.align.loop.LoopController`):
    each outer iteration reconstructs from zero with data weights that are 0 where a
    resampled image has no measurement, compares measured and reprojected data only there,
@@ -137,6 +143,14 @@ def setup_slab(executor, opts, geometry, total, record, *, user):
     total[:, 0] += zc * np.sin(th)
     pad_x, nz = slab_region(nx, angles, thickness, pitch)
     mask_pitch = pitch if abs(pitch) >= 1.0 else 0.0
+    loop_angles, loop_nz = angles, None
+    if mask_pitch and not (user["pad_x"] or user["nz"]):
+        # the loop reconstructs in the frame turned by the pitch, where the slab is flat
+        # (a pitch is an offset of every tilt angle, fastalign.align.tiltoffset): a region
+        # as thin as the slab, no support mask; the final volume keeps the user's angles
+        loop_angles = angles - pitch
+        pad_flat, loop_nz = slab_region(nx, loop_angles, thickness)
+        pad_x, mask_pitch = max(pad_x, pad_flat), 0.0
     changes = dict(specimen="slab", tol=min(opts.tol, SLAB_TOL))
     if not user["pad_x"]:
         changes["pad_x"] = pad_x
@@ -156,6 +170,10 @@ def setup_slab(executor, opts, geometry, total, record, *, user):
     log.info("slab: thickness %.1f px, depth offset %.1f px, pitch %.1f deg; region pad_x=%d "
              "nz=%d", thickness, zc, pitch, opts.pad_x, opts.nz)
     geometry = geometry.with_shape((ny, opts.nz, nx))
+    if loop_nz is not None:
+        info.update(loop_frame_deg=round(-pitch, 2), loop_nz=loop_nz)
+        geometry = dataclasses.replace(geometry, angles_deg=loop_angles).with_shape(
+            (ny, loop_nz, nx))
     # the final volume grows by the depth move of the reported gauge unless nz was given
     slab = dict(thickness=thickness, pitch_deg=mask_pitch, fixed_nz=bool(user["nz"]))
     return opts, geometry, slab

@@ -295,7 +295,7 @@ class DaskExecutor:
         if self.slab is not None:
             # cold starts every iteration: no warm start between levels
             self.gen = 0
-            self.states = [c.submit(_slabs.slab_align_state, self.angles,
+            self.states = [c.submit(_slabs.slab_align_state, lv.geometry.angles_deg,
                                     (r1 - r0,) + shape[1:], co, self.slab, lv.f, o.nonneg,
                                     pure=False) for r0, r1 in slabs]
         elif self.states is None:
