@@ -10,16 +10,19 @@ baselines', the measured thickness and pitch, the region, iterations and time.
 ``--oracle`` starts the loop from the true shifts (is the loop's fixed point biased, or does
 it not converge?).
 
-Measured (issue 17, default options; times on 2 shared, heavily loaded cores):
+Measured (issue 17, default options, 2026-12-03; times on 2 shared cores):
 
-* 256 px field, 28 px film: 0.010 / 0.011 px (xcorr 0.022 / 0.017), 8 iterations, converged;
+* 256 px field, 28 px film: 0.011 / 0.011 px (xcorr 0.022 / 0.017), 8 iterations, converged;
 * 256 px field, 40 px film: 0.024 / 0.014 px (xcorr 0.037 / 0.014), 14 iterations, converged;
-* 128 px field, 60 px film: 0.157 / 0.072 px (xcorr 0.163 / 0.109), open: the measured
-  updates of this thick slab carry 6 % of an uncorrelated and 1.5 % of a smooth (random-walk)
-  shift error (the reconstruction absorbs the rest), against a noise of ~0.006 px per tilt;
-  from the true shifts the loop drifts to 0.034 / 0.033 px, from the start it drives the
-  updates below 0.001 px without reducing the x error (also with a looser Anderson
-  safeguard and a longer memory).
+* 256 px field, 60 px film: 0.069 / 0.014 px (xcorr 0.081 / 0.021), 8 iterations, converged;
+* 128 px field, 60 px film (half the field): 0.156 / 0.070 px (xcorr 0.163 / 0.109), open:
+  the measured updates of this thick slab carry 6 % of an uncorrelated and 1.5 % of a smooth
+  (random-walk) shift error (the reconstruction absorbs the rest), against a noise of
+  ~0.006 px per tilt; from the true shifts the loop drifts to 0.034 / 0.033 px, from the
+  start it drives the updates below 0.001 px without reducing the x error (also with a
+  looser Anderson safeguard and a longer memory; measuring each tilt against a
+  reconstruction from the other half of the tilts is dominated by the half-sampled
+  reconstruction's artefacts: 0.5 px).
 """
 import argparse
 import json

@@ -198,16 +198,36 @@ print("JIT_POLICY_JSON " + json.dumps(report))
 """
 
 
+def start_workload():
+    """Start :data:`_WORKLOAD` in a fresh interpreter with the cache off; returns
+    ``(process, stdout file, stderr file)``.  tests/conftest.py starts it as soon as this
+    module's tests are collected: its ~45 s of compilation on one core then overlap the
+    first tests instead of adding to the run."""
+    import tempfile
+    env = dict(os.environ, FASTALIGN_CACHE="0")
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, "-c", _WORKLOAD, os.path.dirname(__file__)],
+                            stdout=out, stderr=err, text=True, env=env)
+    return proc, out, err
+
+
 @pytest.fixture(scope="module")
 def compiled():
     """Per kernel: the signatures compiled by the workload and any forbidden IR flags, from a
     fresh interpreter (signature counts must not depend on what other tests compiled)."""
-    env = dict(os.environ, FASTALIGN_CACHE="0")
-    proc = subprocess.run([sys.executable, "-c", _WORKLOAD, os.path.dirname(__file__)],
-                          capture_output=True, text=True, timeout=1200, env=env)
-    assert proc.returncode == 0, proc.stderr
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("JIT_POLICY_JSON ")]
-    assert line, proc.stdout + proc.stderr
+    import conftest
+    proc, out, err = conftest.BACKGROUND.pop("jit_policy", None) or start_workload()
+    try:
+        proc.wait(timeout=1200)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    finally:
+        out.close()
+        err.close()
+    assert proc.returncode == 0, stderr
+    line = [ln for ln in stdout.splitlines() if ln.startswith("JIT_POLICY_JSON ")]
+    assert line, stdout + stderr
     return json.loads(line[-1][len("JIT_POLICY_JSON "):])
 
 
