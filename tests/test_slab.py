@@ -102,3 +102,22 @@ def test_depth_probe_rows_are_spread_and_capped():
             assert np.array_equal(rows, np.arange(nyl))
         else:   # centred: the unused rows split evenly (within one) between the two ends
             assert abs(rows[0] - (nyl - 1 - rows[-1])) <= 1
+
+
+def test_cli_summary_states_the_slab_decisions(capsys):
+    """The CLI's last lines name the slab geometry, the region and, for a pitched slab, the
+    frame the loop aligned it in (issue 17: "the CLI summary states ...")."""
+    from types import SimpleNamespace
+
+    from fastalign.cli.outputs import align_done
+    spec = dict(kind="slab", edge_fraction=1.02, thickness_px=29.4, pitch_deg=5.0, pad_x=127,
+                nz=65, loop_frame_deg=-5.0, loop_nz=37, stop="updates below tol")
+    result = SimpleNamespace(method="sirt", converged=True, n_iter=12, options=dict(specimen=spec),
+                             tilt_offset_deg=0.0, axis_angle_deg=0.0,
+                             median_uncertainty=lambda: 0.003)
+    align_done(SimpleNamespace(quiet=False), result, {"volume": "v.rec"}, "out")
+    out = capsys.readouterr().out
+    assert "sirt converged after 12 iterations" in out
+    assert ("specimen slab (edge fraction 1.02): thickness 29.4 px, pitch 5.0 deg, region "
+            "pad_x=127 nz=65, aligned flat in the frame turned by -5.0 deg (nz=37), stopped: "
+            "updates below tol") in out

@@ -334,7 +334,9 @@ def align_done(args, result, names, out_dir):
             line += (f" (edge fraction {spec.get('edge_fraction')}): thickness "
                      f"{spec.get('thickness_px')} px, pitch {spec.get('pitch_deg')} deg, "
                      f"region pad_x={spec.get('pad_x')} nz={spec.get('nz')}, "
-                     f"stopped: {spec.get('stop')}")
+                     + (f"aligned flat in the frame turned by {spec['loop_frame_deg']} deg "
+                        f"(nz={spec.get('loop_nz')}), " if "loop_frame_deg" in spec else "")
+                     + f"stopped: {spec.get('stop')}")
         say(args, line)
     if getattr(result, "tilt_offset_deg", 0.0) or (result.options or {}).get("tilt_offset"):
         note = (result.options or {}).get("tilt_offset", {}).get("note")
