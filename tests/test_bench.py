@@ -52,6 +52,16 @@ def test_asv_suites_run_tiny():
             obj.teardown(*params)
 
 
+def test_asv_slab_alignment_runs_tiny(monkeypatch):
+    # the slab benchmark end to end on a 48 px slab, its loop cut to 2 iterations
+    monkeypatch.setattr(importlib.import_module("fastalign.align.slab"), "SLAB_MAX_ITER", 2)
+    obj = bench_align.SlabAlignment()
+    obj.setup(48, 1)
+    obj.time_align(48, 1)
+    err = obj.track_rms_error(48, 1)
+    assert math.isfinite(err) and err < 1.0       # the slab start alone is sub-pixel
+
+
 def test_asv_params_are_consistent():
     # asv needs one parameter list per name and methods accepting exactly those parameters
     for mod in (bench_projector, bench_recon, bench_align, bench_io):

@@ -13,6 +13,8 @@ iteration and the full alignment of a small series.
   the fixed per-call work (validation, gauge, final resampling of the aligned stack).
 * ``FullAlignment``: ``fastalign.align`` of a small particle series (71 tilts, -70..70, 32 x
   64 px, dx, dy ~ U[-10, 10]) with default options, coarse-to-fine.
+* ``SlabAlignment``: ``fastalign.align`` with default options of a 61 x 128 x 128 slab (the
+  slab path end to end, and its accuracy).
 
 ``setup`` runs the benchmarked call once (compiling every kernel on the same dispatch path),
 then resets the peak-RSS counter: ``peakmem_*`` is what ``setup`` left resident plus what the
@@ -180,3 +182,35 @@ class FullAlignment(_AlignCase):
         return fastalign.gauge_error(r.shifts, self.true, self.ang)[0]
 
     track_rms_error_x.unit = "px"
+
+
+class SlabAlignment(_AlignCase):
+    """``fastalign.align`` with default options of a slab 28 px thick, wider than the field at
+    every tilt (:func:`fastalign.simulate.slab_experiment`: 61 tilts, -60..60, truncated in x
+    and y, dx, dy ~ U[-10, 10], Poisson ~1000 counts/px): the whole slab path (detection,
+    start, depth probe, Anderson loop, final volume).  ``N`` = 128 is issue 18's
+    61 x 128 x 128 slab case."""
+
+    params = ([128], [2])
+    param_names = ["N", "threads"]
+    repeat = (1, 3, 120.0)
+    timeout = 600.0
+
+    def setup(self, N, threads):
+        from fastalign.simulate import slab_experiment
+        set_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        self.exp = slab_experiment(N, 28.0 * N / 128, seed=0)
+        # compile every kernel on the slab path (a small slab of the same kind)
+        small = slab_experiment(32, 8.0, seed=0)
+        fastalign.align(small.data, small.angles_deg, max_iter=1, coarse_iter=1)
+        reset_peak_rss()
+
+    def time_align(self, N, threads):
+        fastalign.align(self.exp.data, self.exp.angles_deg)
+
+    def track_rms_error(self, N, threads):
+        """Larger of the x and y RMS errors (px, gauge removed)."""
+        r = fastalign.align(self.exp.data, self.exp.angles_deg)
+        return max(fastalign.gauge_error(r.shifts, self.exp.shifts, self.exp.angles_deg))
+
+    track_rms_error.unit = "px"
