@@ -121,16 +121,3 @@ def test_cli_summary_states_the_slab_decisions(capsys):
     assert ("specimen slab (edge fraction 1.02): thickness 29.4 px, pitch 5.0 deg, region "
             "pad_x=127 nz=65, aligned flat in the frame turned by -5.0 deg (nz=37), stopped: "
             "updates below tol") in out
-
-
-def test_box_fit_has_a_budget(monkeypatch):
-    """A blurred box is found in a few evaluations; a fit that runs out of its budget finds no
-    box (it used to wander for 200-440 evaluations per trial pitch on profiles without one)."""
-    import importlib
-    specimen = importlib.import_module("fastalign.align.specimen")
-    z = np.arange(40.0)
-    profile = specimen._box(z, 0.8, 12.0, 30.0, 1.5, 0.1)
-    thickness, centre, blur, contrast = specimen.fit_slab(profile)
-    assert abs(thickness - 18.0) < 0.01 and abs(centre - 1.5) < 0.01 and abs(blur - 1.5) < 0.01
-    monkeypatch.setattr(specimen, "FIT_MAX_NFEV", 2)
-    assert specimen.fit_slab(profile) is None

@@ -200,8 +200,9 @@ class SlabAlignment(_AlignCase):
         from fastalign.simulate import slab_experiment
         set_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         self.exp = slab_experiment(N, 28.0 * N / 128, seed=0)
-        # compile every kernel on the slab path (a small slab of the same kind)
-        small = slab_experiment(32, 8.0, seed=0)
+        # compile every kernel on the slab path (a small slab of the same kind, large enough
+        # for a thickness measurement: a 32 px field spends seconds in the box fits)
+        small = slab_experiment(48, 10.5, seed=0)
         fastalign.align(small.data, small.angles_deg, max_iter=1, coarse_iter=1)
         reset_peak_rss()
 
