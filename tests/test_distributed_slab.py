@@ -37,13 +37,17 @@ def exp():
     return slab_experiment(fov=64)
 
 
-def test_dask_slab_equals_local(client, exp, tmp_path):
+@pytest.mark.parametrize("pitch", [0.0, 4.0])
+def test_dask_slab_equals_local(client, pitch, tmp_path):
+    # pitched: the loop runs in the frame turned by the pitch (level angles != data angles)
+    exp = slab_experiment(fov=64, pitch_deg=pitch)
     src = tmp_path / "slab.npy"
     np.save(src, exp.data)
     # a few iterations of the slab loop: every slab step runs, at a fraction of the cost of
     # the default (converged) run
     kw = dict(max_iter=3, n_inner=4, final_iter=4)
     ref = fastalign.align(exp.data, exp.angles_deg, **kw)
+    assert "excluded" not in ref.options        # (the Dask executor has no bad-tilt check)
     # slabs of 20 rows and tilt chunks of 16 tilts: every per-slab and per-chunk sum is split
     res = fd.align(client, str(src), exp.angles_deg, slab_rows=20, tilt_chunk=16, **kw)
     err_local = gauge_error(ref.shifts, exp.shifts, exp.angles_deg)
@@ -54,6 +58,7 @@ def test_dask_slab_equals_local(client, exp, tmp_path):
     assert "specimen" not in DaskExecutor.lacks
     spec = res.options["specimen"]
     assert spec["kind"] == "slab" and spec["decided_by"] == "data"
+    assert "loop_frame_deg" in spec or not pitch
     # the same decisions: edge fraction, start, thickness, depth, pitch, region, loop
     assert spec == ref.options["specimen"]
     assert res.thickness == ref.thickness

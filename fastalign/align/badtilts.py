@@ -67,6 +67,8 @@ MIN_DETECT = 10
 #: fewer pixels than this at the series' maximum never count as saturation (measured: a
 #: 32-pixel Poisson sinogram row had 1 such pixel, 3 % of the frame)
 MIN_SATURATED_PIXELS = 16
+#: The jump feature follows the slab mass law (a line in sec(angle)) from this tilt on.
+SEC_FROM_DEG = 20.0
 FLOORS = dict(blank=0.1, jump=0.05, saturated=0.005, occluded=0.02, edge=0.2, noise=0.04)
 REASONS = dict(blank="blank, dark or constant frame",
                jump="abrupt jump in mean intensity against its tilt neighbours",
@@ -178,6 +180,7 @@ def _deviations(data, angles):
     mean, std, sat, flat, bands, specs = _features(data)
     nb = _neighbours(len(mean))
     a = np.asarray(angles, dtype=np.float64)
+    sec = 1.0 / np.cos(np.deg2rad(np.clip(a, -85.0, 85.0)))
     s_med = float(np.median(std)) or 1.0
     tiny = 1e-6 * s_med
     log_std = np.log(std + tiny)
@@ -186,7 +189,13 @@ def _deviations(data, angles):
         near = [j for j in nb[i] if abs(j - i) <= 2]   # the spectra: the nearest only
         lev = _leverage(a, i, nb[i])
         d["blank"][i] = (_predict(log_std, a, i, nb[i]) - log_std[i]) / lev
-        d["jump"][i] = abs(mean[i] - _predict(mean, a, i, nb[i])) / s_med / lev
+        # at high tilt the mean against sec(angle): a slab's mass per view grows as 1/cos (a
+        # compact object's is constant), which a line in the angle misses when it is
+        # extrapolated to the ends of the range (a 4 degree pitched slab's -60 degree view
+        # was dropped as a jump); near 0 degrees, where sec is flat, against the angle
+        x = sec if abs(a[i]) >= SEC_FROM_DEG and np.all(a[nb[i]] * a[i] > 0) else a
+        d["jump"][i] = (abs(mean[i] - _predict(mean, x, i, nb[i])) / s_med
+                        / _leverage(x, i, nb[i]))
         d["saturated"][i] = sat[i] - np.median(sat[nb[i]])
         d["occluded"][i] = flat[i] - np.median(flat[nb[i]])
         level = _predict(bands, a, i, nb[i])
