@@ -15,6 +15,7 @@ feature     deviation (large is bad)
 =========== =================================================================================
 blank       ``-log(std_i / std_neighbours)``: a blank, dark or constant frame
 jump        ``|mean_i - mean_neighbours| / median std``: an abrupt jump in mean intensity
+            (from 20 degrees on, the neighbours' line runs in ``sec(angle)``, the slab mass law)
 saturated   excess fraction of pixels at the series' maximum
 occluded    excess fraction of pixels in a constant region (no local variation), or the
             largest change of an edge band's mean (a fifth of the frame at each of the four
