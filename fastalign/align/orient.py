@@ -151,13 +151,15 @@ class Orientation:
     ``quarter_turns``: the data are turned back by this many quarter turns (``90 k``
     degrees) before alignment; ``alpha``: the residual starting angle (degrees) of the turned
     data (0 when below :data:`ORIENT_MIN_DEG`); ``refine``: the residual is refined in the
-    loop; ``record``: what was found, for ``AlignResult.options["orientation"]``."""
+    loop; ``record``: what was found, for ``AlignResult.options["orientation"]``; ``slab``:
+    the turned data were taken as a slab (the profile searches skipped)."""
 
     quarter_turns: int = 0
     alpha: float = 0.0
     refine: bool = False
     start: float = 0.0
     record: dict = field(default_factory=dict)
+    slab: bool = False
 
     @property
     def axis_angle_deg(self):
@@ -210,7 +212,9 @@ def find_orientation(data, angles_deg, *, hint_deg=None, max_size=128, specimen=
     # agree with the decorrelation closely
     reach = COMMON_LINE_AGREE_DEG if weak else COMMON_LINE_REACH_DEG
     snap = weak and abs(residual) <= WEAK_SNAP_DEG
-    if specimen == "slab" or specimen == "auto" and edge_fraction(turned) > SLAB_EDGE_FRACTION:
+    slab = (specimen == "slab"
+            or specimen == "auto" and edge_fraction(turned) > SLAB_EDGE_FRACTION)
+    if slab:
         record["profiles"] = "not searched (slab)"
         compact = False
     else:
@@ -235,7 +239,7 @@ def find_orientation(data, angles_deg, *, hint_deg=None, max_size=128, specimen=
              record.get("profile_deg", "not searched"), k, alpha,
              "refined" if refine else "taken as 0")
     return Orientation(quarter_turns=k, alpha=float(alpha), refine=bool(refine),
-                       record=record, start=float(start))
+                       record=record, start=float(start), slab=bool(slab))
 
 
 def orient_data(data, angles_deg, opts):
@@ -257,7 +261,6 @@ def orient_data(data, angles_deg, opts):
     """
     import dataclasses
 
-    from .specimen import SLAB_EDGE_FRACTION, edge_fraction
     n, ny, nx = data.shape
     if min(ny, nx) < ORIENT_MIN_SIZE or n < ORIENT_MIN_TILTS:
         record = dict(method="none", used=f"not searched: images {ny} x {nx} / {n} tilts "
@@ -273,8 +276,7 @@ def orient_data(data, angles_deg, opts):
     data = quarter_turn(data, found.quarter_turns)
     offset, record = 90.0 * found.quarter_turns, found.record
     alpha = found.alpha if found.refine else (found.start if opts.refine_axis else 0.0)
-    if alpha != 0.0 and opts.specimen != "compact" and (
-            opts.specimen == "slab" or edge_fraction(data) > SLAB_EDGE_FRACTION):
+    if alpha != 0.0 and found.slab:
         data = _axis.rotate_shift(data, alpha, np.zeros((data.shape[0], 2)))
         record["resampled_deg"] = float(alpha)
         offset, alpha = offset + alpha, 0.0

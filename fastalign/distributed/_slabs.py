@@ -129,11 +129,8 @@ def shift_chunk(raw, shifts, pad):
         return fourier_shift(raw, shifts, pad=pad)
 
 
-def rows_of(arr, r0, r1):
-    return np.ascontiguousarray(arr[:, r0:r1])
-
-
-def rows_at(arr, rows):
+def rows_of(arr, rows):
+    """``arr[:, rows]`` contiguous (``rows``: a slice or an index array)."""
     return np.ascontiguousarray(arr[:, rows])
 
 

@@ -263,7 +263,7 @@ class DaskExecutor:
         rows = probe_rows(ny // f)
         acc = None
         for r0, r1 in plan(rows.size, max(1, self.rows_full // f)):
-            pieces = [c.submit(_slabs.rows_at, ch, rows[r0:r1], pure=False) for ch in binned]
+            pieces = [c.submit(_slabs.rows_of, ch, rows[r0:r1], pure=False) for ch in binned]
             vol = c.submit(_slabs.probe_rows, pieces, self.angles, depth // f, pure=False)
             acc = c.submit(_slabs.probe_power, vol, acc, pure=False)
         return acc.result() / rows.size
@@ -496,7 +496,7 @@ class DaskExecutor:
         out = []
         recon = "sirt" if windows is not None else self.opts.recon
         for s, (r0, r1) in zip(self.states, slabs):
-            pieces = [c.submit(_slabs.rows_of, ch, r0, r1, pure=False) for ch in chunks]
+            pieces = [c.submit(_slabs.rows_of, ch, slice(r0, r1), pure=False) for ch in chunks]
             w = None if windows is None else (windows[0][:, r0:r1], windows[1])
             out.append(c.submit(_slabs.set_data, s, self.gen, pieces, pl, recon,
                                 keep_x, w, pure=False))
