@@ -15,20 +15,25 @@ class TiltGeometry:
     angles_deg : array_like, shape (n_tilts,)
         Tilt angles in degrees, any order, no duplicates.
     shape : tuple of int
-        Volume shape ``(ny, nz, nx)``.  The detector has ``nx`` bins and ``ny`` rows.
+        Volume shape ``(ny, nz, nx)``.  The detector has ``ny`` rows.
     center_offset : float
         Rotation-centre offset in detector pixels: the object centre projects to
-        ``(nx - 1)/2 + center_offset``.
+        ``(n_det - 1)/2 + center_offset``.
+    n_det : int, optional
+        Detector bins per row (default ``nx``).  A region wider than the field of view
+        (``nx > n_det``: a slab, whose oblique rays cross columns outside the field) is
+        centred on the detector, and only the ``n_det`` measured rays are computed.
 
     Notes
     -----
     A voxel at ``(x, z)`` (pixels from the slice centre) projects at angle ``th`` to detector
-    coordinate ``u = x cos(th) + z sin(th)``, i.e. bin ``u + (nx-1)/2 + center_offset``.
+    coordinate ``u = x cos(th) + z sin(th)``, i.e. bin ``u + (n_det-1)/2 + center_offset``.
     """
 
     angles_deg: np.ndarray
     shape: tuple
     center_offset: float = 0.0
+    n_det: int = None
     _rad: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -42,6 +47,9 @@ class TiltGeometry:
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "center_offset",
                            as_finite_float(self.center_offset, "center_offset"))
+        n_det = shape[2] if self.n_det is None else as_positive_int(
+            int(self.n_det) if isinstance(self.n_det, np.integer) else self.n_det, "n_det")
+        object.__setattr__(self, "n_det", n_det)
         rad = np.deg2rad(a)  # the one degree -> radian conversion of the package
         rad.setflags(write=False)
         object.__setattr__(self, "_rad", rad)
@@ -68,8 +76,8 @@ class TiltGeometry:
 
     @property
     def data_shape(self):
-        """Tilt-series shape ``(n_tilts, ny, nx)``."""
-        return (self.n_tilts, self.ny, self.nx)
+        """Tilt-series shape ``(n_tilts, ny, n_det)``."""
+        return (self.n_tilts, self.ny, self.n_det)
 
     @property
     def angles_rad(self):
@@ -77,7 +85,7 @@ class TiltGeometry:
 
     @property
     def detector_center(self):
-        return 0.5 * (self.nx - 1) + self.center_offset
+        return 0.5 * (self.n_det - 1) + self.center_offset
 
     def ray_tables(self):
         """``(cos, sin, zmajor)`` per angle, float64/bool, for the kernels."""
@@ -89,8 +97,13 @@ class TiltGeometry:
         zmaj = np.abs(c) >= np.abs(s)
         return c, s, zmaj
 
-    def with_shape(self, shape):
-        return TiltGeometry(self.angles_deg, shape, self.center_offset)
+    def with_shape(self, shape, n_det=None):
+        """The same angles and centre offset for a volume ``shape`` and ``n_det`` detector
+        bins (default: this detector's bins if they differ from this volume's width, else
+        the new volume's width)."""
+        if n_det is None and self.n_det != self.nx:
+            n_det = self.n_det
+        return TiltGeometry(self.angles_deg, shape, self.center_offset, n_det)
 
     def binned(self, f, fy=None):
         """The geometry of the data binned ``fy x f`` (rows x columns) by block means.
@@ -114,6 +127,8 @@ class TiltGeometry:
         """
         fy = f if fy is None else fy
         ny, nz, nx = self.shape
+        if self.n_det != nx:
+            raise ValueError("binned() needs a detector as wide as the volume")
         co = (self.center_offset + 0.5 * (nx - (nx // f) * f)) / f
         return TiltGeometry(self.angles_deg, (ny // fy, max(1, int(round(nz / f))), nx // f),
                             co)
@@ -121,18 +136,20 @@ class TiltGeometry:
     def __getitem__(self, idx):
         """A geometry with a subset of the tilts (index, slice, mask or index array)."""
         a = self.angles_deg[idx]
-        return TiltGeometry(np.atleast_1d(a), self.shape, self.center_offset)
+        return TiltGeometry(np.atleast_1d(a), self.shape, self.center_offset, self.n_det)
 
     def __eq__(self, other):
         return (isinstance(other, TiltGeometry) and self.shape == other.shape
-                and self.center_offset == other.center_offset
+                and self.center_offset == other.center_offset and self.n_det == other.n_det
                 and np.array_equal(self.angles_deg, other.angles_deg))
 
     def __hash__(self):
-        return hash((self.shape, self.center_offset + 0.0, (self.angles_deg + 0.0).tobytes()))
+        return hash((self.shape, self.center_offset + 0.0, self.n_det,
+                     (self.angles_deg + 0.0).tobytes()))
 
     def __repr__(self):
         angles = np.array2string(self.angles_deg, separator=", ", threshold=1 << 30,
                                  floatmode="unique", max_line_width=1 << 30)
+        det = "" if self.n_det == self.nx else f", n_det={self.n_det}"
         return (f"TiltGeometry(angles_deg=np.array({angles}), shape={self.shape}, "
-                f"center_offset={self.center_offset!r})")
+                f"center_offset={self.center_offset!r}{det})")

@@ -10,7 +10,8 @@ from .kernels import projector as _k
 class Projector:
     """Joseph ray-driven parallel-beam projector for a volume ``(ny, nz, nx)``.
 
-    ``A(x)`` maps a volume ``(ny, nz, nx)`` to a tilt series ``(n_tilts, ny, nx)``;
+    ``A(x)`` maps a volume ``(ny, nz, nx)`` to a tilt series ``(n_tilts, ny, n_det)``
+    (``n_det = nx`` unless the geometry says otherwise);
     ``A.T(y)`` is its exact transpose (adjoint to float32 round-off).  Slices y are
     processed in blocks of ``kernels.projector.LANES`` (vectorised over the slices of a
     block) and the blocks distributed over Numba threads; with fewer blocks than threads each
@@ -22,18 +23,21 @@ class Projector:
     angles_deg : array_like or TiltGeometry
         Tilt angles in degrees (or a full geometry, then ``shape`` is ignored).
     shape : tuple of int, optional
-        Volume shape ``(ny, nz, nx)``.
+        Volume shape ``(ny, nz, nx)``.  (A geometry with ``n_det`` detector bins maps to
+        ``(n_tilts, ny, n_det)``: :class:`fastalign.geometry.TiltGeometry`.)
     center_offset : float
         Rotation-centre offset in detector pixels.
+    n_det : int, optional
+        Detector bins per row (default ``nx``), centred on the volume.
     """
 
-    def __init__(self, angles_deg, shape=None, center_offset=0.0):
+    def __init__(self, angles_deg, shape=None, center_offset=0.0, n_det=None):
         if isinstance(angles_deg, TiltGeometry):
             geom = angles_deg
         else:
             if shape is None:
                 raise ValueError("shape=(ny, nz, nx) is required")
-            geom = TiltGeometry(angles_deg, tuple(shape), center_offset)
+            geom = TiltGeometry(angles_deg, tuple(shape), center_offset, n_det)
         self.geometry = geom
         self._cos, self._sin, self._zmaj = geom.ray_tables()
         self._wts, self._zlist, self._xlist = _k.angle_tables(self._cos, self._sin,
@@ -124,7 +128,7 @@ class Projector:
         if self._norm_sq is None:
             n_iter = as_positive_int(n_iter, "n_iter")
             g = self.geometry
-            sub = Projector(g.with_shape((1, g.nz, g.nx)))
+            sub = Projector(g.with_shape((1, g.nz, g.nx), g.n_det))
             rng = np.random.default_rng(seed)
             x = rng.standard_normal((1, g.nz, g.nx)).astype(np.float32)
             y = np.empty(sub.range_shape, np.float32)

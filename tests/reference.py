@@ -3,7 +3,8 @@
 Joseph's projector for one ``(nz, nx)`` slice, written straight from DESIGN.md:
 
 * pixel ``(iz, ix)`` has centre ``x = ix - (nx-1)/2``, ``z = iz - (nz-1)/2``;
-* the detector has ``nx`` bins; bin ``t`` is at ``u = t - ((nx-1)/2 + center_offset)``;
+* the detector has ``nb`` bins (default ``nx``); bin ``t`` is at
+  ``u = t - ((nb-1)/2 + center_offset)``;
 * the ray of bin ``t`` at angle ``th`` is the line ``x cos(th) + z sin(th) = u``;
 * if ``|cos| >= |sin|`` the ray visits every row ``iz``, finds its x there and linearly
   interpolates between the two neighbouring pixels of that row; otherwise it visits every
@@ -21,8 +22,8 @@ import math
 import numpy as np
 
 
-def ray_weights(theta_deg, t, nz, nx, center_offset=0.0):
-    """Pixels and weights of one ray.
+def ray_weights(theta_deg, t, nz, nx, center_offset=0.0, nb=None):
+    """Pixels and weights of one ray (bin ``t`` of ``nb`` detector bins, default ``nx``).
 
     Returns
     -------
@@ -31,7 +32,8 @@ def ray_weights(theta_deg, t, nz, nx, center_offset=0.0):
     """
     th = math.radians(theta_deg)
     c, s = math.cos(th), math.sin(th)
-    u = t - ((nx - 1) / 2.0 + center_offset)
+    nb = nx if nb is None else nb
+    u = t - ((nb - 1) / 2.0 + center_offset)
     out = []
     if abs(c) >= abs(s):  # z-major: one sample per row
         step = 1.0 / abs(c)
@@ -60,7 +62,7 @@ def ray_weights(theta_deg, t, nz, nx, center_offset=0.0):
     return out
 
 
-def forward_slice(sl, angles_deg, center_offset=0.0):
+def forward_slice(sl, angles_deg, center_offset=0.0, nb=None):
     """Joseph projection of one slice, one ray at a time.
 
     Parameters
@@ -68,55 +70,62 @@ def forward_slice(sl, angles_deg, center_offset=0.0):
     sl : array_like, shape (nz, nx)
     angles_deg : sequence of float
     center_offset : float
+    nb : int, optional
+        Detector bins (default ``nx``).
 
     Returns
     -------
-    sino : ndarray, float64, shape (n_angles, nx)
+    sino : ndarray, float64, shape (n_angles, nb)
     """
     sl = np.asarray(sl, dtype=np.float64)
     nz, nx = sl.shape
-    sino = np.zeros((len(angles_deg), nx))
+    nb = nx if nb is None else nb
+    sino = np.zeros((len(angles_deg), nb))
     for a, th in enumerate(angles_deg):
-        for t in range(nx):
+        for t in range(nb):
             sino[a, t] = sum(w * sl[iz, ix]
-                             for iz, ix, w in ray_weights(th, t, nz, nx, center_offset))
+                             for iz, ix, w in ray_weights(th, t, nz, nx, center_offset, nb))
     return sino
 
 
-def system_matrix(nz, nx, angles_deg, center_offset=0.0):
+def system_matrix(nz, nx, angles_deg, center_offset=0.0, nb=None):
     """Dense Joseph system matrix, ``sino.ravel() = M @ slice.ravel()``.
 
     Returns
     -------
-    M : ndarray, float64, shape (n_angles * nx, nz * nx)
-        Row ``a * nx + t`` is ray ``t`` at angle ``a``; column ``iz * nx + ix`` is pixel
-        ``(iz, ix)``.  For tiny sizes only.
+    M : ndarray, float64, shape (n_angles * nb, nz * nx)
+        Row ``a * nb + t`` is ray ``t`` at angle ``a`` (``nb`` detector bins, default
+        ``nx``); column ``iz * nx + ix`` is pixel ``(iz, ix)``.  For tiny sizes only.
     """
-    M = np.zeros((len(angles_deg) * nx, nz * nx))
+    nb = nx if nb is None else nb
+    M = np.zeros((len(angles_deg) * nb, nz * nx))
     for a, th in enumerate(angles_deg):
-        for t in range(nx):
-            for iz, ix, w in ray_weights(th, t, nz, nx, center_offset):
-                M[a * nx + t, iz * nx + ix] += w
+        for t in range(nb):
+            for iz, ix, w in ray_weights(th, t, nz, nx, center_offset, nb):
+                M[a * nb + t, iz * nx + ix] += w
     return M
 
 
-def back_slice(sino, angles_deg, nz, center_offset=0.0):
+def back_slice(sino, angles_deg, nz, center_offset=0.0, nx=None):
     """Transpose of :func:`forward_slice` via the explicit matrix.
 
     Parameters
     ----------
-    sino : array_like, shape (n_angles, nx)
+    sino : array_like, shape (n_angles, nb)
     angles_deg : sequence of float
     nz : int
     center_offset : float
+    nx : int, optional
+        Slice width (default: the detector's ``nb``).
 
     Returns
     -------
     slice : ndarray, float64, shape (nz, nx)
     """
     sino = np.asarray(sino, dtype=np.float64)
-    nx = sino.shape[1]
-    M = system_matrix(nz, nx, angles_deg, center_offset)
+    nb = sino.shape[1]
+    nx = nb if nx is None else nx
+    M = system_matrix(nz, nx, angles_deg, center_offset, nb)
     return (M.T @ sino.ravel()).reshape(nz, nx)
 
 

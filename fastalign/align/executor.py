@@ -16,7 +16,7 @@ from .._fft import release_plans
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver
 from . import axis as _axis
-from .levels import level_rows, pad_columns, row_runs, warm_start
+from .levels import level_rows, pad_columns, region_projector, row_runs, warm_start
 from .shift import (absorbed_fraction, coupled_uncertainty, cross_power, estimate_shift,
                     fourier_shift, shift_uncertainty, tukey)
 
@@ -30,17 +30,11 @@ __all__ = ["LocalExecutor", "make_solver", "estimate_updates", "estimate_uncerta
 SIRT_RELAX = 1.9
 
 
-def make_solver(recon, A, *, nonneg, lam, pad=0):
-    """The loop's solver for projector ``A``: over-relaxed SIRT (``pad`` detector columns
-    per side carry no measurement: data weight 0) or TV."""
+def make_solver(recon, A, *, nonneg, lam):
+    """The loop's solver for projector ``A``: over-relaxed SIRT or TV.  (A region wider than
+    the field: :func:`fastalign.align.levels.region_projector`.)"""
     if recon == "sirt":
-        w = None
-        if pad:
-            w = np.ones((A.geometry.n_tilts, 1, A.range_shape[2]), np.float32)
-            w[:, :, :pad] = 0.0
-            w[:, :, -pad:] = 0.0
-        return SIRTSolver(A, nonneg=nonneg, relax=SIRT_RELAX, data_weights=w,
-                          weight_floor=1e-6)
+        return SIRTSolver(A, nonneg=nonneg, relax=SIRT_RELAX, weight_floor=1e-6)
     if recon == "tv":
         from ..recon.tv import TVSolver
         return TVSolver(A, lam=lam, nonneg=nonneg)
@@ -196,9 +190,14 @@ class LocalExecutor:
         self.rows = level_rows(nyl, lv.fy, o.slices, budget)
         pos = lv.positions(self.rows)
         nzl, nxl = lv.geometry.nz, lv.geometry.nx
-        self.A = Projector(lv.geometry.with_shape((self.rows.size, nzl, nxl + 2 * lv.pad)))
+        self.A = region_projector(lv.geometry.angles_deg,
+                                  (self.rows.size, nzl, nxl + 2 * lv.pad),
+                                  lv.geometry.center_offset, lv.pad,
+                                  "sirt" if self.slab is not None else o.recon)
+        #: detector columns per side beyond the field (TV with padding only)
+        self.dpad = (self.A.range_shape[2] - nxl) // 2
         if self.slab is None:
-            self.solver = make_solver(o.recon, self.A, nonneg=o.nonneg, lam=o.lam, pad=lv.pad)
+            self.solver = make_solver(o.recon, self.A, nonneg=o.nonneg, lam=o.lam)
         else:
             self.solver = slab_solver(self.A, self.slab, lv.f, o.nonneg)
         if self.x is None:
@@ -235,11 +234,10 @@ class LocalExecutor:
                                                        taper=self.opts.taper)
             wy, wys = wy[:, self.rows], wys[:, self.rows]
             self.windows = (wy, wys, wx, wxs)
-            self.solver.set_data_weights(pad_columns(np.ascontiguousarray(hard[:, self.rows]),
-                                                     lv.pad, "sirt"))
-            self.b = pad_columns(b, lv.pad, "sirt")
+            self.solver.set_data_weights(np.ascontiguousarray(hard[:, self.rows]))
+            self.b = b
             return
-        self.b = pad_columns(b, lv.pad, self.opts.recon)
+        self.b = pad_columns(b, self.dpad, self.opts.recon)
 
     def reconstruct(self, n_iter):
         if self.slab is not None:
@@ -250,7 +248,7 @@ class LocalExecutor:
         self.solver.run(self.b, self.x, n_iter)
 
     def measure(self, want_x, want_y):
-        pl, nxl = self.lv.pad, self.lv.geometry.nx
+        pl, nxl = self.dpad, self.lv.geometry.nx
         b, P = self.b, self.solver.reprojection   # P = A x
         self.bc, self.Pc = (b[:, :, pl:pl + nxl], P[:, :, pl:pl + nxl]) if pl else (b, P)
         if self.slab is not None:
@@ -370,12 +368,14 @@ class LocalExecutor:
         from the same rows of ``aligned`` (:meth:`finish`)."""
         o = self.opts
         nx = aligned.shape[2]
-        A = Projector(self.angles, (r1 - r0, plan["nz"], nx + 2 * o.pad_x),
-                      plan["center_offset"])
-        b = pad_columns(np.ascontiguousarray(aligned[:, r0:r1]), o.pad_x, o.recon)
+        A = region_projector(self.angles, (r1 - r0, plan["nz"], nx + 2 * o.pad_x),
+                             plan["center_offset"], o.pad_x, o.recon)
+        dp = (A.range_shape[2] - nx) // 2
+        b = pad_columns(np.ascontiguousarray(aligned[:, r0:r1]), dp, o.recon)
         if plan["start"] == "fbp":
             from ..recon.fbp import fbp
-            x0 = fbp(b, self.angles, nz=o.nz, center_offset=plan["center_offset"])
+            x0 = fbp(pad_columns(b, o.pad_x - dp, "sirt"), self.angles, nz=o.nz,
+                     center_offset=plan["center_offset"])
             if o.nonneg:
                 np.maximum(x0, 0.0, out=x0)
         else:
@@ -383,10 +383,10 @@ class LocalExecutor:
             if plan["start"] == "warm":
                 warm_start_into(x0, plan["x"], plan["pos"],
                                 np.arange(r0, r1, dtype=np.float64), zx_shift=plan["zx_shift"])
-        solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam, pad=o.pad_x)
+        solver = make_solver(o.recon, A, nonneg=o.nonneg, lam=o.lam)
         if plan["weights"] is not None:
             solver.set_data_weights(pad_columns(np.ascontiguousarray(plan["weights"][:, r0:r1]),
-                                                o.pad_x, "sirt"))
+                                                dp, "sirt"))
         volume = solver.run(b, x0, plan["n_iter"])
         del solver, b
         # per-tilt residual and coherence from the padded rows (the region the loop fits)
@@ -481,13 +481,14 @@ class TiltQuality:
     def add(self, r0, rows):
         """Add the padded volume rows ``r0 : r0 + len(rows)`` ``(rows, nz, nx + 2 pad)``."""
         n, ny, nx = self.aligned.shape
-        pad, wy, wx, wxs = self.pad, self.wy, self.wx, self.wxs
+        wy, wx, wxs = self.wy, self.wx, self.wxs
         nz, nxp = rows.shape[1:]
         for s0 in range(0, rows.shape[0], self.block):
             s1 = min(rows.shape[0], s0 + self.block)
             a0, a1 = r0 + s0, r0 + s1
-            P = Projector(self.angles, (s1 - s0, nz, nxp), self.center_offset)(
-                np.ascontiguousarray(rows[s0:s1]))[:, :, pad:pad + nx]
+            # the detector only: the region's columns beyond it are not compared
+            P = Projector(self.angles, (s1 - s0, nz, nxp), self.center_offset, n_det=nx)(
+                np.ascontiguousarray(rows[s0:s1]))
             b = self.aligned[:, a0:a1]
             w = wy[:, a0:a1, None] * wx[:, None, :]
             self.num += (np.square((P - b).astype(np.float64)) * w).sum(axis=(1, 2))
@@ -675,9 +676,9 @@ def probe_volume(b, angles_deg, depth):
     _, nyl, nxl = b.shape
     nzl = max(4, depth)
     pad, _ = slab_region(nxl, angles_deg, nzl, margin=1.0, margin_px=0.0)
-    A = Projector(angles_deg, (nyl, nzl, nxl + 2 * pad))
-    solver = make_solver("sirt", A, nonneg=True, lam=None, pad=pad)
-    x = solver.run(pad_columns(b, pad, "sirt"), np.zeros(A.domain_shape, np.float32), 30)
+    A = region_projector(angles_deg, (nyl, nzl, nxl + 2 * pad), 0.0, pad, "sirt")
+    solver = make_solver("sirt", A, nonneg=True, lam=None)
+    x = solver.run(b, np.zeros(A.domain_shape, np.float32), 30)
     return np.ascontiguousarray(x[:, :, pad:pad + nxl])
 
 

@@ -14,7 +14,7 @@ import scipy.ndimage as ndi
 from ..geometry import TiltGeometry
 
 __all__ = ["bin_stack", "y_factor", "auto_levels", "Level", "plan_levels", "level_rows",
-           "row_runs", "pad_columns", "warm_start"]
+           "row_runs", "pad_columns", "detector_pad", "region_projector", "warm_start"]
 
 # images at least this wide are aligned on 2x binned data by default (finest level 2)
 BINNED_FINEST_NX = 512
@@ -112,11 +112,29 @@ def plan_levels(geometry, opts):
 
 
 def pad_columns(b, pad, recon):
-    """Extend the detector by ``pad`` columns per side: zeros that the SIRT weights ignore,
-    or (TV, which has no data weights) replicated edge values."""
+    """Extend the detector by ``pad`` columns per side: zeros (weight 0 for SIRT), or (TV,
+    which has no data weights) replicated edge values."""
     if not pad:
         return b
     return np.pad(b, ((0, 0), (0, 0), (pad, pad)), mode="constant" if recon == "sirt" else "edge")
+
+
+def detector_pad(pad, recon):
+    """Detector columns per side beyond the field for a region ``pad`` columns wider than the
+    field on each side.  SIRT: none -- rays outside the field carry no measurement, so they
+    are not computed (:class:`fastalign.geometry.TiltGeometry` ``n_det``; measured on the
+    61 x 128 x 128 slab, whose region is 316 columns wide: 2.3x less projector time); TV,
+    which has no data weights: ``pad`` columns of replicated edge values
+    (:func:`pad_columns`)."""
+    return pad if recon == "tv" else 0
+
+
+def region_projector(angles_deg, shape, center_offset, pad, recon):
+    """Projector of a region ``shape = (rows, nz, nx + 2 pad)`` around a field ``nx`` wide,
+    with the detector of :func:`detector_pad` (``nx + 2 detector_pad(pad, recon)`` bins)."""
+    from ..operator import Projector
+    n_det = shape[2] - 2 * pad + 2 * detector_pad(pad, recon)
+    return Projector(angles_deg, shape, center_offset, n_det=n_det)
 
 
 def level_rows(nyl, fy, slices, max_rows):

@@ -16,7 +16,7 @@ from dask.sizeof import sizeof
 from .._validate import signal_stats
 from ..align.executor import (extrapolate_volume, make_solver, probe_volume, slab_solver,
                                windowed_residual, windowed_x, windowed_y)
-from ..align.levels import bin_stack, pad_columns, warm_start
+from ..align.levels import bin_stack, pad_columns, region_projector, warm_start
 from ..align.shift import cross_power, fourier_shift
 from ..align.slab import slab_start_shifts
 from ..align.specimen import depth_power, edge_ratios
@@ -154,18 +154,19 @@ def chunk_stats(block):
 
 
 def align_state(angles, shape, center_offset, recon, nonneg, lam, x, pad=0):
-    """An alignment slab state: the local loop's solver for this slab, iterate ``x``."""
+    """An alignment slab state: the local loop's solver for this slab (region ``pad``
+    columns wider than the field per side), iterate ``x``."""
     with numba_section():
-        A = Projector(angles, shape, center_offset)
-        solver = make_solver(recon, A, nonneg=nonneg, lam=lam, pad=pad)
+        A = region_projector(angles, shape, center_offset, pad, recon)
+        solver = make_solver(recon, A, nonneg=nonneg, lam=lam)
         if x is None:
             x = np.zeros(A.domain_shape, np.float32)
         return SlabState(solver, x), {}
 
 
-def set_data(prev, gen, pieces, pl, recon, keep_x=False, windows=None):
-    """Assemble the slab's data ``b`` from tilt-chunk pieces (padded by ``pl`` columns as the
-    local loop pads them); ``keep_x``: remember the iterate for :func:`jump_volume`.
+def set_data(prev, gen, pieces, recon, keep_x=False, windows=None):
+    """Assemble the slab's data ``b`` from tilt-chunk pieces (padded to the state's detector
+    as the local loop pads them); ``keep_x``: remember the iterate for :func:`jump_volume`.
 
     ``windows = (wy, wx)``, the hard windows of
     :func:`fastalign.align.specimen.valid_windows` (``wy`` this slab's rows): the data
@@ -174,6 +175,7 @@ def set_data(prev, gen, pieces, pl, recon, keep_x=False, windows=None):
     st = prev[0]
     st.advance(gen)
     b = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    pl = (st.solver.A.range_shape[2] - b.shape[2]) // 2
     b = pad_columns(b, pl, recon)
     st.b = np.ascontiguousarray(b, dtype=np.float32)
     st.x_before = st.x.copy() if keep_x else None
@@ -211,13 +213,14 @@ def tv_begin(prev, gen):
         return st, st.solver.begin(st.b, st.x)
 
 
-def measure(prev, gen, pl, nxl, wx, want_x):
+def measure(prev, gen, nxl, wx, want_x):
     """Reproject the slab; partial x cross-power spectra and residual sums; cropped ``P``."""
     st = prev[0]
     st.advance(gen)
     with numba_section():
         P = st.solver.A(st.x)
         b = st.b
+        pl = (b.shape[2] - nxl) // 2
         if pl:
             bc, Pc = b[:, :, pl:pl + nxl], np.ascontiguousarray(P[:, :, pl:pl + nxl])
         else:
@@ -282,11 +285,11 @@ def probe_power(volume, acc):
     return depth_power(volume, acc=acc)
 
 
-def slab_align_state(angles, shape, center_offset, slab, f, nonneg):
+def slab_align_state(angles, shape, center_offset, slab, f, nonneg, pad):
     """A slab-iteration state: the local slab loop's solver
     (:func:`fastalign.align.executor.slab_solver`), iterate zero."""
     with numba_section():
-        A = Projector(angles, shape, center_offset)
+        A = region_projector(angles, shape, center_offset, pad, "sirt")
         return SlabState(slab_solver(A, slab, f, nonneg),
                          np.zeros(A.domain_shape, np.float32)), {}
 
@@ -301,7 +304,7 @@ def slab_run(prev, gen, n_iter):
     return st, {}
 
 
-def measure_slab(prev, gen, pl, nxl, wxs, want_x):
+def measure_slab(prev, gen, nxl, wxs, want_x):
     """The slab's part of :func:`fastalign.align.executor.measure_windowed`: partial x
     spectra (:func:`~fastalign.align.executor.windowed_x`) and residual sums over its rows,
     and its cropped reprojection (for the y spectra per tilt chunk)."""
@@ -309,6 +312,7 @@ def measure_slab(prev, gen, pl, nxl, wxs, want_x):
     st.advance(gen)
     wy, wx = st.windows
     P = st.solver.reprojection
+    pl = (P.shape[2] - nxl) // 2
     bc, Pc = (st.b[:, :, pl:pl + nxl], P[:, :, pl:pl + nxl]) if pl else (st.b, P)
     info = {"P": np.ascontiguousarray(Pc)}
     with numba_section():

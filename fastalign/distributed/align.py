@@ -297,7 +297,7 @@ class DaskExecutor:
             self.gen = 0
             self.states = [c.submit(_slabs.slab_align_state, lv.geometry.angles_deg,
                                     (r1 - r0,) + shape[1:], co, self.slab, lv.f, o.nonneg,
-                                    pure=False) for r0, r1 in slabs]
+                                    lv.pad, pure=False) for r0, r1 in slabs]
         elif self.states is None:
             self.states = self._new_states(slabs, shape, co, [None] * len(slabs), lv.pad)
         else:
@@ -314,14 +314,14 @@ class DaskExecutor:
                                         shift_padding(shifts_l), pure=False)
                      for r, (a, b) in zip(self.raw, self.tchunks)]
         if self.slab is None:
-            self._set_data(self.corr, self.slabs, self.lv.pad, keep_x=self.opts.extrapolate)
+            self._set_data(self.corr, self.slabs, keep_x=self.opts.extrapolate)
             return
         # the measured region of the resampled data (small per-axis windows, client side)
         shape = (len(self.angles), self.lv.geometry.ny, self.lv.geometry.nx)
         (wy, wys), (wx, wxs) = valid_windows(shape, total / self.lv.scale,
                                              taper=self.opts.taper)
         self.windows = (wy, wys, wx, wxs)
-        self._set_data(self.corr, self.slabs, self.lv.pad, windows=(wy, wx))
+        self._set_data(self.corr, self.slabs, windows=(wy, wx))
 
     def reconstruct(self, n_iter):
         if self.slab is not None:
@@ -336,7 +336,7 @@ class DaskExecutor:
             return self._measure_windowed(want_x, want_y)
         c, lv = self.client, self.lv
         nyl, nxl = lv.geometry.ny, lv.geometry.nx
-        self.states = [c.submit(_slabs.measure, s, self.gen, lv.pad, nxl, self.wx, want_x,
+        self.states = [c.submit(_slabs.measure, s, self.gen, nxl, self.wx, want_x,
                                 pure=False) for s in self.states]
         self.gen += 1
         want_y = want_y and nyl > 1
@@ -352,7 +352,7 @@ class DaskExecutor:
         c, lv = self.client, self.lv
         nyl, nxl = lv.geometry.ny, lv.geometry.nx
         wy, wys, wx, wxs = self.windows
-        self.states = [c.submit(_slabs.measure_slab, s, self.gen, lv.pad, nxl, wxs, want_x,
+        self.states = [c.submit(_slabs.measure_slab, s, self.gen, nxl, wxs, want_x,
                                 pure=False) for s in self.states]
         self.gen += 1
         upd, num, den = self._spectra(
@@ -434,7 +434,7 @@ class DaskExecutor:
                 if o.recon == "sirt":
                     (wy, _), (wx, _) = valid_windows((n, ny, nx), shifts, taper=o.taper)
                     windows = (wy, wx)
-                self._set_data(aligned, slabs, o.pad_x, windows=windows)
+                self._set_data(aligned, slabs, windows=windows)
             else:
                 # as the local loop: move (z, x) into the gauge (and zoom from a binned
                 # finest level), rows by y positions + gy
@@ -443,7 +443,7 @@ class DaskExecutor:
                 self.states = self._warm_states((self.prev[0], self.prev[1] + gy), slabs,
                                                 np.arange(ny, dtype=np.float64), full,
                                                 center_offset, o.pad_x, zx_shift=zx_shift)
-                self._set_data(aligned, slabs, o.pad_x)
+                self._set_data(aligned, slabs)
             self._reconstruct(self.final_iter)
             crop = (o.pad_x, o.pad_x + nx) if o.pad_x else None
             v_res = [client.submit(_slabs.finish_volume, s, vwriter, r0, crop, pure=False)
@@ -489,7 +489,7 @@ class DaskExecutor:
                                          shape, zx_shift, pure=False))
         return self._new_states(slabs, shape, co, xs, pad)
 
-    def _set_data(self, chunks, slabs, pl, keep_x=False, windows=None):
+    def _set_data(self, chunks, slabs, keep_x=False, windows=None):
         """Data (and, with ``windows = (wy, wx)``, the measured-region data weights) of each
         slab from the tilt chunks."""
         c = self.client
@@ -498,8 +498,8 @@ class DaskExecutor:
         for s, (r0, r1) in zip(self.states, slabs):
             pieces = [c.submit(_slabs.rows_of, ch, slice(r0, r1), pure=False) for ch in chunks]
             w = None if windows is None else (windows[0][:, r0:r1], windows[1])
-            out.append(c.submit(_slabs.set_data, s, self.gen, pieces, pl, recon,
-                                keep_x, w, pure=False))
+            out.append(c.submit(_slabs.set_data, s, self.gen, pieces, recon, keep_x, w,
+                                pure=False))
         self.gen += 1
         self.states = out
 

@@ -233,12 +233,11 @@ def _load_columns(vol, y0, k0, nk, buf):
 
 
 @_kernel
-def _gather(buf, k0, nk, c, s, zmajor, nz, nx, cu, acc, ka):
+def _gather(buf, k0, nk, c, s, zmajor, nz, nx, nt, cu, acc, ka):
     """Add the samples of lines ``k0 .. k0+nk-1`` (buffered in ``buf``) of every ray of one
-    angle to ``acc[ka + t*LANES + lane]`` (unweighted)."""
+    angle (``nt`` detector bins) to ``acc[ka + t*LANES + lane]`` (unweighted)."""
     n = nx if zmajor else nz
     w = n + 2 * PAD
-    nt = nx
     for l in range(nk):
         p0, dp = _ray_line(c, s, zmajor, k0 + l, nz, nx, cu)
         lo, hi = _t_range(p0, dp, n, nt)
@@ -305,7 +304,8 @@ def _forward_block(vol, y0, cosv, sinv, wts, zlist, xlist, cu, out, buf, scratch
             else:
                 _load_columns(vol, y0, k0, nk, buf)
             for a in alist:
-                _gather(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, cu, acc, ab + a * ast)
+                _gather(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, nt, cu, acc,
+                        ab + a * ast)
     for a in range(na):
         _finish_angle(acc, ab + a * ast, wts[a], out, a, y0, tmp)
 
@@ -356,7 +356,7 @@ def forward_within(vol, cosv, sinv, wts, zlist, xlist, cu, out):
                     _load_columns(vol, y0, k0, nk, buf)
                 for i in prange(nal):
                     a = alist[i]
-                    _gather(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, cu, acc,
+                    _gather(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, nt, cu, acc,
                             ab + a * ast)
         for a in prange(na):
             tmp = np.empty(nt * LANES, np.float32)
@@ -382,13 +382,13 @@ def _load_proj_angle(proj, y0, a, wgt, pb):
 
 
 @_kernel
-def _scatter(buf, k0, nk, c, s, zmajor, nz, nx, cu, pb, kp, lo, hi, p0s):
+def _scatter(buf, k0, nk, c, s, zmajor, nz, nx, nt, cu, pb, kp, lo, hi, p0s):
     """Transpose of :func:`_gather`: scatter ``pb[kp + t*LANES + lane]`` of every ray of one
-    angle into lines ``k0 .. k0+nk-1`` of ``buf``.  Rays outer, lines inner (each sample of
-    a ray writes a different line: no store-to-load chains).  ``lo, hi, p0s``: scratch."""
+    angle (``nt`` detector bins) into lines ``k0 .. k0+nk-1`` of ``buf``.  Rays outer, lines
+    inner (each sample of a ray writes a different line: no store-to-load chains).
+    ``lo, hi, p0s``: scratch."""
     n = nx if zmajor else nz
     w = n + 2 * PAD
-    nt = nx
     dp = 0.0
     tmin = nt
     tmax = 0
@@ -442,16 +442,16 @@ def _store_columns(buf, y0, k0, nk, out, add):
 
 
 @_kernel
-def _back_chunk(pb, cosv, sinv, alist, zmajor, k0, cu, out, y0, buf, lo, hi, p0s, add):
-    """One chunk of lines of the transpose for one block: all angles of ``alist``."""
+def _back_chunk(pb, cosv, sinv, alist, zmajor, k0, nt, cu, out, y0, buf, lo, hi, p0s, add):
+    """One chunk of lines of the transpose for one block: all angles of ``alist`` (``nt``
+    detector bins)."""
     ny, nz, nx = out.shape
-    nt = nx
     nk = min(LINES, (nz if zmajor else nx) - k0)
     w = (nx if zmajor else nz) + 2 * PAD
     _zero(buf, 0, nk * w * LANES)
     for a in alist:
-        _scatter(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, cu, pb, a * nt * LANES, lo,
-                 hi, p0s)
+        _scatter(buf, k0, nk, cosv[a], sinv[a], zmajor, nz, nx, nt, cu, pb, a * nt * LANES,
+                 lo, hi, p0s)
     if zmajor:
         _store_rows(buf, y0, k0, nk, out)
     else:
@@ -481,8 +481,8 @@ def back_blocks(proj, cosv, sinv, wts, zlist, xlist, cu, out):
                 continue
             add = not zmajor and zlist.shape[0] > 0
             for k0 in range(0, nz if zmajor else nx, LINES):
-                _back_chunk(pb, cosv, sinv, alist, zmajor, k0, cu, out, y0, buf, lo, hi, p0s,
-                            add)
+                _back_chunk(pb, cosv, sinv, alist, zmajor, k0, nt, cu, out, y0, buf, lo, hi,
+                            p0s, add)
 
 
 @_kernel(parallel=True)
@@ -509,5 +509,5 @@ def back_within(proj, cosv, sinv, wts, zlist, xlist, cu, out):
                 buf = np.empty(LINES * (max(nz, nx) + 2 * PAD) * LANES, np.float32)
                 lo, hi, p0s = (np.empty(LINES, np.int64), np.empty(LINES, np.int64),
                                np.empty(LINES, np.float64))
-                _back_chunk(pb, cosv, sinv, alist, zmajor, c * LINES, cu, out, y0, buf, lo,
-                            hi, p0s, add)
+                _back_chunk(pb, cosv, sinv, alist, zmajor, c * LINES, nt, cu, out, y0, buf,
+                            lo, hi, p0s, add)

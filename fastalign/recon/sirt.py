@@ -8,7 +8,7 @@ with ``m`` the reconstruction mask (all ones without a mask), reciprocals zero-s
 round-off-small sum gives a zero weight) and ``P`` the projection onto ``x >= 0`` when
 ``nonneg``.  Pixels outside the mask have ``C = 0`` and stay 0.  ``R`` and ``C`` are computed
 once per solver; without a mask or with a 2-D mask they are the same for every slice and are
-stored once (``(n_tilts, 1, nx)`` and ``(1, nz, nx)``).
+stored once (``(n_tilts, 1, n_det)`` and ``(1, nz, nx)``).
 """
 import numba
 import numpy as np
@@ -44,11 +44,11 @@ class SIRTSolver:
     relax : float
         Over-relaxation ``C <- relax C`` (1: plain SIRT; the alignment loop uses 1.9, about
         twice as fast per outer iteration and still convergent for ``relax < 2``).
-    data_weights : array_like, shape (n_tilts, 1, nx), optional
+    data_weights : array_like, shape (n_tilts, 1, n_det), optional
         Weights ``w`` of the detector bins, the same for every row (e.g. 0 on padding columns
         that carry no measurement): ``R = w / (A m)``, ``C = m / (A^T w)``, so unmeasured rays
         neither enter the residual nor count in the column sums.  Weights that vary along y
-        as well, ``(n_tilts, ny, nx)``, are set with :meth:`set_data_weights`.
+        as well, ``(n_tilts, ny, n_det)``, are set with :meth:`set_data_weights`.
     weight_floor : float, optional
         Row/column sums at or below this absolute value get weight 0; default (None): sums
         at or below ``1e-6`` times the largest.
@@ -73,19 +73,19 @@ class SIRTSolver:
         self.nonneg = bool(nonneg)
         self.relax = as_finite_float(relax, "relax", minimum=0.0)
         g = A.geometry
-        ny, _, nx = A.domain_shape
-        na = g.n_tilts
+        ny = A.domain_shape[0]
+        na, nb = g.n_tilts, g.n_det
         m = prepare_mask(mask, A.domain_shape, g.center_offset)
         self.mask = m
         w = 1.0
         if data_weights is not None:
             w = np.ascontiguousarray(np.broadcast_to(np.asarray(data_weights, np.float32),
-                                                     (na, 1, nx)))
+                                                     (na, 1, nb)))
         # R = w / (A m) and C = m / (A^T w): one slice unless the mask varies along y.
         flat = m is None or m.shape[0] == 1
         row_sums, col_sums = slice_sums(A, m if m is not None and flat else 1.0, w)
         if not flat:
-            row_sums = A.forward_into(m.astype(np.float32), np.empty((na, ny, nx), np.float32))
+            row_sums = A.forward_into(m.astype(np.float32), np.empty((na, ny, nb), np.float32))
         R = safe_reciprocal(row_sums, abs_tol=weight_floor)
         if data_weights is not None:
             R = R * w
@@ -207,9 +207,9 @@ class SIRTSolver:
 
 
 def slice_sums(A, volume=1.0, data=1.0):
-    """Row sums ``A v`` ``(n_tilts, 1, nx)`` and column sums ``A^T w`` ``(1, nz, nx)`` of one
-    slice, for weights ``v`` (volume, broadcast to ``(nz, nx)``) and ``w`` (data, broadcast to
-    ``(n_tilts, 1, nx)``) that do not vary along y.
+    """Row sums ``A v`` ``(n_tilts, 1, n_det)`` and column sums ``A^T w`` ``(1, nz, nx)`` of
+    one slice, for weights ``v`` (volume, broadcast to ``(nz, nx)``) and ``w`` (data,
+    broadcast to ``(n_tilts, 1, n_det)``) that do not vary along y.
 
     Every slice sees the same 2-D operator, so the sums need one slice; k slices are projected
     (k = min(ny, threads * LANES): as many blocks of slices as threads, which cost no more than
@@ -218,14 +218,14 @@ def slice_sums(A, volume=1.0, data=1.0):
     """
     g = A.geometry
     ny, nz, nx = A.domain_shape
-    na = g.n_tilts
+    na, nb = g.n_tilts, g.n_det
     k = max(1, min(ny, numba.get_num_threads() * _kp.LANES))
-    sub = Projector(g.with_shape((k, nz, nx)))
+    sub = Projector(g.with_shape((k, nz, nx), nb))
     v = np.empty((k, nz, nx), np.float32)
     v[...] = volume
-    w = np.empty((na, k, nx), np.float32)
+    w = np.empty((na, k, nb), np.float32)
     w[...] = data
-    rows = sub.forward_into(v, np.empty((na, k, nx), np.float32))[:, :1]
+    rows = sub.forward_into(v, np.empty((na, k, nb), np.float32))[:, :1]
     cols = sub.adjoint_into(w, np.empty((k, nz, nx), np.float32))[:1]
     return rows, cols
 
