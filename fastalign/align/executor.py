@@ -14,7 +14,7 @@ import numpy as np
 
 from .._fft import release_plans
 from ..operator import Projector
-from ..recon.sirt import SIRTSolver
+from ..recon.sirt import SIRTSolver, shared_slice_sums
 from . import axis as _axis
 from .levels import level_rows, pad_columns, region_projector, row_runs, warm_start
 from .shift import (absorbed_fraction, coupled_uncertainty, cross_power, estimate_shift,
@@ -307,14 +307,15 @@ class LocalExecutor:
             volume = None if sink is not None else np.empty(shape, np.float32)
             if sink is not None:
                 sink.begin(shape)
-            for r0, r1 in final_row_blocks(ny, plan["nz"], nx + 2 * o.pad_x, len(data)):
-                block = self._final_rows(aligned, r0, r1, plan)
-                if sink is None:
-                    volume[r0:r1] = block
-                else:
-                    sink.write(r0, block)
-                del block
-                release_plans()    # FBP's plans keep copies of the block's stacks
+            with shared_slice_sums():    # every block has the same geometry
+                for r0, r1 in final_row_blocks(ny, plan["nz"], nx + 2 * o.pad_x, len(data)):
+                    block = self._final_rows(aligned, r0, r1, plan)
+                    if sink is None:
+                        volume[r0:r1] = block
+                    else:
+                        sink.write(r0, block)
+                    del block
+                    release_plans()    # FBP's plans keep copies of the block's stacks
         else:
             volume = self._final_rows(aligned, 0, ny, plan)
             if sink is not None:
