@@ -123,7 +123,8 @@ def detector_pad(pad, recon):
     """Detector columns per side beyond the field for a region ``pad`` columns wider than the
     field on each side.  SIRT: none -- rays outside the field carry no measurement, so they
     are not computed (:class:`fastalign.geometry.TiltGeometry` ``n_det``; measured on the
-    61 x 128 x 128 slab, whose region is 316 columns wide: 2.3x less projector time); TV,
+    61 x 128 x 128 slab, whose region is 316 columns wide: a forward projection 22 -> 9 ms,
+    a transpose 24 -> 12 ms, the whole default alignment 1.6-2x faster); TV,
     which has no data weights: ``pad`` columns of replicated edge values
     (:func:`pad_columns`)."""
     return pad if recon == "tv" else 0
