@@ -31,6 +31,8 @@ def test_asv_suites_run_tiny():
     cases = [
         (bench_projector.Forward, (16, 71, 2, 1)),
         (bench_projector.Back, (16, 90, 2, 2)),
+        (bench_projector.SlabRegion, (16, "field", 2)),
+        (bench_projector.SlabRegion, (16, "padded", 1)),
         (bench_recon.SIRTIteration, (16, 2, 1)),
         (bench_recon.TVIteration, (16, 2, 1)),
         (bench_recon.FBP, (16, 2, 1)),

@@ -83,3 +83,37 @@ class Back(_ProjectorCase):
     def peakmem_back(self, N, A, S, threads):
         self.op.T(self.y, out=self.x)
 
+
+
+class SlabRegion:
+    """One projection pair ``A(x)``, ``A.T(y)`` of a slab's loop region: a 28 px slab in an
+    ``N`` px field at -60..60 step 2 (:func:`fastalign.align.specimen.slab_region`: the
+    region spans every column an oblique ray through the field meets, 2.5x the field).
+    ``detector="field"`` computes the field's ``N`` rays (``n_det``, what the loop uses);
+    ``"padded"`` a detector as wide as the region (the zero-weight padding it replaced)."""
+
+    params = ([128, 256], ["field", "padded"], [1, 2])
+    param_names = ["N", "detector", "threads"]
+    number = 1
+    repeat = (2, 5, 20.0)
+    rounds = 1
+    warmup_time = 0.0
+    min_run_count = 1
+    timeout = 240.0
+
+    def setup(self, N, detector, threads):
+        from fastalign.align.specimen import slab_region
+        set_threads(threads)
+        ang = np.arange(-60.0, 61.0, 2.0)
+        pad, nz = slab_region(N, ang, 28.0)
+        shape = (N, nz, N + 2 * pad)
+        self.op = fastalign.Projector(ang, shape, n_det=N if detector == "field" else None)
+        tiny = fastalign.Projector(ang, (N, 4, 8), n_det=4 if detector == "field" else None)
+        tiny.T(tiny(touched(tiny.domain_shape, 1.0)))
+        self.x = np.random.default_rng(3).random(self.op.domain_shape, dtype=np.float32)
+        self.y = touched(self.op.range_shape)
+        reset_peak_rss()
+
+    def time_pair(self, N, detector, threads):
+        self.op(self.x, out=self.y)
+        self.op.T(self.y, out=self.x)
