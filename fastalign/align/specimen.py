@@ -95,6 +95,17 @@ def _box(z, a, left, right, sigma, c):
     return c + 0.5 * a * (erf((z - left) / s) - erf((z - right) / s))
 
 
+def _box_jacobian(z, a, left, right, sigma, c):
+    """``d _box / d (a, left, right, sigma, c)``, ``(z.size, 5)``: analytic, so that a fit
+    costs one model evaluation per step instead of six (2-point differences)."""
+    s = np.sqrt(2.0) * sigma
+    u1, u2 = (z - left) / s, (z - right) / s
+    g1, g2 = np.exp(-u1 * u1), np.exp(-u2 * u2)
+    k = a / np.sqrt(np.pi)              # 0.5 a d erf(u)/du = k exp(-u^2)
+    return np.stack([0.5 * (erf(u1) - erf(u2)), -k * g1 / s, k * g2 / s,
+                     k * (u2 * g2 - u1 * g1) / sigma, np.ones_like(z)], axis=1)
+
+
 def fit_slab(profile):
     """Fit a blurred box to a depth profile.
 
@@ -114,7 +125,8 @@ def fit_slab(profile):
     q0 = [1.0 - c0, above[0] - 0.5, above[-1] + 0.5, 1.0, c0]
     lo = [0.0, -0.5, -0.5, 0.25, -1.0]
     hi = [10.0, p.size - 0.5, p.size - 0.5, float(p.size), 1.0]
-    q = least_squares(lambda q: _box(z, *q) - p, q0, bounds=(lo, hi)).x
+    q = least_squares(lambda q: _box(z, *q) - p, q0, jac=lambda q: _box_jacobian(z, *q),
+                      bounds=(lo, hi)).x
     a, left, right, sigma, c = q
     if right <= left or a <= 0:
         return None
