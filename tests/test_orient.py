@@ -133,9 +133,15 @@ def test_weak_anisotropy_snaps_to_the_nearest_quarter_turn(particles, monkeypatc
     monkeypatch.setattr(orient, "decorrelation_axis", fake(0.03))
     import sys
     monkeypatch.setattr(sys.modules["fastalign.align.start"], "PROFILE_USE", -1.0)  # not compact
+    calls = []
+    real = ax.profile_axis_angle
+    monkeypatch.setattr(ax, "profile_axis_angle",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     o = orient.find_orientation(raw, particles.angles_deg)
     assert o.quarter_turns == 1 and o.alpha == 0.0 and not o.refine
     assert o.record["used"].startswith("nearest quarter turn")
+    assert not calls and o.record["profiles"].startswith("not searched (weak")  # unused
     monkeypatch.setattr(orient, "decorrelation_axis", fake(0.5))
     o = orient.find_orientation(raw, particles.angles_deg)
     assert o.record["used"] == "decorrelation" and o.alpha == -6.0 and o.refine
+    assert calls and "profile_deg" in o.record
