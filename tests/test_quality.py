@@ -191,3 +191,17 @@ def test_cli_refuses_an_existing_imod_file_before_computing(blob_file, tmp_path,
     assert p.returncode != 0 and name in p.stderr
     assert (out / name).read_text() == "keep me\n"
     assert sorted(os.listdir(out)) == [name]
+
+
+def test_final_quality_reuses_the_sirt_reprojection_bit_for_bit():
+    """The final SIRT's last reprojection gives the per-tilt quality (no extra projection
+    of the volume): the same bytes as projecting the returned volume again."""
+    from fastalign.align.executor import tilt_quality
+    from cases import particle_projections
+    data, angles = particle_projections(31)
+    r = fastalign.align(data, angles, max_iter=2, levels=[1], background="none",
+                        contrast="dark-field")
+    assert r.options["intensity"]["identity"]
+    res, coh = tilt_quality(r.aligned, r.volume, r.angles_deg, r.center_offset, 0,
+                            shifts=r.shifts)
+    assert np.array_equal(res, r.tilt_residual) and np.array_equal(coh, r.tilt_coherence)

@@ -389,9 +389,10 @@ class LocalExecutor:
             solver.set_data_weights(pad_columns(np.ascontiguousarray(plan["weights"][:, r0:r1]),
                                                 dp, "sirt"))
         volume = solver.run(b, x0, plan["n_iter"])
+        # per-tilt residual and coherence from the padded rows (the region the loop fits);
+        # SIRT's last reprojection is that of the returned volume
+        plan["quality"].add(r0, volume, solver.reprojection if o.recon == "sirt" else None)
         del solver, b
-        # per-tilt residual and coherence from the padded rows (the region the loop fits)
-        plan["quality"].add(r0, volume)
         if o.pad_x:
             volume = np.ascontiguousarray(volume[:, :, o.pad_x:o.pad_x + nx])
         return volume
@@ -479,17 +480,25 @@ class TiltQuality:
         self.num, self.den = np.zeros(n), np.zeros(n)
         self.C = self.pb = self.pp = 0.0
 
-    def add(self, r0, rows):
-        """Add the padded volume rows ``r0 : r0 + len(rows)`` ``(rows, nz, nx + 2 pad)``."""
+    def add(self, r0, rows, reprojection=None):
+        """Add the padded volume rows ``r0 : r0 + len(rows)`` ``(rows, nz, nx + 2 pad)``;
+        ``reprojection``: their projection ``(n, len(rows), nx)`` if already known (a SIRT
+        solver's, :attr:`fastalign.recon.SIRTSolver.reprojection`; the same bytes, rows
+        being independent), else it is computed here."""
         n, ny, nx = self.aligned.shape
         wy, wx, wxs = self.wy, self.wx, self.wxs
         nz, nxp = rows.shape[1:]
+        if reprojection is not None and reprojection.shape != (n, rows.shape[0], nx):
+            reprojection = None
         for s0 in range(0, rows.shape[0], self.block):
             s1 = min(rows.shape[0], s0 + self.block)
             a0, a1 = r0 + s0, r0 + s1
             # the detector only: the region's columns beyond it are not compared
-            P = Projector(self.angles, (s1 - s0, nz, nxp), self.center_offset, n_det=nx)(
-                np.ascontiguousarray(rows[s0:s1]))
+            if reprojection is not None:
+                P = reprojection[:, s0:s1]
+            else:
+                P = Projector(self.angles, (s1 - s0, nz, nxp), self.center_offset, n_det=nx)(
+                    np.ascontiguousarray(rows[s0:s1]))
             b = self.aligned[:, a0:a1]
             w = wy[:, a0:a1, None] * wx[:, None, :]
             self.num += (np.square((P - b).astype(np.float64)) * w).sum(axis=(1, 2))
