@@ -85,7 +85,7 @@ class Back(_ProjectorCase):
 
 
 
-class SlabRegion:
+class SlabRegion(_ProjectorCase):
     """One projection pair ``A(x)``, ``A.T(y)`` of a slab's loop region: a 28 px slab in an
     ``N`` px field at -60..60 step 2 (:func:`fastalign.align.specimen.slab_region`: the
     region spans every column an oblique ray through the field meets, 2.5x the field).
@@ -94,12 +94,6 @@ class SlabRegion:
 
     params = ([128, 256], ["field", "padded"], [1, 2])
     param_names = ["N", "detector", "threads"]
-    number = 1
-    repeat = (2, 5, 20.0)
-    rounds = 1
-    warmup_time = 0.0
-    min_run_count = 1
-    timeout = 240.0
 
     def setup(self, N, detector, threads):
         from fastalign.align.specimen import slab_region
