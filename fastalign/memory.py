@@ -4,7 +4,9 @@ The model counts the arrays alive in each phase of a local run and takes the lar
 (measured with ``bench/memory_model.py``, which also checks the model; ``tests/test_memory.py``
 pins it within 10 %).  With ``D`` the input as float32 (``4 n ny nx`` bytes), ``D'`` the
 stack padded by ``pad_x`` columns per side, ``V'`` the reconstructed region
-``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume ``4 ny nz nx``:
+``4 ny nz (nx + 2 pad_x)`` and ``V`` the returned volume ``4 ny nz nx`` (SIRT's stacks are
+as wide as ``D`` whatever ``pad_x``: its detector is the field,
+:func:`fastalign.align.levels.detector_pad`; TV's are ``D'``):
 
 * **final** (:meth:`fastalign.align.executor.LocalExecutor.finish`, SIRT): the input ``D``,
   the aligned stack ``D`` and one row block's arrays (:func:`final_block_rows` rows: the
@@ -154,14 +156,15 @@ def estimate_align_peak(shape, nz=None, pad_x=0, recon="sirt", *, intensity=Fals
         solver = {"volume": 0 if streamed else V,
                   f"row block volumes ({BLOCK_VOLUMES} x {rows} rows)":
                       BLOCK_VOLUMES * itemsize * rows * nz * nxp,
-                  f"row block stacks ({BLOCK_STACKS})": BLOCK_STACKS * itemsize * n * rows * nxp}
+                  f"row block stacks ({BLOCK_STACKS})": BLOCK_STACKS * itemsize * n * rows * nx}
     else:
         raise ValueError(f"recon must be 'sirt' or 'tv', got {recon!r}")
     final = dict(inp, **{"aligned stack": D}, **solver)
     outputs = {"input": D, "aligned stack": D, "volume": 0 if streamed else V}
     f = int(finest_bin or (2 if nx >= BINNED_FINEST_NX else 1))
     rows = min(ny // f, LOOP_ROWS)
-    lv_stack = itemsize * n * (ny // f) * (nxp // f)
+    # SIRT's detector is the field whatever the region (align.levels.detector_pad); TV pads it
+    lv_stack = itemsize * n * (ny // f) * ((nxp if recon == "tv" else nx) // f)
     lv_vol = itemsize * rows * (nz // f) * (nxp // f)
     loop = dict(inp, **{f"level stacks and FFT copies ({LOOP_STACKS})": LOOP_STACKS * lv_stack,
                         f"level volumes ({LOOP_VOLUMES})": LOOP_VOLUMES * lv_vol})

@@ -45,9 +45,10 @@ def test_model_terms():
     # the intensity model's copy, TV's volumes, a padded region, a thinner volume
     assert estimate_align_peak((n, ny, nx), intensity=True).increment == 3 * D + V + blocks
     assert estimate_align_peak((n, ny, nx), recon="tv").increment == 2 * D + 3 * D + 6 * V
+    # (SIRT's stacks keep the field's width: its detector is not padded)
     pad = estimate_align_peak((n, ny, nx), pad_x=64, streamed=True, finest_bin=4)
     assert pad.increment == (2 * D + BLOCK_VOLUMES * 4 * 16 * nx * 640
-                             + BLOCK_STACKS * 4 * n * 16 * 640)
+                             + BLOCK_STACKS * 4 * n * 16 * nx)
     # a thin volume of many tilts: the outputs or the final stacks can dominate, never < input
     wide = estimate_align_peak((400, 64, 64), nz=8)
     assert wide.increment >= 4 * 4 * 400 * 64 * 64 / 2
