@@ -124,6 +124,12 @@ class TiltGeometry:
         Returns
         -------
         TiltGeometry
+
+        Raises
+        ------
+        ValueError
+            For a detector narrower or wider than the volume (``n_det != nx``): binning is
+            defined on the data, whose detector is the volume's width.
         """
         fy = f if fy is None else fy
         ny, nz, nx = self.shape

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from ..geometry import TiltGeometry
+from ..operator import Projector
 
 __all__ = ["bin_stack", "y_factor", "auto_levels", "Level", "plan_levels", "level_rows",
            "row_runs", "pad_columns", "detector_pad", "region_projector", "warm_start"]
@@ -133,7 +134,6 @@ def detector_pad(pad, recon):
 def region_projector(angles_deg, shape, center_offset, pad, recon):
     """Projector of a region ``shape = (rows, nz, nx + 2 pad)`` around a field ``nx`` wide,
     with the detector of :func:`detector_pad` (``nx + 2 detector_pad(pad, recon)`` bins)."""
-    from ..operator import Projector
     n_det = shape[2] - 2 * pad + 2 * detector_pad(pad, recon)
     return Projector(angles_deg, shape, center_offset, n_det=n_det)
 
