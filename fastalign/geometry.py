@@ -99,10 +99,7 @@ class TiltGeometry:
 
     def with_shape(self, shape, n_det=None):
         """The same angles and centre offset for a volume ``shape`` and ``n_det`` detector
-        bins (default: this detector's bins if they differ from this volume's width, else
-        the new volume's width)."""
-        if n_det is None and self.n_det != self.nx:
-            n_det = self.n_det
+        bins (default: as many as the new volume is wide)."""
         return TiltGeometry(self.angles_deg, shape, self.center_offset, n_det)
 
     def binned(self, f, fy=None):

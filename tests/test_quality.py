@@ -69,9 +69,9 @@ def test_residual_flags_a_view_changed_after_alignment(excluded):
     yy, xx = np.mgrid[:aligned.shape[1], :aligned.shape[2]]
     aligned[k] += (aligned[k].max() * np.exp(-((xx - 10) ** 2 + (yy - 8) ** 2) / 6.0)).astype(
         np.float32)
-    base, _ = tilt_quality(r.aligned, r.volume, r.angles_deg, r.center_offset, 0,
+    base, _ = tilt_quality(r.aligned, r.volume, r.angles_deg, r.center_offset,
                            shifts=r.shifts)
-    blob, _ = tilt_quality(aligned, r.volume, r.angles_deg, r.center_offset, 0,
+    blob, _ = tilt_quality(aligned, r.volume, r.angles_deg, r.center_offset,
                            shifts=r.shifts)
     print(f"\nview {k}: residual {base[k]:.3f} -> {blob[k]:.3f} with a blob; the others "
           f"unchanged: {np.allclose(np.delete(base, k), np.delete(blob, k))}")
@@ -202,6 +202,6 @@ def test_final_quality_reuses_the_sirt_reprojection_bit_for_bit():
     r = fastalign.align(data, angles, max_iter=2, levels=[1], background="none",
                         contrast="dark-field")
     assert r.options["intensity"]["identity"]
-    res, coh = tilt_quality(r.aligned, r.volume, r.angles_deg, r.center_offset, 0,
+    res, coh = tilt_quality(r.aligned, r.volume, r.angles_deg, r.center_offset,
                             shifts=r.shifts)
     assert np.array_equal(res, r.tilt_residual) and np.array_equal(coh, r.tilt_coherence)

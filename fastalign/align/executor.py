@@ -299,7 +299,7 @@ class LocalExecutor:
         self._release_level()      # the last level's buffers are not needed any more
         aligned = resample_stack(data, shifts, alpha)
         plan = self._final_plan(shifts, gauge, center_offset)
-        plan["quality"] = TiltQuality(aligned, self.angles, center_offset, o.pad_x,
+        plan["quality"] = TiltQuality(aligned, self.angles, center_offset,
                                       shifts=shifts if alpha == 0.0 else None, taper=o.taper)
         sink = _VOLUME_SINK.get()
         shape = (ny, plan["nz"], nx)
@@ -412,7 +412,7 @@ QUALITY_BLOCK_ROWS = 32
 MIN_COHERENCE_ROWS = 4
 
 
-def tilt_quality(aligned, volume, angles_deg, center_offset, pad, *, shifts=None, taper=0.1,
+def tilt_quality(aligned, volume, angles_deg, center_offset, *, shifts=None, taper=0.1,
                  block=QUALITY_BLOCK_ROWS):
     """Per-tilt residual and coherence of the aligned data against the reprojection of the
     final volume, over the pixels the data measure.
@@ -436,10 +436,10 @@ def tilt_quality(aligned, volume, angles_deg, center_offset, pad, *, shifts=None
     ----------
     aligned : ndarray, float32, shape (n, ny, nx)
     volume : ndarray, float32, shape (ny, nz, nx + 2 pad)
+        The region, ``pad`` columns wider than the detector on each side (only the
+        detector's ``nx`` rays are compared).
     angles_deg : ndarray
     center_offset : float
-    pad : int
-        Columns of the region on each side of the detector (not compared).
     shifts : ndarray, shape (n, 2), optional
         The shifts ``aligned`` was resampled by (its measured region).
 
@@ -447,7 +447,7 @@ def tilt_quality(aligned, volume, angles_deg, center_offset, pad, *, shifts=None
     -------
     residual, coherence : ndarray, float64, shape (n,)
     """
-    q = TiltQuality(aligned, angles_deg, center_offset, pad, shifts=shifts, taper=taper,
+    q = TiltQuality(aligned, angles_deg, center_offset, shifts=shifts, taper=taper,
                     block=block)
     q.add(0, volume)
     return q.result()
@@ -459,11 +459,11 @@ class TiltQuality:
     ``add(r0, rows)`` with ``rows`` the padded volume rows ``r0 : r0 + len(rows)``, then
     ``result()``.  The sums are additive over rows."""
 
-    def __init__(self, aligned, angles_deg, center_offset, pad, *, shifts=None, taper=0.1,
+    def __init__(self, aligned, angles_deg, center_offset, *, shifts=None, taper=0.1,
                  block=QUALITY_BLOCK_ROWS):
         n, ny, nx = aligned.shape
         self.aligned, self.angles, self.center_offset = aligned, angles_deg, center_offset
-        self.pad, self.block = pad, block
+        self.block = block
         if shifts is None:
             wy = np.ones((n, ny), np.float32)
             wx = np.ones((n, nx), np.float32)

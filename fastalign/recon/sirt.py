@@ -241,7 +241,7 @@ def slice_sums(A, volume=1.0, data=1.0):
     cache = _SUMS.get()
     if np.ndim(volume) or np.ndim(data) or volume != 1.0 or data != 1.0:
         cache = None    # weighted sums: computed each time
-    key = g.with_shape((1, nz, nx))
+    key = g.with_shape((1, nz, nx), nb)
     if cache is not None and key in cache:
         return cache[key]
     k = max(1, min(ny, numba.get_num_threads() * _kp.LANES))
