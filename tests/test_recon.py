@@ -164,6 +164,9 @@ def test_shared_slice_sums_are_reused_and_change_no_bit():
             sirt_mod.Projector = real
         assert len(calls) == 1                       # the second solver projected nothing
         got = [s.run(b, None, 4) for s, b in zip(shared, (b16, b5))]
+        # a detector of another width is another geometry: its own sums
+        narrow = SIRTSolver(Projector(angles, (5, 10, 24), n_det=12), relax=1.9)
+        assert narrow._R.shape[2] == 12
     assert sirt_mod._SUMS.get() is None              # dropped on leaving
     for g, a in zip(got, alone):
         assert np.array_equal(g.view(np.uint32), a.view(np.uint32))
