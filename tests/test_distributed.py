@@ -152,6 +152,32 @@ def test_align_equals_local(client, series, tmp_path, recon):
     assert res.converged == ref.converged
 
 
+def test_align_bright_field_equals_local(client, series):
+    """The intensity model on Dask: a bright-field series (``I0_i exp(-mu p)``, the bright
+    level changing per tilt) becomes the same mass projections as locally, so the loop gives
+    the local shifts; the aligned stack keeps the caller's intensities."""
+    i0 = np.linspace(800.0, 1200.0, N_TILTS)[::-1]
+    bf = (i0[:, None, None] * np.exp(-0.5 * series / series.max())).astype(np.float32)
+    kw = dict(levels=[2, 1], coarse_iter=2, max_iter=3, n_inner=3, nz=NZ, tol=0.0)
+    ref = fastalign.align(bf, ANGLES, **kw)
+    res = fd.align(client, da.from_array(bf, chunks=(N_TILTS, 8, NX)), ANGLES, slab_rows=7,
+                   tilt_chunk=6, **kw)
+    model = res.options["intensity"]
+    assert model["transform"] == "log" and model["applied"]
+    assert model == ref.options["intensity"]
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(res.aligned, ref.aligned, rtol=0,
+                               atol=1e-5 * np.abs(ref.aligned).max())
+    assert res.aligned.min() > 0.5 * i0.min()           # intensities, not mass
+    np.testing.assert_allclose(res.volume, ref.volume, rtol=0,
+                               atol=1e-5 * np.abs(ref.volume).max())
+    # forcing the model off gives other shifts (the model is what made them equal)
+    off = fd.align(client, da.from_array(bf, chunks=(N_TILTS, 8, NX)), ANGLES, slab_rows=7,
+                   tilt_chunk=6, contrast="dark-field", background="none", **kw)
+    assert off.options["intensity"]["identity"]
+    assert np.abs(off.shifts - ref.shifts).max() > 1e-3
+
+
 def test_align_writes_outputs_atomically(client, series, tmp_path):
     kw = dict(levels=[1], max_iter=2, n_inner=2, nz=NZ, tol=0.0, axes="x", pad_x=4)
     ref = fastalign.align(series, ANGLES, **kw)

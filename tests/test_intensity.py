@@ -219,11 +219,38 @@ def test_no_signal_left_is_refused():
         intensity_model(tiny.astype(np.float64) * 1e6, background="auto")
 
 
-def test_dask_refuses_non_default_intensity():
+def test_dask_runs_every_intensity_option():
     from fastalign.distributed.align import DaskExecutor
-    AlignOptions().check_executor(DaskExecutor.name, DaskExecutor.lacks)   # defaults run
-    with pytest.raises(ValueError, match="contrast/background"):
-        AlignOptions(background="none").check_executor(DaskExecutor.name, DaskExecutor.lacks)
+    for kw in (dict(), dict(background="none"), dict(contrast="bright-field", background=3.0)):
+        AlignOptions(**kw).check_executor(DaskExecutor.name, DaskExecutor.lacks)
+
+
+@pytest.mark.parametrize("kind", ["bright-field", "offset int16", "exposure"])
+def test_model_from_tilt_chunks_equals_the_whole(kind):
+    """What the Dask executor does: the model from the chunks' subsamples concatenated and
+    applied chunk by chunk equals the model of the whole series, bit for bit."""
+    from fastalign.align.intensity import model_from_sample, subsample
+    d, a, _ = seed_experiment(n=48)
+    if kind == "bright-field":
+        raw = _bright_field(d, 3000.0, rows=6)[0]
+    elif kind == "offset int16":
+        raw = _offset_int16(np.repeat(d, 6, axis=1))
+    else:
+        raw = np.repeat(d, 6, axis=1) * np.linspace(0.6, 1.4, d.shape[0])[:, None, None]
+    whole = intensity_model(raw, angles_deg=a)
+    assert not whole.is_identity
+    chunks = [(0, 7), (7, 20), (20, raw.shape[0])]
+    sample = np.concatenate([subsample(raw[t0:t1]) for t0, t1 in chunks])
+    asked = []
+    part = model_from_sample(sample, lambda: asked.append(1) or float(np.min(raw)),
+                             angles_deg=a)
+    assert part == whole
+    assert len(asked) == (kind == "bright-field")   # the minimum only for -log
+    mass = np.concatenate([part.apply(raw[t0:t1], first=t0) for t0, t1 in chunks])
+    np.testing.assert_array_equal(mass, whole.apply(raw))
+    if part.i0 is not None or part.scale is not None:   # per-tilt values: count checked
+        with pytest.raises(ValueError, match="from tilt 20"):
+            part.apply(raw[:raw.shape[0] - 10], first=20)
 
 
 def test_haadf_like_series_apply_keeps_memory_and_input():

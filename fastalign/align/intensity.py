@@ -58,8 +58,9 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["IntensityModel", "intensity_model", "check_contrast", "check_background",
-           "CONTRASTS", "SAMPLES_PER_TILT"]
+__all__ = ["IntensityModel", "intensity_model", "model_from_sample", "subsample",
+           "sample_step", "check_contrast", "check_background", "CONTRASTS",
+           "SAMPLES_PER_TILT"]
 
 CONTRASTS = ("auto", "dark-field", "bright-field")
 
@@ -160,13 +161,17 @@ class IntensityModel:
                     identity=self.is_identity, applied=True, decisions=self.decisions,
                     summary=self.summary())
 
-    def apply(self, data):
+    def apply(self, data, first=None):
         """The data the alignment uses: a new C-contiguous float32 array.
 
         Parameters
         ----------
         data : array_like, shape (n_tilts, ny, nx)
             Any real dtype; never modified.
+        first : int, optional
+            ``data`` is the chunk of consecutive tilts ``first, first + 1, ...`` of the series
+            the model was made for (their per-tilt ``i0``/``scale`` apply; the Dask
+            executor's tilt chunks).  None: ``data`` is the whole series.
 
         Returns
         -------
@@ -177,27 +182,35 @@ class IntensityModel:
             raise ValueError(f"data must be 3-D (n_tilts, ny, nx), got shape {data.shape}")
         n = data.shape[0]
         per_tilt = self.i0 if self.i0 is not None else self.scale
-        if per_tilt is not None and len(per_tilt) != n:
-            raise ValueError(f"this intensity model has {len(per_tilt)} tilts, data {n}")
+        if per_tilt is not None and (len(per_tilt) != n if first is None
+                                     else len(per_tilt) < first + n):
+            raise ValueError(f"this intensity model has {len(per_tilt)} tilts, data {n}"
+                             + ("" if first is None else f" from tilt {first}"))
+        first = first or 0
         out = np.empty(data.shape, np.float32)
         for i in range(n):   # one image at a time: no full-size float64 temporary
             img = data[i].astype(np.float64)
             if self.background != 0.0:
                 img -= self.background
             if self.transform == "log":
-                img = np.log(self.i0[i] / img)
+                img = np.log(self.i0[first + i] / img)
             elif self.transform == "invert":
-                img = self.i0[i] - img
+                img = self.i0[first + i] - img
             elif self.scale is not None:
-                img *= self.scale[i]
+                img *= self.scale[first + i]
             out[i] = img
         return out
 
 
-def _subsample(data):
-    """A strided float64 view-copy of about :data:`SAMPLES_PER_TILT` pixels per tilt."""
-    n, ny, nx = data.shape
-    step = max(1, int(math.ceil(math.sqrt(ny * nx / SAMPLES_PER_TILT))))
+def sample_step(ny, nx):
+    """Stride (in y and x) of the subsample: about :data:`SAMPLES_PER_TILT` pixels per tilt."""
+    return max(1, int(math.ceil(math.sqrt(ny * nx / SAMPLES_PER_TILT))))
+
+
+def subsample(data):
+    """The strided float64 view-copy :func:`intensity_model` decides from: every
+    :func:`sample_step`-th row and column of each tilt (a chunk of tilts gives its part)."""
+    step = sample_step(*data.shape[1:])
     return np.asarray(data[:, ::step, ::step], dtype=np.float64)
 
 
@@ -304,16 +317,33 @@ def intensity_model(data, *, contrast="auto", background="auto", angles_deg=None
     ValueError
         A bad ``contrast`` or ``background``; data left without signal after the model.
     """
-    contrast = check_contrast(contrast)
-    background = check_background(background)
     data = np.asarray(data)
     if data.ndim != 3 or data.size == 0:
         raise ValueError(f"data must be a non-empty 3-D array (n_tilts, ny, nx), got shape "
                          f"{data.shape}")
-    n = data.shape[0]
+    return model_from_sample(subsample(data), lambda: float(np.min(data)), contrast=contrast,
+                             background=background, angles_deg=angles_deg)
+
+
+def model_from_sample(s, data_min, *, contrast="auto", background="auto", angles_deg=None):
+    """:func:`intensity_model` from its subsample alone (where the data are in pieces, as on
+    a Dask cluster).
+
+    Parameters
+    ----------
+    s : ndarray, float64, shape (n_tilts, my, mx)
+        :func:`subsample` of the data (the tilt chunks' subsamples concatenated).
+    data_min : callable
+        ``data_min()`` returns the minimum of the whole data (asked for bright-field only:
+        ``-log`` needs every value positive).
+    contrast, background, angles_deg
+        As :func:`intensity_model`.
+    """
+    contrast = check_contrast(contrast)
+    background = check_background(background)
+    n = s.shape[0]
     if angles_deg is not None and np.size(angles_deg) != n:
         raise ValueError(f"angles_deg has {np.size(angles_deg)} entries for {n} tilts")
-    s = _subsample(data)
     lo, hi = np.percentile(s, [0.5, 99.5])
     spread = float(hi - lo)
     # per tilt: 0.5 / 99.5 percentiles and the mode (the background level of that tilt)
@@ -345,7 +375,7 @@ def intensity_model(data, *, contrast="auto", background="auto", angles_deg=None
     transform = "linear"
     if contrast == "bright-field":
         i0 = tuple(float(m) - bg for m in modes)
-        positive = float(np.min(data)) - bg > 0 and min(i0) > 0
+        positive = min(i0) > 0 and data_min() - bg > 0
         transform = "log" if positive else "invert"
         decisions["exposure"] = dict(
             by="data", why=("I0 per tilt (each tilt's mode); " +

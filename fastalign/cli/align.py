@@ -162,14 +162,21 @@ def _given(args, keys):
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
-def _local_options(args):
-    """Keyword arguments of :func:`fastalign.align` from the command line."""
-    kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
-              "progress": progress_enabled(args)}
-    if args.contrast != "auto":          # the intensity model (library defaults: "auto")
+def _intensity_options(args):
+    """``contrast``/``background`` of the intensity model when given (library defaults:
+    ``"auto"``); local and on Dask alike."""
+    kwargs = {}
+    if args.contrast != "auto":
         kwargs["contrast"] = args.contrast
     if args.background != "auto":
         kwargs["background"] = _background(args.background)
+    return kwargs
+
+
+def _local_options(args):
+    """Keyword arguments of :func:`fastalign.align` from the command line."""
+    kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
+              "progress": progress_enabled(args), **_intensity_options(args)}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
                                 "axis_angle_deg", "pad_x", "tilt_offset_deg")))
     if args.refine is not None:
@@ -276,14 +283,12 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None):
     if args.method != "autofocus":
         raise ValueError(f"--method {args.method} is not available with --scheduler/"
                          "--workers (autofocus only)")
-    if args.contrast != "auto" or args.background != "auto":
-        raise ValueError("--contrast/--background are not available with --scheduler/"
-                         "--workers (the intensity model is local only)")
     if args.tilt_offset_deg is not None or "tilt_offset" in (args.refine or ""):
         raise ValueError("--tilt-offset and --refine ...,tilt_offset are not available with "
                          "--scheduler/--workers")
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
+    kwargs.update(_intensity_options(args))
     if start is not None:
         kwargs["initial_shifts"] = start.shifts_for(meta["shape"][0])
         if abs(start.axis_angle_deg) > 0.5:

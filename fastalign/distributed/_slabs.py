@@ -153,6 +153,22 @@ def chunk_stats(block):
     return signal_stats(block), float(a.sum()), float(a[:, :, [0, -1]].sum())
 
 
+def subsample_of(block):
+    """The chunk's part of :func:`fastalign.align.intensity.subsample` (float64)."""
+    from ..align.intensity import subsample
+    return subsample(block)
+
+
+def min_of(block):
+    """The chunk's minimum (float)."""
+    return float(np.min(block))
+
+
+def apply_intensity(block, model, first):
+    """The chunk's mass projections (:meth:`IntensityModel.apply` from tilt ``first``)."""
+    return model.apply(block, first=first)
+
+
 def align_state(angles, shape, center_offset, recon, nonneg, lam, x, pad=0):
     """An alignment slab state: the local loop's solver for this slab (region ``pad``
     columns wider than the field per side), iterate ``x``."""

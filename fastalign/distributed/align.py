@@ -68,7 +68,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           n_inner=10, coarse_iter=15, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
           extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", specimen="auto",
-          slab_rows=None, tilt_chunk=None, callback=None):
+          contrast="auto", background="auto", slab_rows=None, tilt_chunk=None,
+          callback=None):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -91,8 +92,11 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
 center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, com_start, \
-specimen, callback
-        As :func:`fastalign.align` (``method="autofocus"``, all rows).  A slab specimen
+specimen, contrast, background, callback
+        As :func:`fastalign.align` (``method="autofocus"``, all rows).  The intensity model
+        (``contrast``, ``background``) is decided from the tilt chunks' subsamples, the same
+        values as the local one's; the loop runs on mass projections and the aligned stack
+        keeps the source's intensities.  A slab specimen
         (``specimen``) runs the local slab loop (:mod:`fastalign.align.slab`) on the
         cluster: :class:`DaskExecutor`'s slab steps.
     initial_shifts : array_like, shape (n_tilts, 2), optional
@@ -115,8 +119,9 @@ specimen, callback
     Cluster memory: the raw series (and its binned copy on coarse levels), the shifted series
     and the reprojection are held on the workers in pieces (about three series copies in
     all, spread over the workers), plus each slab's solver (two volume- and two
-    series-sized buffers per slab for SIRT, about nine for TV).  Nothing of full size is
-    held by the client or by any one task.
+    series-sized buffers per slab for SIRT, about nine for TV); with an intensity model
+    that changes the data, the raw series stays too (one more copy).  Nothing of full size
+    is held by the client or by any one task.
     """
     t_start = time.perf_counter()
     n_workers, mem = client_workers(client)
@@ -130,21 +135,26 @@ specimen, callback
         center_offset=center_offset, initial_shifts=initial_shifts,
         min_coherence=min_coherence, taper=taper, final_iter=final_iter,
         extrapolate=extrapolate, pad_x=pad_x, max_rows=None, y_profile=y_profile,
-        com_start=com_start, specimen=specimen, callback=callback)
+        com_start=com_start, specimen=specimen, contrast=contrast, background=background,
+        callback=callback)
     opts.check_executor(DaskExecutor.name, DaskExecutor.lacks)
     total = start_shifts(opts.initial_shifts, n)
     with run_scope(client) as client:
         ex = DaskExecutor(client, src, opts, n_workers, tilt_chunk)
         mean_abs, edge_mean = ex.data_stats()
         warn_two_tilts(n, log, angles)
+        # the intensity model (fastalign.align.intensity), decided from the tilt chunks'
+        # subsamples as the local one from the whole series: the loop sees mass projections,
+        # the aligned stack keeps the user's intensities
+        model = ex.intensity_model(opts.contrast, opts.background)
+        if not model.is_identity:
+            log.info("intensity model: %s", model.summary())
+            mean_abs, edge_mean = ex.data_stats(check=False)
         opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge_mean)
         ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite)
         record = dict(opts.record(), final_iter=ex.final_iter, distributed=True)
         record.pop("max_rows")
-        # the intensity model (fastalign.align.intensity) is local only: data used as given
-        log.info("intensity model not applied on Dask: the data are used as given")
-        record["intensity"] = dict(applied=False,
-                                   summary="not applied on Dask (data used as given)")
+        record["intensity"] = model.record()
         geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
         user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
                     initial_shifts=initial_shifts is not None)
@@ -178,7 +188,7 @@ class DaskExecutor:
     #: options of :class:`AlignOptions` this executor cannot run (refused in
     #: :meth:`AlignOptions.check_executor`)
     lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
-                       "progress", "method", "intensity", "orient"})
+                       "progress", "method", "orient"})
     can_rotate = False
 
     def __init__(self, client, src, opts, n_workers, tilt_chunk):
@@ -194,18 +204,43 @@ class DaskExecutor:
         self.prev = None       # (slabs, full-resolution row positions) of the previous level
         self.gen = 0
         self.slab = None       # slab specimens: the slab record of fastalign.align.slab
+        self.original = None   # raw tilt chunks when an intensity model applies
 
     # ------------------------------------------------------------------ start
-    def data_stats(self):
-        """``(mean |v|, mean |v| of the outermost columns)``; first the local path's checks of
-        the data (:func:`fastalign._validate.check_signal_stats`: NaN/Inf, nothing to
-        align)."""
+    def data_stats(self, check=True):
+        """``(mean |v|, mean |v| of the outermost columns)`` of the data the loop uses; with
+        ``check``, first the local path's checks of the data
+        (:func:`fastalign._validate.check_signal_stats`: NaN/Inf, nothing to align)."""
         n, ny, nx = self.src.shape
         stats = self.client.gather([self.client.submit(_slabs.chunk_stats, r, pure=False)
                                     for r in self.raw_full])
-        check_signal_stats(np.concatenate([s[0] for s in stats]))  # as fastalign.align
+        if check:
+            check_signal_stats(np.concatenate([s[0] for s in stats]))  # as fastalign.align
         mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
         return mean_abs, sum(s[2] for s in stats) / (n * ny * 2)
+
+    def intensity_model(self, contrast, background):
+        """:func:`fastalign.align.intensity.intensity_model` of the series from the tilt
+        chunks' subsamples (gathered: about ``SAMPLES_PER_TILT`` float64 values per tilt);
+        unless it is the identity, the tilt chunks become mass projections on the workers
+        and :attr:`original` keeps the raw ones for the aligned stack (one more series copy
+        on the cluster, as the local path keeps the caller's array)."""
+        from ..align.intensity import model_from_sample
+        c = self.client
+        sample = np.concatenate(c.gather([c.submit(_slabs.subsample_of, r, pure=False)
+                                          for r in self.raw_full]))
+
+        def data_min():
+            return min(c.gather([c.submit(_slabs.min_of, r, pure=False)
+                                 for r in self.raw_full]))
+
+        model = model_from_sample(sample, data_min, contrast=contrast, background=background,
+                                  angles_deg=self.angles)
+        if not model.is_identity:
+            self.original = self.raw_full
+            self.raw_full = [c.submit(_slabs.apply_intensity, r, model, t0, pure=False)
+                             for r, (t0, _) in zip(self.raw_full, self.tchunks)]
+        return model
 
     def set_options(self, opts, mem, slab_rows, out, aligned_out, overwrite):
         """Resolved options, slab size and outputs."""
@@ -407,6 +442,7 @@ class DaskExecutor:
         pads = shift_padding(-shifts)
         aligned = [self.client.submit(_slabs.shift_chunk, r, -shifts[a:b], pads, pure=False)
                    for r, (a, b) in zip(self.raw_full, self.tchunks)]
+
         nz = o.nz
         if self.slab is not None and not self.slab["fixed_nz"]:
             # as the local loop: the reported gauge moves the slab by gb in depth
@@ -424,8 +460,12 @@ class DaskExecutor:
             self.client = client
             a_res = None
             if keep_aligned:
+                # in the caller's intensities (as the local path's `original`)
+                shown = aligned if self.original is None else [
+                    client.submit(_slabs.shift_chunk, r, -shifts[a:b], pads, pure=False)
+                    for r, (a, b) in zip(self.original, tc)]
                 a_res = [client.submit(_write_or_return, a, awriter, t0_, pure=False)
-                         for a, (t0_, _) in zip(aligned, tc)]
+                         for a, (t0_, _) in zip(shown, tc)]
             if self.slab is not None:
                 # as the local slab loop: from zero; SIRT weights only the measured pixels
                 self.states = self._new_states(slabs, full, center_offset,
