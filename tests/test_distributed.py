@@ -142,6 +142,9 @@ def test_align_equals_local(client, series, tmp_path, recon):
     # shifts to float32 round-off (TV's default lam comes from a float64 rather than a
     # float32 mean), same history, same aligned stack and volume
     np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-5)
+    # the per-tilt standard errors from the same spectra
+    assert np.isfinite(res.uncertainty).all()
+    np.testing.assert_allclose(res.uncertainty, ref.uncertainty, rtol=1e-3)
     assert [h["level"] for h in res.history] == [h["level"] for h in ref.history]
     np.testing.assert_allclose([h["residual"] for h in res.history],
                                [h["residual"] for h in ref.history], rtol=1e-5)
@@ -176,6 +179,45 @@ def test_align_bright_field_equals_local(client, series):
                    tilt_chunk=6, contrast="dark-field", background="none", **kw)
     assert off.options["intensity"]["identity"]
     assert np.abs(off.shifts - ref.shifts).max() > 1e-3
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_align_excludes_bad_tilts_as_local(client, series, tmp_path, where):
+    """The bad-tilt screening on Dask: a blank view and a user-excluded one leave the loop as
+    locally (same decisions, shifts, aligned views and volume); the kept tilts are read
+    from the file without the others."""
+    bad = series.copy()
+    bad[7] = 0.0                                          # a blank frame
+    kw = dict(levels=[2, 1], coarse_iter=2, max_iter=3, n_inner=3, nz=NZ, tol=0.0,
+              exclude=[15])
+    ref = fastalign.align(bad, ANGLES, **kw)
+    assert [e["tilt"] for e in ref.options["excluded"]] == [7, 15]
+    if where == "file":
+        src = tmp_path / "bad.npy"
+        np.save(src, bad)
+        res = fd.align(client, str(src), ANGLES, out=str(tmp_path / "v.zarr"),
+                       aligned_out=str(tmp_path / "a.zarr"), slab_rows=7, tilt_chunk=6, **kw)
+        aligned = zarr.open_array(str(tmp_path / "a.zarr"), mode="r")[...]
+        volume = zarr.open_array(str(tmp_path / "v.zarr"), mode="r")[...]
+        assert _no_temporaries(tmp_path)
+    else:
+        res = fd.align(client, da.from_array(bad, chunks=(N_TILTS, 8, NX)), ANGLES,
+                       slab_rows=7, tilt_chunk=6, **kw)
+        aligned, volume = res.aligned, res.volume
+    assert res.options["excluded"] == ref.options["excluded"]
+    assert res.options["bad_tilts"] == ref.options["bad_tilts"]
+    np.testing.assert_array_equal(res.excluded, [7, 15])
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-5)
+    assert np.isnan(res.uncertainty[[7, 15]]).all()      # no measured shift
+    np.testing.assert_allclose(res.uncertainty, ref.uncertainty, rtol=1e-3)
+    assert aligned.shape == bad.shape
+    np.testing.assert_allclose(aligned, ref.aligned, rtol=0,
+                               atol=1e-5 * np.abs(ref.aligned).max())
+    np.testing.assert_allclose(volume, ref.volume, rtol=0, atol=1e-5 * np.abs(ref.volume).max())
+    # without the screening the blank view stays in (and changes the shifts)
+    kept = fd.align(client, da.from_array(bad, chunks=(N_TILTS, 8, NX)), ANGLES, slab_rows=7,
+                    tilt_chunk=6, auto_exclude=False, **kw)
+    assert [e["tilt"] for e in kept.options["excluded"]] == [15]
 
 
 def test_align_writes_outputs_atomically(client, series, tmp_path):
@@ -447,6 +489,16 @@ def test_cli_scheduler_and_workers(client, series, tmp_path, cache_dir):
     with mrcfile.open(str(tmp_path / "a" / "ts.rec")) as m:
         np.testing.assert_allclose(m.data, ref.volume, rtol=0,
                                    atol=1e-5 * np.abs(ref.volume).max())
+    # --exclude (1-based views) on Dask as locally; --drop-excluded is refused
+    proc = _cli("align", src, "--scheduler", addr, "--max-iter", 2, "--tol", 0, "--nz", NZ,
+                "--exclude", "3", "-o", tmp_path / "x", "-q")
+    assert proc.returncode == 0, proc.stderr
+    ref = fastalign.align(series, ANGLES, max_iter=2, tol=0.0, nz=NZ, exclude=[2])
+    np.testing.assert_allclose(fastalign.io.read_xf(tmp_path / "x" / "ts.xf"), ref.shifts,
+                               rtol=0, atol=1e-4)
+    assert "3" in (tmp_path / "x" / "ts.exclude").read_text()
+    proc = _cli("align", src, "--scheduler", addr, "--drop-excluded", "-o", tmp_path / "d")
+    assert proc.returncode == 2 and "--drop-excluded" in proc.stderr
     # --workers starts (and closes) its own LocalCluster
     env = {"FASTALIGN_CACHE": "1", "NUMBA_CACHE_DIR": str(cache_dir)}
     proc = _cli("recon", src, "--workers", 2, "--threads", 1, "--n-iter", 4, "--nz", NZ,

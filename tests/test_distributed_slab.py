@@ -47,7 +47,7 @@ def test_dask_slab_equals_local(client, pitch, tmp_path):
     # the default (converged) run
     kw = dict(max_iter=3, n_inner=4, final_iter=4)
     ref = fastalign.align(exp.data, exp.angles_deg, **kw)
-    assert "excluded" not in ref.options        # (the Dask executor has no bad-tilt check)
+    assert "excluded" not in ref.options        # no view is dropped (a clean series)
     # slabs of 20 rows and tilt chunks of 16 tilts: every per-slab and per-chunk sum is split
     res = fd.align(client, str(src), exp.angles_deg, slab_rows=20, tilt_chunk=16, **kw)
     err_local = gauge_error(ref.shifts, exp.shifts, exp.angles_deg)
@@ -67,6 +67,8 @@ def test_dask_slab_equals_local(client, pitch, tmp_path):
     # x spectra and residuals are summed over row slabs on the client (float64 round-off of
     # the summation order); everything else is the local arithmetic
     np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-6)
+    assert np.isfinite(res.uncertainty).all()         # standard errors as the local ones
+    np.testing.assert_allclose(res.uncertainty, ref.uncertainty, rtol=1e-4)
     assert len(res.history) == len(ref.history)
     np.testing.assert_allclose([h["residual"] for h in res.history],
                                [h["residual"] for h in ref.history], rtol=1e-9)

@@ -62,7 +62,9 @@ def test_no_clean_frame_is_flagged(name):
          "particles_noisy": lambda: simulate.rotated_axis_experiment(
              shape=(48, 64, 80), axis_angle_deg=0.0, center_offset=0.0, shift_range=5.0,
              noise=0.3)}[name]()
-    d = badtilts._deviations(e.data[np.argsort(e.angles_deg)], np.sort(e.angles_deg))
+    order = np.argsort(e.angles_deg)
+    d = badtilts._deviations(badtilts._features(badtilts.LocalTilts(e.data), order),
+                             e.angles_deg[order])
     worst = {k: round(float(v.max()), 3) for k, v in d.items()}
     print(name, "largest deviations", worst)
     assert badtilts.detect_bad_tilts(e.data, e.angles_deg) == []

@@ -52,7 +52,8 @@ import numpy as np
 from .gauge import gauge_basis
 
 __all__ = ["detect_bad_tilts", "choose_tilts", "check_exclude", "interpolate_shifts",
-           "expand_result", "Exclusion", "K_MAD", "MIN_KEPT", "AUTO_MIN_FRACTION"]
+           "tilt_stats", "tilt_features", "LocalTilts",
+           "expand_result", "expand_fields", "Exclusion", "K_MAD", "MIN_KEPT", "AUTO_MIN_FRACTION"]
 
 log = logging.getLogger("fastalign.align")
 
@@ -104,25 +105,30 @@ def _log_spectrum(frame):
     return spec / norm if norm > 0 else None
 
 
-def _features(data):
-    """Per-tilt raw features: mean, std and saturated fraction of the frame; flat fraction,
-    edge-band means and the normalised log spectrum of the frame binned to at most 256 px
-    per side (block averages keep a constant region constant)."""
+def tilt_stats(data):
+    """Per tilt of ``data`` (a series or a chunk of its tilts): ``(mean, std, max)``, float64
+    arrays; the first pass of the detection's features."""
     n = data.shape[0]
-    top = float(data.max())
-    mean, std, sat, flat = (np.zeros(n) for _ in range(4))
-    bands, specs = np.zeros((n, 4)), []
+    mean, std, top = np.zeros(n), np.zeros(n), np.zeros(n)
     for i in range(n):
         raw = data[i]
         mean[i] = raw.mean(dtype=np.float64)
         std[i] = raw.std(dtype=np.float64)
-        at_top = np.count_nonzero(raw == top)
-        # a few pixels at the maximum are the brightest feature, not a saturated detector
-        sat[i] = at_top / raw.size if at_top >= MIN_SATURATED_PIXELS else 0.0
-    # "constant": steps below 1 % of the typical contrast (so the Fourier ringing of
-    # noise-free data's vacuum counts as constant in every frame alike)
-    tol = 0.01 * float(np.median(std))
+        top[i] = float(raw.max())
+    return mean, std, top
+
+
+def tilt_features(data, top, tol):
+    """Per tilt of ``data`` (a series or a chunk of its tilts), given the series' maximum
+    ``top`` and the "constant" step ``tol``: the saturated fraction, the flat fraction, the
+    edge-band means ``(n, 4)`` and the normalised log spectra (list) of the frame binned to
+    at most 256 px per side (block averages keep a constant region constant)."""
+    n = data.shape[0]
+    sat, flat, bands, specs = np.zeros(n), np.zeros(n), np.zeros((n, 4)), []
     for i in range(n):
+        at_top = np.count_nonzero(data[i] == top)
+        # a few pixels at the maximum are the brightest feature, not a saturated detector
+        sat[i] = at_top / data[i].size if at_top >= MIN_SATURATED_PIXELS else 0.0
         f = _binned(data[i], 4 * _MAX_SIZE)
         by, bx = max(1, f.shape[0] // 5), max(1, f.shape[1] // 5)
         still = np.zeros(f.shape, bool)
@@ -131,7 +137,35 @@ def _features(data):
         flat[i] = still.mean()
         bands[i] = (f[:by].mean(), f[-by:].mean(), f[:, :bx].mean(), f[:, -bx:].mean())
         specs.append(_log_spectrum(f))
-    return mean, std, sat, flat, bands, specs
+    return sat, flat, bands, specs
+
+
+class LocalTilts:
+    """The detection's two passes over an in-memory series (:func:`tilt_stats`,
+    :func:`tilt_features`); the Dask executor has the same two methods over its tilt
+    chunks."""
+
+    def __init__(self, data):
+        self.data = data
+        self.shape = data.shape
+
+    def tilt_stats(self):
+        return tilt_stats(self.data)
+
+    def tilt_features(self, top, tol):
+        return tilt_features(self.data, top, tol)
+
+
+def _features(tilts, idx):
+    """Per-tilt raw features of the tilts ``idx`` (in that order): mean, std, saturated
+    fraction, flat fraction, edge-band means and log spectra (:func:`tilt_features`), with
+    the maximum and the typical std of those tilts."""
+    mean, std, top = (v[idx] for v in tilts.tilt_stats())
+    # "constant": steps below 1 % of the typical contrast (so the Fourier ringing of
+    # noise-free data's vacuum counts as constant in every frame alike)
+    tol = 0.01 * float(np.median(std))
+    sat, flat, bands, specs = tilts.tilt_features(float(top.max()), tol)
+    return mean, std, sat[idx], flat[idx], bands[idx], [specs[i] for i in idx]
 
 
 def _neighbours(n):
@@ -176,9 +210,9 @@ def _leverage(a, i, nb):
     return factor(a[nb], a[i]) / factor([-2.0, -1.0, 1.0, 2.0], 0.0)
 
 
-def _deviations(data, angles):
-    """``{feature: d (n,)}`` in the tilts' order of ``data`` (sorted by ``angles``)."""
-    mean, std, sat, flat, bands, specs = _features(data)
+def _deviations(features, angles):
+    """``{feature: d (n,)}`` from :func:`_features` of tilts sorted by ``angles``."""
+    mean, std, sat, flat, bands, specs = features
     nb = _neighbours(len(mean))
     a = np.asarray(angles, dtype=np.float64)
     sec = 1.0 / np.cos(np.deg2rad(np.clip(a, -85.0, 85.0)))
@@ -214,7 +248,9 @@ def detect_bad_tilts(tilt_series, angles_deg, *, skip=()):
 
     Parameters
     ----------
-    tilt_series : ndarray, shape (n_tilts, ny, nx)
+    tilt_series : ndarray, shape (n_tilts, ny, nx), or an object with the methods
+        ``tilt_stats()`` and ``tilt_features(top, tol)`` of every tilt (:class:`LocalTilts`;
+        the Dask executor computes them over its tilt chunks)
         Raw data.
     angles_deg : array_like, shape (n_tilts,)
     skip : sequence of int
@@ -232,7 +268,9 @@ def detect_bad_tilts(tilt_series, angles_deg, *, skip=()):
     idx = np.array([i for i in np.argsort(angles, kind="stable") if i not in skip], np.int64)
     if idx.size < MIN_DETECT:
         return []
-    d = _deviations(np.asarray(tilt_series)[idx], angles[idx])
+    tilts = (tilt_series if hasattr(tilt_series, "tilt_features")
+             else LocalTilts(np.asarray(tilt_series)))
+    d = _deviations(_features(tilts, idx), angles[idx])
     ratio = {}
     for k, v in d.items():
         centre = float(np.median(v))
@@ -426,7 +464,17 @@ def expand_result(sub, original, angles_deg, exclusion):
     aligned = np.empty((exclusion.n,) + sub.aligned.shape[1:], np.float32)
     aligned[keep] = sub.aligned
     aligned[out_idx] = views
-    sub.shifts, sub.aligned = shifts, aligned
+    sub.aligned = aligned
+    return expand_fields(sub, shifts, angles_deg, exclusion)
+
+
+def expand_fields(sub, shifts, angles_deg, exclusion):
+    """:func:`expand_result` but for ``aligned``: ``shifts`` (every tilt, as
+    :func:`interpolate_shifts` gives them), uncertainties and per-tilt quality (NaN for an
+    excluded tilt), angles, ``options["excluded"]``/``["bad_tilts"]`` and ``excluded``."""
+    keep = exclusion.keep
+    out_idx = np.flatnonzero(~keep)
+    sub.shifts = shifts
     if getattr(sub, "uncertainty", None) is not None:
         # an interpolated shift has no measured uncertainty
         full = np.full((exclusion.n, 2), np.nan)

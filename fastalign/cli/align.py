@@ -207,10 +207,10 @@ def run(args):
     staged.preflight(output_bytes(meta, args.nz))
     warn_few_tilts(meta)
     if dask.wanted(args):
-        if views or args.drop_excluded:
-            raise ValueError("--exclude/--include/--drop-excluded are not available with "
-                             "--scheduler/--workers")
-        return run_distributed(args, meta, angles, names, staged, t_start, start)
+        if args.drop_excluded:
+            raise ValueError("--drop-excluded is not available with --scheduler/--workers "
+                             "(the workers write every view of the aligned stack)")
+        return run_distributed(args, meta, angles, names, staged, t_start, start, views)
     need = check_memory(args, meta, "align")
 
     t0 = time.perf_counter()
@@ -274,7 +274,7 @@ def _without_log(text):
         logger.removeFilter(drop)
 
 
-def run_distributed(args, meta, angles, names, staged, t_start, start=None):
+def run_distributed(args, meta, angles, names, staged, t_start, start=None, views=None):
     """``fastalign align --scheduler/--workers``: :func:`fastalign.distributed.align`, the
     workers reading the input and writing the stack and volume slab-wise."""
     from .. import distributed as fd
@@ -289,6 +289,9 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None):
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
     kwargs.update(_intensity_options(args))
+    kwargs.update(views or {})
+    if not args.auto_exclude:
+        kwargs["auto_exclude"] = False
     if start is not None:
         kwargs["initial_shifts"] = start.shifts_for(meta["shape"][0])
         if abs(start.axis_angle_deg) > 0.5:

@@ -6,6 +6,7 @@ Nothing here does maths or opens files: block reads and block-wise writers are
 themselves).
 """
 import contextlib
+import copy
 import math
 import os
 import threading
@@ -121,6 +122,7 @@ class Source:
 
     def __init__(self, source, angles_deg=None):
         self.array = self.reader = None
+        self.tilts = None      # a subset (:meth:`subset`): the source's tilt indices
         if isinstance(source, (str, os.PathLike)):
             self.reader = SlabSource(source, angles_deg)
             self.format = self.reader.format
@@ -137,12 +139,25 @@ class Source:
         check_not_empty(self.shape)
         self.angles_deg = require_angles(angles_deg, self.shape[0])
 
+    def subset(self, keep):
+        """The same source restricted to the tilts where ``keep`` (bool, ``(n_tilts,)``) is
+        True, in their order (tilt exclusion): a file is still read by the workers, only
+        those tilts; a dask array is indexed lazily."""
+        idx = np.flatnonzero(keep)
+        sub = copy.copy(self)
+        sub.tilts = idx if self.tilts is None else self.tilts[idx]
+        if self.array is not None:
+            sub.array, sub.tilts = self.array[idx], None
+        sub.shape = (int(idx.size),) + tuple(self.shape[1:])
+        sub.angles_deg = np.asarray(self.angles_deg)[idx]
+        return sub
+
     def block(self, client, t0, t1, r0, r1):
         """Argument for a task that needs ``float32[t0:t1, r0:r1, :]``: for files, a small
         :class:`~fastalign.io.slabs.BlockRef` the task reads itself (nothing is read ahead or
         kept), for dask arrays a future of the computed block.  Resolve it in the task with
         :func:`fastalign.io.slabs.resolve`."""
-        if self.array is not None:
+        if self.array is not None or self.tilts is not None:
             return self.submit(client, t0, t1, r0, r1)
         return BlockRef(self.reader, t0, t1, r0, r1)
 
@@ -157,11 +172,23 @@ class Source:
         if self.array is not None:
             block = self.array[t0:t1, r0:r1, :].astype(np.float32)
             return client.compute(block)
+        if self.tilts is not None:
+            return client.submit(read_tilts, self.reader, self.tilts[t0:t1], r0, r1,
+                                 pure=False)
         return client.submit(read_block, self.reader, t0, t1, r0, r1, pure=False)
 
     def read(self, t0, t1, r0, r1):
         """Read ``float32[t0:t1, r0:r1, :]`` from the file (on a worker; files only)."""
+        if self.tilts is not None:
+            return read_tilts(self.reader, self.tilts[t0:t1], r0, r1)
         return self.reader.read(t0, t1, r0, r1)
+
+
+def read_tilts(reader, tilts, r0, r1):
+    """``float32[tilts, r0:r1, :]`` of a file (on a worker): the range from the first to the
+    last of the increasing indices ``tilts`` read at once, the others dropped."""
+    block = reader.read(int(tilts[0]), int(tilts[-1]) + 1, r0, r1)
+    return np.ascontiguousarray(block[np.asarray(tilts) - tilts[0]])
 
 
 def _as_dask_array(source):

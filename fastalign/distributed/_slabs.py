@@ -129,6 +129,19 @@ def shift_chunk(raw, shifts, pad):
         return fourier_shift(raw, shifts, pad=pad)
 
 
+def shift_views(raw, shifts, keep, pads):
+    """A tilt chunk aligned as :func:`fastalign.align.badtilts.expand_result` aligns a
+    series after an exclusion: the kept views (``keep``) with the padding ``pads[0]``, the
+    excluded ones with ``pads[1]``."""
+    out = np.empty(raw.shape, np.float32)
+    with numba_section():
+        for mask, pad in ((keep, pads[0]), (~keep, pads[1])):
+            if mask.any():
+                out[mask] = fourier_shift(np.ascontiguousarray(raw[mask]), shifts[mask],
+                                          pad=pad)
+    return out
+
+
 def rows_of(arr, rows):
     """``arr[:, rows]`` contiguous (``rows``: a slice or an index array)."""
     return np.ascontiguousarray(arr[:, rows])
@@ -162,6 +175,18 @@ def subsample_of(block):
 def min_of(block):
     """The chunk's minimum (float)."""
     return float(np.min(block))
+
+
+def tilt_stats_of(block):
+    """:func:`fastalign.align.badtilts.tilt_stats` of the chunk."""
+    from ..align.badtilts import tilt_stats
+    return tilt_stats(block)
+
+
+def tilt_features_of(block, top, tol):
+    """:func:`fastalign.align.badtilts.tilt_features` of the chunk."""
+    from ..align.badtilts import tilt_features
+    return tilt_features(block, top, tol)
 
 
 def apply_intensity(block, model, first):

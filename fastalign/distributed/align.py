@@ -44,7 +44,9 @@ import time
 import numpy as np
 
 from .._validate import check_align_angles, check_signal_stats, warn_two_tilts
-from ..align.executor import estimate_updates, probe_rows, residual_from_sums
+from ..align.badtilts import choose_tilts, expand_fields, interpolate_shifts, subset_start
+from ..align.executor import (estimate_uncertainty, estimate_updates, probe_rows,
+                               residual_from_sums)
 from ..align.loop import drive
 from ..align.options import AlignOptions
 from ..align.profiles import tilt_profiles
@@ -68,8 +70,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           n_inner=10, coarse_iter=15, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
           extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", specimen="auto",
-          contrast="auto", background="auto", slab_rows=None, tilt_chunk=None,
-          callback=None):
+          contrast="auto", background="auto", exclude=None, auto_exclude=True, include=None,
+          slab_rows=None, tilt_chunk=None, callback=None):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -92,11 +94,15 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
 center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, com_start, \
-specimen, contrast, background, callback
+specimen, contrast, background, exclude, auto_exclude, include, callback
         As :func:`fastalign.align` (``method="autofocus"``, all rows).  The intensity model
         (``contrast``, ``background``) is decided from the tilt chunks' subsamples, the same
         values as the local one's; the loop runs on mass projections and the aligned stack
-        keeps the source's intensities.  A slab specimen
+        keeps the source's intensities.  The bad-tilt screening computes its per-tilt
+        features on the workers (two passes over the tilt chunks) and decides on the client
+        as the local one; the loop then runs on the kept tilts (read from the source
+        without the others), and every view gets a shift and an aligned view as locally
+        (:func:`fastalign.align.badtilts.expand_result`).  A slab specimen
         (``specimen``) runs the local slab loop (:mod:`fastalign.align.slab`) on the
         cluster: :class:`DaskExecutor`'s slab steps.
     initial_shifts : array_like, shape (n_tilts, 2), optional
@@ -124,44 +130,94 @@ specimen, contrast, background, callback
     is held by the client or by any one task.
     """
     t_start = time.perf_counter()
+    kwargs = {k: v for k, v in locals().items()
+              if k not in ("client", "source", "angles_deg", "t_start")}
+    return _align(client, Source(source, angles_deg), t_start, **kwargs)
+
+
+def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_exclude,
+           include, slab_rows, tilt_chunk, kept_run=False, **loop):
+    """:func:`align` on the :class:`Source` ``src`` (``kept_run``: the run on the kept tilts
+    of an exclusion, which screens nothing and produces no aligned stack)."""
     n_workers, mem = client_workers(client)
-    src = Source(source, angles_deg)
     angles = src.angles_deg
     n, ny, nx = src.shape
     check_align_angles(angles)  # the local path's checks (fastalign._validate)
-    opts = AlignOptions(
-        recon=recon, estimator=estimator, axes=axes, max_iter=max_iter, tol=tol, levels=levels,
-        n_inner=n_inner, coarse_iter=coarse_iter, nz=nz, lam=lam, nonneg=nonneg,
-        center_offset=center_offset, initial_shifts=initial_shifts,
-        min_coherence=min_coherence, taper=taper, final_iter=final_iter,
-        extrapolate=extrapolate, pad_x=pad_x, max_rows=None, y_profile=y_profile,
-        com_start=com_start, specimen=specimen, contrast=contrast, background=background,
-        callback=callback)
+    opts = AlignOptions(max_rows=None, exclude=exclude, auto_exclude=auto_exclude,
+                        include=include, **loop)
     opts.check_executor(DaskExecutor.name, DaskExecutor.lacks)
     total = start_shifts(opts.initial_shifts, n)
-    with run_scope(client) as client:
-        ex = DaskExecutor(client, src, opts, n_workers, tilt_chunk)
+    with run_scope(client) as tracked:
+        ex = DaskExecutor(tracked, src, opts, n_workers, tilt_chunk)
         mean_abs, edge_mean = ex.data_stats()
-        warn_two_tilts(n, log, angles)
+        if not kept_run:   # the angle layout is judged on the caller's series
+            warn_two_tilts(n, log, angles)
         # the intensity model (fastalign.align.intensity), decided from the tilt chunks'
         # subsamples as the local one from the whole series: the loop sees mass projections,
         # the aligned stack keeps the user's intensities
         model = ex.intensity_model(opts.contrast, opts.background)
-        if not model.is_identity:
-            log.info("intensity model: %s", model.summary())
-            mean_abs, edge_mean = ex.data_stats(check=False)
-        opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge_mean)
-        ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite)
-        record = dict(opts.record(), final_iter=ex.final_iter, distributed=True)
-        record.pop("max_rows")
-        record["intensity"] = model.record()
-        geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
-        user = dict(pad_x=pad_x not in (0, None), nz=nz is not None, levels=levels is not None,
-                    initial_shifts=initial_shifts is not None)
-        res = drive(ex, opts, geometry, total, record, t_start=t_start, user=user)
-        record["final_iter"] = ex.final_iter
-    res["timings"] = dict(total_s=time.perf_counter() - t_start, **res["timings"])
-    return AlignResult(method="autofocus", options=record, **res)
+        # tilt exclusion (fastalign.align.badtilts), screened on the mass projections
+        chosen = choose_tilts(ex, angles, opts.exclude, opts.auto_exclude, opts.include)
+        if not chosen.excluded.size:
+            if not model.is_identity:
+                log.info("intensity model: %s", model.summary())
+                mean_abs, edge_mean = ex.data_stats(check=False)
+            opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge_mean)
+            ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite,
+                           with_aligned=not kept_run)
+            record = dict(opts.record(), final_iter=ex.final_iter, distributed=True)
+            record.pop("max_rows")
+            record["intensity"] = model.record()
+            record["bad_tilts"] = chosen.record
+            geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
+            user = dict(pad_x=loop["pad_x"] not in (0, None), nz=loop["nz"] is not None,
+                        levels=loop["levels"] is not None,
+                        initial_shifts=loop["initial_shifts"] is not None)
+            res = drive(ex, opts, geometry, total, record, t_start=t_start, user=user)
+            record["final_iter"] = ex.final_iter
+            res["timings"] = dict(total_s=time.perf_counter() - t_start, **res["timings"])
+            return AlignResult(method="autofocus", options=record, **res)
+        del ex
+    # as the local path (fastalign.align.autofocus._align_kept): align the kept tilts, then
+    # give every view a shift and an aligned view
+    keep = chosen.keep
+    t_detect = time.perf_counter() - t_start
+    log.info("aligning %d of %d tilts; excluded (0-based): %s", int(keep.sum()), keep.size,
+             chosen.excluded.tolist())
+    loop["initial_shifts"] = subset_start(loop["initial_shifts"], keep)
+    sub = _align(client, src.subset(keep), t_start, out=out, aligned_out=None,
+                 overwrite=overwrite, exclude=None, auto_exclude=False, include=None,
+                 slab_rows=slab_rows, tilt_chunk=tilt_chunk, kept_run=True, **loop)
+    shifts = interpolate_shifts(sub.shifts, angles, keep)
+    sub.aligned = None
+    if aligned_out is not None or out is None:
+        sub.aligned = _aligned_views(client, src, shifts, keep, aligned_out, overwrite,
+                                     tilt_chunk, n_workers)
+    sub = expand_fields(sub, shifts, angles, chosen)
+    sub.timings = dict(sub.timings, bad_tilts_s=t_detect,
+                       total_s=time.perf_counter() - t_start)
+    return sub
+
+
+def _aligned_views(client, src, shifts, keep, aligned_out, overwrite, tilt_chunk, n_workers):
+    """Every view of ``src`` aligned with ``shifts``, as the local path's
+    :func:`fastalign.align.badtilts.expand_result`: the kept views with the padding of the
+    kept shifts (as the run on them), the excluded ones with theirs; written tilt chunk by
+    tilt chunk (atomically) or gathered."""
+    n, ny, nx = src.shape
+    pads = (shift_padding(-shifts[keep]), shift_padding(-shifts[~keep]))
+    tc = plan(n, tilt_chunk, parts=2 * n_workers)
+    with maybe_writer(aligned_out, (n, ny, nx), tc[0][1] - tc[0][0], overwrite=overwrite,
+                      inputs=src.files, mrc_volume=False,
+                      voxel_size_A=src.pixel_size_A) as writer, \
+            run_scope(client) as tracked:
+        parts = []
+        for t0, t1 in tc:
+            raw = src.submit(tracked, t0, t1)
+            view = tracked.submit(_slabs.shift_views, raw, -shifts[t0:t1], keep[t0:t1], pads,
+                                  pure=False)
+            parts.append(tracked.submit(_write_or_return, view, writer, t0, pure=False))
+        return _collect(tracked.gather(parts), writer)
 
 
 def _sum_in_order(parts):
@@ -219,6 +275,27 @@ class DaskExecutor:
         mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
         return mean_abs, sum(s[2] for s in stats) / (n * ny * 2)
 
+    @property
+    def shape(self):
+        """``(n_tilts, ny, nx)`` of the series (the bad-tilt screening's data shape)."""
+        return self.src.shape
+
+    def tilt_stats(self):
+        """:func:`fastalign.align.badtilts.tilt_stats` of every tilt, over the tilt chunks."""
+        c = self.client
+        parts = c.gather([c.submit(_slabs.tilt_stats_of, r, pure=False)
+                          for r in self.raw_full])
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+
+    def tilt_features(self, top, tol):
+        """:func:`fastalign.align.badtilts.tilt_features` of every tilt, over the tilt
+        chunks (the client receives per tilt four numbers and a 64 x 33 spectrum)."""
+        c = self.client
+        parts = c.gather([c.submit(_slabs.tilt_features_of, r, top, tol, pure=False)
+                          for r in self.raw_full])
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]), [v for p in parts for v in p[3]])
+
     def intensity_model(self, contrast, background):
         """:func:`fastalign.align.intensity.intensity_model` of the series from the tilt
         chunks' subsamples (gathered: about ``SAMPLES_PER_TILT`` float64 values per tilt);
@@ -242,9 +319,12 @@ class DaskExecutor:
                              for r, (t0, _) in zip(self.raw_full, self.tchunks)]
         return model
 
-    def set_options(self, opts, mem, slab_rows, out, aligned_out, overwrite):
-        """Resolved options, slab size and outputs."""
+    def set_options(self, opts, mem, slab_rows, out, aligned_out, overwrite,
+                    with_aligned=True):
+        """Resolved options, slab size and outputs (``with_aligned``: an aligned stack is
+        produced, written to ``aligned_out`` or, without any output path, gathered)."""
         self.opts = opts
+        self.with_aligned = with_aligned
         self.final_iter = 2 * opts.n_inner if opts.final_iter is None else opts.final_iter
         self.mem, self.slab_rows = mem, slab_rows
         self._size_slabs()
@@ -418,6 +498,11 @@ class DaskExecutor:
         if cy_p:
             spec_y = tuple(np.concatenate([p[i] for p in cy_p]) for i in range(3)) + (nyl,)
         upd = estimate_updates(len(self.angles), spec_x, spec_y, self.opts)
+        # the updates' standard errors, as the local executor's (its region: the level's
+        # angles, depth and padded width)
+        lv = self.lv
+        self.uncertainty = estimate_uncertainty(upd, spec_x, spec_y, self.opts,
+                                                (lv.geometry.angles_deg,) + lv.shape[1:])
         return upd, sum(r[0] for r in res_p), sum(r[1] for r in res_p)
 
     def rotation_step(self):  # never called: can_rotate is False
@@ -449,7 +534,7 @@ class DaskExecutor:
             nz = o.nz + 2 * int(np.ceil(abs(gb)))
         full = (ny, nz, nx + 2 * o.pad_x)
         slabs = plan(ny, self.rows_full)
-        keep_aligned = aligned_out is not None or out is None
+        keep_aligned = self.with_aligned and (aligned_out is not None or out is None)
         tc = self.tchunks
         with maybe_writer(out, (ny, nz, nx), self.rows_full, overwrite=overwrite,
                           inputs=src.files, voxel_size_A=src.pixel_size_A) as vwriter, \
