@@ -211,8 +211,6 @@ class AlignOptions:
             bad.append("method")
         if "specimen" in lacks and self.specimen == "slab":
             bad.append("specimen='slab'")
-        if "intensity" in lacks and (self.contrast, self.background) != ("auto", "auto"):
-            bad.append("contrast/background (the intensity model)")
         if bad:
             raise ValueError(f"the {name} executor does not support {', '.join(bad)}")
 

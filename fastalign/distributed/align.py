@@ -25,6 +25,14 @@ gauge the same way.  The distributed loop always uses every row (the local ``max
 budget is for one machine) and estimates shifts only (no ``refine``).  The final reconstruction is written slab-wise,
 and the aligned stack tilt-chunk-wise, to Zarr/MRC (atomic).
 
+Before the loop, as locally: the intensity model is decided on the client from the tilt
+chunks' subsamples (:func:`fastalign.align.intensity.model_from_sample`) and applied to the
+chunks on the workers; the bad-tilt screening's per-tilt features are computed per tilt
+chunk (:meth:`DaskExecutor.tilt_stats`, :meth:`DaskExecutor.tilt_features`) and judged on
+the client (:func:`fastalign.align.badtilts.choose_tilts`); with tilts excluded, the run
+repeats on the kept tilts (:meth:`Source.subset`) and every view gets a shift and an aligned
+view (:func:`_aligned_views`).
+
 A slab specimen (:mod:`fastalign.align.slab`, detected from the data) runs the local slab
 loop: the executor's slab steps (:meth:`DaskExecutor.edge_fraction`, ``slab_start``,
 ``depth_probe``, ``use_slab``) and, per iteration, the local slab solver per slab of rows
