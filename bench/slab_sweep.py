@@ -23,6 +23,23 @@ Measured (issue 17, default options, 2026-12-03; times on 2 shared cores):
   looser Anderson safeguard and a longer memory; measuring each tilt against a
   reconstruction from the other half of the tilts is dominated by the half-sampled
   reconstruction's artefacts: 0.5 px).
+
+Tried for issue 18 (2026-12-03, not adopted; default options otherwise, x / y px, time):
+
+* **Smooth-mode preconditioning** of the Anderson steps (the gauge-free update plus beta
+  times its Gaussian smoothing along the tilt angle, sigma 3 tilts for x and 8 for y, beta
+  15 / 40): 128 px / 28 px film 0.0147 / 0.0140 in 10 iterations, 8.4 s (default 0.0165 /
+  0.0502, 15 iterations, 11.3 s); 256 / 40: 0.0229 / 0.0103, 30.9 s (0.0235 / 0.0143,
+  49.5 s).  But it converges to the loop's fixed point, which on other cases lies further
+  from the truth than where the plain loop stalls: 96 / 20 y 0.0102 -> 0.1077, 64 / 12 y
+  0.0081 -> 0.0265, 128 / 60 0.156 / 0.070 -> 0.229 / 0.219, 64 / 28 pitched x 0.150 ->
+  0.229.  x-only (beta 15) still moved 64 / 12 y to 0.0168.
+* **Accelerated (Nesterov) SIRT** for the cold starts (relax 1.0, 15 iterations instead of
+  30 over-relaxed ones): 128 / 28 0.0150 / 0.0395 in 9.8 s, but 64 / 12 y 0.0081 -> 0.0306,
+  128 / 28 pitched y 0.0245 -> 0.0377; 30 accelerated iterations: 0.0363 / 0.0714.
+* **The slab loop on 64 of 128 rows** (two blocks of 32, as the compact loop's budget):
+  0.4 s instead of 0.63 s per iteration, but 0.0391 / 0.0462 at the stall (10 iterations)
+  and x 0.029-0.030 after 26.
 """
 import argparse
 import json
