@@ -111,3 +111,29 @@ def test_slab_steps_agree_on_a_binned_level(client, exp):
     assert vd.shape == vl.shape == (ny, opts.nz + 4, nx)
     np.testing.assert_array_equal(ad, al)
     np.testing.assert_allclose(vd, vl, rtol=0, atol=1e-6 * np.abs(vl).max())
+
+
+def test_dask_turns_the_axis_and_excludes_as_local(client):
+    """The full-circle orientation on Dask, with an excluded view: a slab whose tilt axis
+    runs along x (the data turned a quarter turn, not square) is turned back on the workers
+    as locally: the same orientation record, axis angle, shifts, aligned stack (every view,
+    turned) and volume."""
+    exp = slab_experiment(fov=64)
+    raw = np.ascontiguousarray(np.rot90(exp.data[:, :, 8:56], 1, axes=(1, 2)))  # 48 x 64
+    kw = dict(max_iter=3, n_inner=4, final_iter=4, exclude=[5])
+    ref = fastalign.align(raw, exp.angles_deg, **kw)
+    assert ref.options["orientation"]["quarter_turns"] in (1, -1)
+    res = fd.align(client, raw, exp.angles_deg, slab_rows=20, tilt_chunk=16, **kw)
+    assert res.options["orientation"] == ref.options["orientation"]
+    assert res.axis_angle_deg == pytest.approx(ref.axis_angle_deg, abs=1e-9)
+    assert [e["tilt"] for e in res.options["excluded"]] == [5]
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-6)
+    assert res.aligned.shape == ref.aligned.shape == (raw.shape[0], 64, 48)
+    np.testing.assert_allclose(res.aligned, ref.aligned, rtol=0,
+                               atol=1e-6 * np.abs(ref.aligned).max())
+    np.testing.assert_allclose(res.volume, ref.volume, rtol=0,
+                               atol=1e-6 * np.abs(ref.volume).max())
+    # orient=False keeps the axis along y, as locally
+    off = fd.align(client, raw, exp.angles_deg, slab_rows=20, tilt_chunk=16, orient=False,
+                   **dict(kw, max_iter=1))
+    assert "orientation" not in off.options and off.aligned.shape == raw.shape

@@ -199,9 +199,6 @@ class AlignOptions:
                              "the shifts (e.g. from fastalign.xcorr_shifts) as an array")
         if "refine" in lacks and self.refine != ("shifts",):
             bad.append("refine")
-        if "orient" in lacks and self.orient and self.axis_angle_deg is None:
-            log.info("the %s executor keeps the tilt axis along y (no full-circle search); "
-                     "pass axis_angle_deg to the local align for a rotated axis", name)
         for k in ("slices", "axis_angle_deg"):
             if k in lacks and getattr(self, k) is not None:
                 bad.append(k)

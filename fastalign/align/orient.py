@@ -246,6 +246,17 @@ def find_orientation(data, angles_deg, *, hint_deg=None, max_size=128, specimen=
                        record=record, start=float(start), slab=bool(slab))
 
 
+def unsearched(shape):
+    """The orientation record of a series of ``shape`` too small to search (fewer than
+    :data:`ORIENT_MIN_SIZE` px either way or :data:`ORIENT_MIN_TILTS` tilts), else None."""
+    n, ny, nx = shape
+    if min(ny, nx) < ORIENT_MIN_SIZE or n < ORIENT_MIN_TILTS:
+        return dict(method="none", used=f"not searched: images {ny} x {nx} / {n} tilts "
+                    f"(needs at least {ORIENT_MIN_SIZE} px both ways and "
+                    f"{ORIENT_MIN_TILTS} tilts)", quarter_turns=0, start_deg=0.0)
+    return None
+
+
 def orient_data(data, angles_deg, opts):
     """Find the axis direction (:func:`find_orientation`) and turn ``data`` towards y.
 
@@ -265,11 +276,8 @@ def orient_data(data, angles_deg, opts):
     """
     import dataclasses
 
-    n, ny, nx = data.shape
-    if min(ny, nx) < ORIENT_MIN_SIZE or n < ORIENT_MIN_TILTS:
-        record = dict(method="none", used=f"not searched: images {ny} x {nx} / {n} tilts "
-                      f"(needs at least {ORIENT_MIN_SIZE} px both ways and "
-                      f"{ORIENT_MIN_TILTS} tilts)", quarter_turns=0, start_deg=0.0)
+    record = unsearched(data.shape)
+    if record is not None:
         alpha = 0.0
         if opts.refine_axis:  # the previous behaviour: a search around y
             from .start import coarse_axis

@@ -129,10 +129,13 @@ def shift_chunk(raw, shifts, pad):
         return fourier_shift(raw, shifts, pad=pad)
 
 
-def shift_views(raw, shifts, keep, pads):
+def shift_views(raw, shifts, keep, pads, orientation=None):
     """A tilt chunk aligned as :func:`fastalign.align.badtilts.expand_result` aligns a
-    series after an exclusion: the kept views (``keep``) with the padding ``pads[0]``, the
-    excluded ones with ``pads[1]``."""
+    series after an exclusion: turned as the run turned its data (``orientation``, its
+    record; None: not turned), the kept views (``keep``) shifted with the padding
+    ``pads[0]``, the excluded ones with ``pads[1]``."""
+    if orientation:
+        raw = turn_chunk(raw, orientation)
     out = np.empty(raw.shape, np.float32)
     with numba_section():
         for mask, pad in ((keep, pads[0]), (~keep, pads[1])):
@@ -305,6 +308,23 @@ def slab_start(chunks, angles, axes):
     data = np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
     with numba_section():
         return slab_start_shifts(data, angles, axes)
+
+
+def find_orientation_of(chunks, angles, specimen):
+    """:func:`fastalign.align.orient.find_orientation` of the whole stack (the tilt chunks
+    concatenated on this worker, as :func:`slab_start`: the search compares whole images)."""
+    from ..align.orient import find_orientation
+    data = np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+    with numba_section():
+        return find_orientation(data, angles, specimen=specimen)
+
+
+def turn_chunk(raw, record):
+    """A tilt chunk turned as :func:`fastalign.align.orient.turn_like` turns a stack (quarter
+    turns, then one resampling by ``record["resampled_deg"]``; per image)."""
+    from ..align.orient import turn_like
+    with numba_section():
+        return np.ascontiguousarray(turn_like(raw, record), dtype=np.float32)
 
 
 def shift_bin_chunk(raw, shifts, pad, f):

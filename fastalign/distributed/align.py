@@ -78,8 +78,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           n_inner=10, coarse_iter=15, nz=None, lam=None, nonneg=True, center_offset=0.0,
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
           extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", specimen="auto",
-          contrast="auto", background="auto", exclude=None, auto_exclude=True, include=None,
-          slab_rows=None, tilt_chunk=None, callback=None):
+          orient=True, contrast="auto", background="auto", exclude=None, auto_exclude=True,
+          include=None, slab_rows=None, tilt_chunk=None, callback=None):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -102,8 +102,12 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
 center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, com_start, \
-specimen, contrast, background, exclude, auto_exclude, include, callback
-        As :func:`fastalign.align` (``method="autofocus"``, all rows).  The intensity model
+specimen, orient, contrast, background, exclude, auto_exclude, include, callback
+        As :func:`fastalign.align` (``method="autofocus"``, all rows).  ``orient``: the
+        full-circle search of the tilt axis runs in one task holding the whole series (as a
+        slab's start), the tilt chunks are turned on the workers, and a residual angle is
+        resampled away once (the local loop refines it for a compact object; this executor
+        does not refine the axis angle).  The intensity model
         (``contrast``, ``background``) is decided from the tilt chunks' subsamples, the same
         values as the local one's; the loop runs on mass projections and the aligned stack
         keeps the source's intensities.  The bad-tilt screening computes its per-tilt
@@ -169,7 +173,14 @@ def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_e
         if not chosen.excluded.size:
             if not model.is_identity:
                 log.info("intensity model: %s", model.summary())
+            offset, oriented = 0.0, None
+            t_axis = time.perf_counter()
+            if opts.orient:
+                offset, oriented = ex.orient(opts.specimen)
+            t_axis = time.perf_counter() - t_axis
+            if not model.is_identity or ex.shape != src.shape or offset:
                 mean_abs, edge_mean = ex.data_stats(check=False)
+            n, ny, nx = ex.shape
             opts = opts.resolved(ny, nx, mean_abs=mean_abs, edge_mean=edge_mean)
             ex.set_options(opts, mem, slab_rows, out, aligned_out, overwrite,
                            with_aligned=not kept_run)
@@ -177,6 +188,8 @@ def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_e
             record.pop("max_rows")
             record["intensity"] = model.record()
             record["bad_tilts"] = chosen.record
+            if oriented is not None:
+                record["orientation"] = oriented
             geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
             user = dict(pad_x=loop["pad_x"] not in (0, None), nz=loop["nz"] is not None,
                         levels=loop["levels"] is not None,
@@ -184,6 +197,10 @@ def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_e
             res = drive(ex, opts, geometry, total, record, t_start=t_start, user=user)
             record["final_iter"] = ex.final_iter
             res["timings"] = dict(total_s=time.perf_counter() - t_start, **res["timings"])
+            if oriented is not None:
+                res["axis_angle_deg"] = float((res["axis_angle_deg"] + offset + 180.0) % 360.0
+                                              - 180.0)
+                res["timings"]["axis_coarse_s"] = t_axis
             return AlignResult(method="autofocus", options=record, **res)
         del ex
     # as the local path (fastalign.align.autofocus._align_kept): align the kept tilts, then
@@ -200,19 +217,24 @@ def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_e
     sub.aligned = None
     if aligned_out is not None or out is None:
         sub.aligned = _aligned_views(client, src, shifts, keep, aligned_out, overwrite,
-                                     tilt_chunk, n_workers)
+                                     tilt_chunk, n_workers,
+                                     (sub.options or {}).get("orientation"))
     sub = expand_fields(sub, shifts, angles, chosen)
     sub.timings = dict(sub.timings, bad_tilts_s=t_detect,
                        total_s=time.perf_counter() - t_start)
     return sub
 
 
-def _aligned_views(client, src, shifts, keep, aligned_out, overwrite, tilt_chunk, n_workers):
+def _aligned_views(client, src, shifts, keep, aligned_out, overwrite, tilt_chunk, n_workers,
+                   orientation=None):
     """Every view of ``src`` aligned with ``shifts``, as the local path's
-    :func:`fastalign.align.badtilts.expand_result`: the kept views with the padding of the
-    kept shifts (as the run on them), the excluded ones with theirs; written tilt chunk by
-    tilt chunk (atomically) or gathered."""
+    :func:`fastalign.align.badtilts.expand_result`: turned as the run turned its data
+    (``orientation``: its record), the kept views with the padding of the kept shifts (as
+    the run on them), the excluded ones with theirs; written tilt chunk by tilt chunk
+    (atomically) or gathered."""
     n, ny, nx = src.shape
+    if orientation and orientation.get("quarter_turns", 0) % 2:
+        ny, nx = nx, ny
     pads = (shift_padding(-shifts[keep]), shift_padding(-shifts[~keep]))
     tc = plan(n, tilt_chunk, parts=2 * n_workers)
     with maybe_writer(aligned_out, (n, ny, nx), tc[0][1] - tc[0][0], overwrite=overwrite,
@@ -223,7 +245,7 @@ def _aligned_views(client, src, shifts, keep, aligned_out, overwrite, tilt_chunk
         for t0, t1 in tc:
             raw = src.submit(tracked, t0, t1)
             view = tracked.submit(_slabs.shift_views, raw, -shifts[t0:t1], keep[t0:t1], pads,
-                                  pure=False)
+                                  orientation, pure=False)
             parts.append(tracked.submit(_write_or_return, view, writer, t0, pure=False))
         return _collect(tracked.gather(parts), writer)
 
@@ -252,12 +274,13 @@ class DaskExecutor:
     #: options of :class:`AlignOptions` this executor cannot run (refused in
     #: :meth:`AlignOptions.check_executor`)
     lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
-                       "progress", "method", "orient"})
+                       "progress", "method"})
     can_rotate = False
 
     def __init__(self, client, src, opts, n_workers, tilt_chunk):
         self.client = client
         self.src = src
+        self._shape = tuple(int(v) for v in src.shape)   # (n, ny, nx), turned by orient()
         self.angles = src.angles_deg
         self.opts = opts
         n = len(self.angles)
@@ -275,7 +298,7 @@ class DaskExecutor:
         """``(mean |v|, mean |v| of the outermost columns)`` of the data the loop uses; with
         ``check``, first the local path's checks of the data
         (:func:`fastalign._validate.check_signal_stats`: NaN/Inf, nothing to align)."""
-        n, ny, nx = self.src.shape
+        n, ny, nx = self.shape
         stats = self.client.gather([self.client.submit(_slabs.chunk_stats, r, pure=False)
                                     for r in self.raw_full])
         if check:
@@ -285,8 +308,8 @@ class DaskExecutor:
 
     @property
     def shape(self):
-        """``(n_tilts, ny, nx)`` of the series (the bad-tilt screening's data shape)."""
-        return self.src.shape
+        """``(n_tilts, ny, nx)`` of the series the loop aligns (turned by :meth:`orient`)."""
+        return self._shape
 
     def tilt_stats(self):
         """:func:`fastalign.align.badtilts.tilt_stats` of every tilt, over the tilt chunks."""
@@ -303,6 +326,40 @@ class DaskExecutor:
                           for r in self.raw_full])
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]), [v for p in parts for v in p[3]])
+
+    def orient(self, specimen):
+        """The local path's orientation (:func:`fastalign.align.orient.orient_data`) on the
+        cluster: :func:`fastalign.align.orient.find_orientation` in one task that holds the
+        whole series (as :meth:`slab_start`), then every tilt chunk (and :attr:`original`)
+        turned on the workers.  A residual angle is resampled away once and kept fixed, for
+        a compact object too (this executor does not refine the axis angle; the local loop
+        does).  Returns ``(offset_deg, record)``: the raw data's axis angle and
+        ``AlignResult.options["orientation"]``."""
+        from ..align.orient import unsearched
+        record = unsearched(self.shape)
+        if record is not None:
+            return 0.0, record
+        c = self.client
+        found = c.submit(_slabs.find_orientation_of, self.raw_full, self.angles, specimen,
+                         pure=False).result()
+        record = dict(found.record)
+        offset = 90.0 * found.quarter_turns
+        if found.refine and found.alpha != 0.0:
+            record["resampled_deg"] = float(found.alpha)
+            offset += found.alpha
+            if not found.slab:
+                record["note"] = ("residual angle resampled once, not refined (Dask "
+                                  "executor)")
+        if found.quarter_turns % 4 or record.get("resampled_deg"):
+            self.raw_full = [c.submit(_slabs.turn_chunk, r, record, pure=False)
+                             for r in self.raw_full]
+            if self.original is not None:
+                self.original = [c.submit(_slabs.turn_chunk, r, record, pure=False)
+                                 for r in self.original]
+            if found.quarter_turns % 2:
+                n, ny, nx = self._shape
+                self._shape = (n, nx, ny)
+        return float(offset), record
 
     def intensity_model(self, contrast, background):
         """:func:`fastalign.align.intensity.intensity_model` of the series from the tilt
@@ -339,7 +396,7 @@ class DaskExecutor:
         self.outputs = (out, aligned_out, overwrite)
 
     def _size_slabs(self):
-        n, ny, nx = self.src.shape
+        n, ny, nx = self.shape
         o = self.opts
         wide = nx + 2 * o.pad_x
         per_row = 4 * (6 * n * wide + 8 * o.nz * wide)
@@ -378,7 +435,7 @@ class DaskExecutor:
         equals the local one exactly).  The client receives one ``(depth/f, nx/f)`` float64
         image."""
         c = self.client
-        ny = self.src.shape[1]
+        ny = self.shape[1]
         shifts = -np.asarray(total, dtype=np.float64)
         pads = shift_padding(shifts)
         binned = [c.submit(_slabs.shift_bin_chunk, r, shifts[a:b], pads, f, pure=False)
@@ -528,7 +585,7 @@ class DaskExecutor:
         Returns ``(aligned, volume, final_s)``."""
         t0 = time.perf_counter()
         o, src = self.opts, self.src
-        n, ny, nx = src.shape
+        n, ny, nx = self.shape
         out, aligned_out, overwrite = self.outputs
         ga, gb, gy = gauge
         self.raw = None
