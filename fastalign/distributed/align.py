@@ -132,8 +132,10 @@ specimen, orient, contrast, background, exclude, auto_exclude, include, callback
 
     Notes
     -----
-    A slab's start (:meth:`DaskExecutor.slab_start`) runs in one task that holds the whole
-    raw series (one series copy on one worker, plus the cross-correlation's per-image FFTs).
+    A slab's start (:meth:`DaskExecutor.slab_start`) and the axis orientation
+    (:meth:`DaskExecutor.orient`) each run in one task that holds the whole series (one
+    series copy on one worker, plus the search's per-image temporaries; ``orient=False``
+    skips the orientation).
     Cluster memory: the raw series (and its binned copy on coarse levels), the shifted series
     and the reprojection are held on the workers in pieces (about three series copies in
     all, spread over the workers), plus each slab's solver (two volume- and two
