@@ -220,6 +220,13 @@ def test_align_excludes_bad_tilts_as_local(client, series, tmp_path, where):
     assert [e["tilt"] for e in kept.options["excluded"]] == [15]
 
 
+def test_align_shows_progress(client, series, capsys):
+    fd.align(client, da.from_array(series, chunks=(N_TILTS, 8, NX)), ANGLES, levels=[1],
+             max_iter=2, n_inner=2, nz=NZ, tol=0.0, progress=True)
+    err = capsys.readouterr().err
+    assert "align" in err and ("it/s" in err or "s/it" in err)     # a tqdm bar
+
+
 def test_align_writes_outputs_atomically(client, series, tmp_path):
     kw = dict(levels=[1], max_iter=2, n_inner=2, nz=NZ, tol=0.0, axes="x", pad_x=4)
     ref = fastalign.align(series, ANGLES, **kw)

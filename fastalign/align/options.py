@@ -202,8 +202,6 @@ class AlignOptions:
         for k in ("slices", "axis_angle_deg"):
             if k in lacks and getattr(self, k) is not None:
                 bad.append(k)
-        if "progress" in lacks and self.progress:
-            bad.append("progress")
         if "method" in lacks and self.method != "autofocus":
             bad.append("method")
         if "specimen" in lacks and self.specimen == "slab":

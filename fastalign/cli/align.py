@@ -286,7 +286,8 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None, view
     if args.tilt_offset_deg is not None or "tilt_offset" in (args.refine or ""):
         raise ValueError("--tilt-offset and --refine ...,tilt_offset are not available with "
                          "--scheduler/--workers")
-    kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint}
+    kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint,
+              "progress": progress_enabled(args)}
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
     kwargs.update(_intensity_options(args))
     kwargs.update(views or {})

@@ -79,7 +79,7 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
           extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", specimen="auto",
           orient=True, contrast="auto", background="auto", exclude=None, auto_exclude=True,
-          include=None, slab_rows=None, tilt_chunk=None, callback=None):
+          include=None, slab_rows=None, tilt_chunk=None, callback=None, progress=False):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -102,7 +102,7 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
 center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, com_start, \
-specimen, orient, contrast, background, exclude, auto_exclude, include, callback
+specimen, orient, contrast, background, exclude, auto_exclude, include, callback, progress
         As :func:`fastalign.align` (``method="autofocus"``, all rows).  ``orient``: the
         full-circle search of the tilt axis runs in one task holding the whole series (as a
         slab's start), the tilt chunks are turned on the workers, and a residual angle is
@@ -276,7 +276,7 @@ class DaskExecutor:
     #: options of :class:`AlignOptions` this executor cannot run (refused in
     #: :meth:`AlignOptions.check_executor`)
     lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
-                       "progress", "method"})
+                       "method"})
     can_rotate = False
 
     def __init__(self, client, src, opts, n_workers, tilt_chunk):
