@@ -137,3 +137,24 @@ def test_dask_turns_the_axis_and_excludes_as_local(client):
     off = fd.align(client, raw, exp.angles_deg, slab_rows=20, tilt_chunk=16, orient=False,
                    **dict(kw, max_iter=1))
     assert "orientation" not in off.options and off.aligned.shape == raw.shape
+
+
+def test_dask_tilt_offset_and_center_as_local(client):
+    """``refine=("shifts", "center", "tilt_offset")`` and a given offset on Dask: the slab
+    mass law's offset from the chunks' per-tilt means, the corrected angles, the centre
+    split off dx: the local numbers; ``"axis_angle"`` is refused with its name."""
+    exp = slab_experiment(64, 20.0, angle_offset_deg=3.0)
+    kw = dict(max_iter=2, n_inner=4, final_iter=4, refine=("shifts", "center", "tilt_offset"),
+              tilt_offset_deg=0.5)
+    ref = fastalign.align(exp.data, exp.angles_deg, **kw)
+    res = fd.align(client, exp.data, exp.angles_deg, slab_rows=20, tilt_chunk=16, **kw)
+    print(f"\n[dask tilt offset] local {ref.tilt_offset_deg:.4f} deg, Dask "
+          f"{res.tilt_offset_deg:.4f} deg (true 3.0)")
+    assert abs(ref.tilt_offset_deg - 3.0) < 0.5
+    assert res.tilt_offset_deg == pytest.approx(ref.tilt_offset_deg, abs=1e-9)
+    assert res.options["tilt_offset"] == ref.options["tilt_offset"]
+    np.testing.assert_allclose(res.angles_deg, ref.angles_deg, rtol=0, atol=1e-12)
+    assert res.center_offset == pytest.approx(ref.center_offset, abs=1e-6)
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="axis_angle"):
+        fd.align(client, exp.data, exp.angles_deg, refine=("shifts", "axis_angle"))

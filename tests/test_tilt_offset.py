@@ -131,12 +131,11 @@ def test_tilt_offset_options_are_validated():
         fastalign.align(data, angles, tilt_offset_deg=60.0)
     with pytest.raises(ValueError, match="apply to method='autofocus' only"):
         fastalign.align(data, angles, method="xcorr", refine=("shifts", "tilt_offset"))
-    # the Dask executor refuses it clearly (it refines shifts only)
+    # the Dask executor runs it (tests/test_distributed_slab.py compares it with local)
     from fastalign.distributed.align import DaskExecutor
     opts = AlignOptions(refine=("shifts", "tilt_offset"))
     assert opts.refine == ("shifts", "tilt_offset")
-    with pytest.raises(ValueError, match="does not support refine"):
-        opts.check_executor(DaskExecutor.name, DaskExecutor.lacks)
+    opts.check_executor(DaskExecutor.name, DaskExecutor.lacks)
 
 
 @pytest.mark.filterwarnings("ignore:alignment did not converge")  # one iteration only
@@ -170,9 +169,11 @@ def test_cli_writes_corrected_angles(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     np.testing.assert_allclose(read_angles(tmp_path / "known" / "ts.tlt"), nominal + 1.25,
                                atol=1e-4)
-    # not on Dask: refused with one line, nothing written
+    # the axis-angle refinement is not on Dask: refused with one line, nothing written
+    # (--tilt-offset runs there: tests/test_distributed_slab.py)
     code = main(["align", str(tmp_path / "ts.mrc"), "--angles", str(tmp_path / "ts.tlt"),
-                 "--out", str(tmp_path / "dask"), "--workers", "1", "--tilt-offset", "1"])
+                 "--out", str(tmp_path / "dask"), "--workers", "1", "--tilt-offset", "1",
+                 "--refine", "shifts,axis_angle"])
     assert code == 2 and "not available with --scheduler/--workers" in capsys.readouterr().err
     assert not (tmp_path / "dask" / "ts.tlt").exists()
     with pytest.raises(SystemExit):

@@ -197,8 +197,8 @@ class AlignOptions:
         if "initial_shifts_baseline" in lacks and isinstance(self.initial_shifts, str):
             raise ValueError("initial_shifts='xcorr'/'com' is not available distributed; pass "
                              "the shifts (e.g. from fastalign.xcorr_shifts) as an array")
-        if "refine" in lacks and self.refine != ("shifts",):
-            bad.append("refine")
+        if "refine_axis" in lacks and "axis_angle" in self.refine:
+            bad.append("refine 'axis_angle'")
         for k in ("slices", "axis_angle_deg"):
             if k in lacks and getattr(self, k) is not None:
                 bad.append(k)

@@ -173,6 +173,11 @@ def _intensity_options(args):
     return kwargs
 
 
+def _refine(args):
+    """``--refine a,b`` as the library's ``refine`` tuple."""
+    return tuple(r.strip() for r in args.refine.split(",") if r.strip())
+
+
 def _local_options(args):
     """Keyword arguments of :func:`fastalign.align` from the command line."""
     kwargs = {"recon": args.recon, "method": args.method, "axes": args.axes,
@@ -180,7 +185,7 @@ def _local_options(args):
     kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam",
                                 "axis_angle_deg", "pad_x", "tilt_offset_deg")))
     if args.refine is not None:
-        kwargs["refine"] = tuple(r.strip() for r in args.refine.split(",") if r.strip())
+        kwargs["refine"] = _refine(args)
     if args.levels is not None:
         kwargs["levels"] = int_list(args.levels, "--levels")
     kwargs["callback"] = checkpoint
@@ -283,12 +288,15 @@ def run_distributed(args, meta, angles, names, staged, t_start, start=None, view
     if args.method != "autofocus":
         raise ValueError(f"--method {args.method} is not available with --scheduler/"
                          "--workers (autofocus only)")
-    if args.tilt_offset_deg is not None or "tilt_offset" in (args.refine or ""):
-        raise ValueError("--tilt-offset and --refine ...,tilt_offset are not available with "
-                         "--scheduler/--workers")
     kwargs = {"recon": args.recon, "axes": args.axes, "callback": checkpoint,
               "progress": progress_enabled(args)}
-    kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x")))
+    kwargs.update(_given(args, ("max_iter", "tol", "nz", "estimator", "lam", "pad_x",
+                                "tilt_offset_deg")))
+    if args.refine is not None:
+        kwargs["refine"] = _refine(args)
+        if "axis_angle" in kwargs["refine"]:   # before a cluster is started for nothing
+            raise ValueError("--refine ...,axis_angle is not available with --scheduler/"
+                             "--workers (the tilt axis is found and resampled once there)")
     kwargs.update(_intensity_options(args))
     kwargs.update(views or {})
     if not args.auto_exclude:

@@ -180,6 +180,11 @@ def min_of(block):
     return float(np.min(block))
 
 
+def tilt_means_of(block):
+    """Per-tilt mean (float64) of the chunk, as the local executor's ``tilt_means``."""
+    return block.mean(axis=(1, 2), dtype=np.float64)
+
+
 def tilt_stats_of(block):
     """:func:`fastalign.align.badtilts.tilt_stats` of the chunk."""
     from ..align.badtilts import tilt_stats

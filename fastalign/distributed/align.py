@@ -79,7 +79,8 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
           initial_shifts=None, min_coherence=0.1, taper=0.1, final_iter=None,
           extrapolate=True, pad_x=0, y_profile="auto", com_start="auto", specimen="auto",
           orient=True, contrast="auto", background="auto", exclude=None, auto_exclude=True,
-          include=None, slab_rows=None, tilt_chunk=None, callback=None, progress=False):
+          include=None, refine=("shifts",), tilt_offset_deg=0.0, slab_rows=None,
+          tilt_chunk=None, callback=None, progress=False):
     """Autofocus alignment on a Dask cluster; equals :func:`fastalign.align` (same options).
 
     Parameters
@@ -102,8 +103,10 @@ def align(client, source, angles_deg=None, *, out=None, aligned_out=None, overwr
         Replace existing outputs.
     recon, estimator, axes, max_iter, tol, levels, n_inner, coarse_iter, nz, lam, nonneg, \
 center_offset, min_coherence, taper, final_iter, extrapolate, pad_x, y_profile, com_start, \
-specimen, orient, contrast, background, exclude, auto_exclude, include, callback, progress
-        As :func:`fastalign.align` (``method="autofocus"``, all rows).  ``orient``: the
+specimen, orient, contrast, background, exclude, auto_exclude, include, refine, \
+tilt_offset_deg, callback, progress
+        As :func:`fastalign.align` (``refine``: ``"shifts"``, ``"center"``,
+        ``"tilt_offset"``; the ``"axis_angle"`` refinement is local only) (``method="autofocus"``, all rows).  ``orient``: the
         full-circle search of the tilt axis runs in one task holding the whole series (as a
         slab's start), the tilt chunks are turned on the workers, and a residual angle is
         resampled away once (the local loop refines it for a compact object; this executor
@@ -175,6 +178,9 @@ def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_e
         if not chosen.excluded.size:
             if not model.is_identity:
                 log.info("intensity model: %s", model.summary())
+            given = opts.tilt_offset_deg    # a known offset (fastalign.align.tiltoffset)
+            if given:
+                angles = ex.angles = angles + given
             offset, oriented = 0.0, None
             t_axis = time.perf_counter()
             if opts.orient:
@@ -192,6 +198,10 @@ def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_e
             record["bad_tilts"] = chosen.record
             if oriented is not None:
                 record["orientation"] = oriented
+            if given:
+                record["tilt_offset"] = dict(given_deg=given)
+            if opts.refine != ("shifts",):
+                record.update(refine=list(opts.refine), axis_angle_deg_start=0.0)
             geometry = TiltGeometry(angles, (ny, opts.nz, nx), opts.center_offset)
             user = dict(pad_x=loop["pad_x"] not in (0, None), nz=loop["nz"] is not None,
                         levels=loop["levels"] is not None,
@@ -199,6 +209,7 @@ def _align(client, src, t_start, *, out, aligned_out, overwrite, exclude, auto_e
             res = drive(ex, opts, geometry, total, record, t_start=t_start, user=user)
             record["final_iter"] = ex.final_iter
             res["timings"] = dict(total_s=time.perf_counter() - t_start, **res["timings"])
+            res["tilt_offset_deg"] += given
             if oriented is not None:
                 res["axis_angle_deg"] = float((res["axis_angle_deg"] + offset + 180.0) % 360.0
                                               - 180.0)
@@ -275,7 +286,7 @@ class DaskExecutor:
     name = "Dask"
     #: options of :class:`AlignOptions` this executor cannot run (refused in
     #: :meth:`AlignOptions.check_executor`)
-    lacks = frozenset({"initial_shifts_baseline", "refine", "slices", "axis_angle_deg",
+    lacks = frozenset({"initial_shifts_baseline", "refine_axis", "slices", "axis_angle_deg",
                        "method"})
     can_rotate = False
 
@@ -307,6 +318,13 @@ class DaskExecutor:
             check_signal_stats(np.concatenate([s[0] for s in stats]))  # as fastalign.align
         mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
         return mean_abs, sum(s[2] for s in stats) / (n * ny * 2)
+
+    def tilt_means(self):
+        """Per-tilt mean of the data ``(n,)`` float64, over the tilt chunks
+        (:mod:`fastalign.align.tiltoffset`)."""
+        c = self.client
+        return np.concatenate(c.gather([c.submit(_slabs.tilt_means_of, r, pure=False)
+                                        for r in self.raw_full]))
 
     @property
     def shape(self):
