@@ -16,7 +16,8 @@ import weakref
 import numpy as np
 
 from .._validate import as_positive_int
-from ..io.slabs import BlockRef, SlabSource, check_not_empty, read_block, require_angles
+from ..io.slabs import (BlockRef, SlabSource, check_not_empty, read_block, read_tilts,
+                        require_angles)
 
 __all__ = ["Source", "numba_section", "plan", "slab_rows_for", "client_workers", "run_scope",
            "drain"]
@@ -182,13 +183,6 @@ class Source:
         if self.tilts is not None:
             return read_tilts(self.reader, self.tilts[t0:t1], r0, r1)
         return self.reader.read(t0, t1, r0, r1)
-
-
-def read_tilts(reader, tilts, r0, r1):
-    """``float32[tilts, r0:r1, :]`` of a file (on a worker): the range from the first to the
-    last of the increasing indices ``tilts`` read at once, the others dropped."""
-    block = reader.read(int(tilts[0]), int(tilts[-1]) + 1, r0, r1)
-    return np.ascontiguousarray(block[np.asarray(tilts) - tilts[0]])
 
 
 def _as_dask_array(source):

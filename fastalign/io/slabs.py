@@ -21,8 +21,8 @@ from .._version import __version__
 from ._atomic import check_output_path, same_file
 from .mrc import finish_mrc_header
 
-__all__ = ["SlabSource", "BlockRef", "read_block", "resolve", "SlabWriter", "maybe_writer",
-           "SLAB_FORMATS", "MRC_SUFFIXES"]
+__all__ = ["SlabSource", "BlockRef", "read_block", "read_tilts", "resolve", "SlabWriter",
+           "maybe_writer", "SLAB_FORMATS", "MRC_SUFFIXES"]
 
 #: formats that can be read block by block
 SLAB_FORMATS = ("mrc", "hdf5", "zarr", "npy")
@@ -126,6 +126,14 @@ def require_angles(angles_deg, n_tilts):
 def read_block(src, t0, t1, r0, r1):
     """``src.read(t0, t1, r0, r1)`` as a plain function (a task to submit)."""
     return src.read(t0, t1, r0, r1)
+
+
+def read_tilts(src, tilts, r0, r1):
+    """``float32[tilts, r0:r1, :]`` of a :class:`SlabSource` (a task to submit): the range
+    from the first to the last of the increasing indices ``tilts`` read at once, the
+    others dropped (a series without its excluded tilts)."""
+    block = src.read(int(tilts[0]), int(tilts[-1]) + 1, r0, r1)
+    return np.ascontiguousarray(block[np.asarray(tilts) - tilts[0]])
 
 
 class BlockRef:
