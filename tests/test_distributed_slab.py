@@ -139,6 +139,23 @@ def test_dask_turns_the_axis_and_excludes_as_local(client):
     assert "orientation" not in off.options and off.aligned.shape == raw.shape
 
 
+def test_dask_searches_wide_images_binned(client, monkeypatch):
+    """Images wider than ORIENT_TASK_PX are searched 2x binned in the one orientation task:
+    the same quarter turn, a start angle within half a degree of the local search's."""
+    import fastalign.distributed.align as fda
+    exp = slab_experiment(fov=64)
+    raw = np.ascontiguousarray(np.rot90(exp.data[:, :, 8:56], 1, axes=(1, 2)))
+    ex = DaskExecutor(client, Source(raw, exp.angles_deg), AlignOptions(), 2, 16)
+    local = fastalign.align(raw, exp.angles_deg, max_iter=1, n_inner=2, final_iter=1)
+    monkeypatch.setattr(fda, "ORIENT_TASK_PX", 32)
+    offset, record = ex.orient("auto")
+    want = local.options["orientation"]
+    assert record["searched_binned"] == 2
+    assert record["quarter_turns"] == want["quarter_turns"]
+    assert abs(record["start_deg"] - want["start_deg"]) <= 0.5
+    assert ex.shape == (raw.shape[0], 64, 48)
+
+
 def test_dask_tilt_offset_and_center_as_local(client):
     """``refine=("shifts", "center", "tilt_offset")`` and a given offset on Dask: the slab
     mass law's offset from the chunks' per-tilt means, the corrected angles, the centre

@@ -70,6 +70,12 @@ from .recon import run_tv
 
 log = logging.getLogger("fastalign.distributed")
 
+#: The orientation search (:meth:`DaskExecutor.orient`) runs in one task holding the series;
+#: images wider than this (px) are binned for it (an integer factor, the same both ways: the
+#: axis direction does not change), so that task holds at most ~ n x 1024 x 1024 floats.
+#: Smaller series are searched as locally (the same record).
+ORIENT_TASK_PX = 1024
+
 __all__ = ["align", "DaskExecutor"]
 
 
@@ -350,7 +356,8 @@ class DaskExecutor:
     def orient(self, specimen):
         """The local path's orientation (:func:`fastalign.align.orient.orient_data`) on the
         cluster: :func:`fastalign.align.orient.find_orientation` in one task that holds the
-        whole series (as :meth:`slab_start`), then every tilt chunk (and :attr:`original`)
+        whole series (as :meth:`slab_start`; binned when the images are wider than
+        :data:`ORIENT_TASK_PX`), then every tilt chunk (and :attr:`original`)
         turned on the workers.  A residual angle is resampled away once and kept fixed, for
         a compact object too (this executor does not refine the axis angle; the local loop
         does).  Returns ``(offset_deg, record)``: the raw data's axis angle and
@@ -360,9 +367,15 @@ class DaskExecutor:
         if record is not None:
             return 0.0, record
         c = self.client
-        found = c.submit(_slabs.find_orientation_of, self.raw_full, self.angles, specimen,
+        # images wider than ORIENT_TASK_PX are searched binned: the task holds the series
+        f = max(1, -(-max(self.shape[1:]) // ORIENT_TASK_PX))
+        chunks = self.raw_full if f == 1 else [
+            c.submit(_slabs.read_binned, r, f, f, pure=False) for r in self.raw_full]
+        found = c.submit(_slabs.find_orientation_of, chunks, self.angles, specimen,
                          pure=False).result()
         record = dict(found.record)
+        if f > 1:
+            record["searched_binned"] = f
         offset = 90.0 * found.quarter_turns
         if found.refine and found.alpha != 0.0:
             record["resampled_deg"] = float(found.alpha)
