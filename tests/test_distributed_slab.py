@@ -141,8 +141,10 @@ def test_dask_turns_the_axis_and_excludes_as_local(client):
 
 def test_dask_searches_wide_images_binned(client, monkeypatch):
     """Images wider than ORIENT_TASK_PX are searched 2x binned in the one orientation task:
-    the same quarter turn, a start angle within half a degree of the local search's."""
-    import fastalign.distributed.align as fda
+    the same axis direction (modulo 180 degrees: an axis near 90 degrees may come out as -90)
+    within half a degree of the local search's."""
+    import importlib
+    fda = importlib.import_module("fastalign.distributed.align")  # (the module, not align())
     exp = slab_experiment(fov=64)
     raw = np.ascontiguousarray(np.rot90(exp.data[:, :, 8:56], 1, axes=(1, 2)))
     ex = DaskExecutor(client, Source(raw, exp.angles_deg), AlignOptions(), 2, 16)
@@ -151,8 +153,9 @@ def test_dask_searches_wide_images_binned(client, monkeypatch):
     offset, record = ex.orient("auto")
     want = local.options["orientation"]
     assert record["searched_binned"] == 2
-    assert record["quarter_turns"] == want["quarter_turns"]
-    assert abs(record["start_deg"] - want["start_deg"]) <= 0.5
+    assert (record["quarter_turns"] - want["quarter_turns"]) % 2 == 0
+    turn = (record["start_deg"] - want["start_deg"] + 90.0) % 180.0 - 90.0
+    assert abs(turn) <= 0.5
     assert ex.shape == (raw.shape[0], 64, 48)
 
 

@@ -67,13 +67,24 @@ def client_workers(client):
     if not isinstance(client, Client):
         raise TypeError("client must be a dask.distributed.Client (connect one to your "
                         f"cluster, e.g. Client('tcp://host:8786')), got {type(client).__name__}")
-    workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
-        else client.scheduler_info()["workers"]
+    workers = _known_workers(client)
+    if not workers and client.nthreads():
+        # the client's cached view of the scheduler can lag a cluster whose workers joined
+        # after it connected: refresh it (wait_for_workers does) before concluding
+        client.wait_for_workers(1, timeout=30)
+        workers = _known_workers(client)
     if not workers:
         raise RuntimeError("the Dask cluster has no workers")
     limits = [w.get("memory_limit") or 0 for w in workers.values()]
     lim = min(limits) if all(limits) else None
     return len(workers), lim
+
+
+def _known_workers(client):
+    """``scheduler_info()["workers"]`` (all of them, where the call takes ``n_workers``)."""
+    if _takes_n_workers(client):
+        return client.scheduler_info(n_workers=-1)["workers"]
+    return client.scheduler_info()["workers"]
 
 
 def _takes_n_workers(client):
