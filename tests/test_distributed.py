@@ -145,6 +145,10 @@ def test_align_equals_local(client, series, tmp_path, recon):
     # the per-tilt standard errors from the same spectra
     assert np.isfinite(res.uncertainty).all()
     np.testing.assert_allclose(res.uncertainty, ref.uncertainty, rtol=1e-3)
+    # the per-tilt residual and coherence against the final volume (summed per slab)
+    assert np.isfinite(res.tilt_residual).all() and np.isfinite(res.tilt_coherence).all()
+    np.testing.assert_allclose(res.tilt_residual, ref.tilt_residual, rtol=1e-4)
+    np.testing.assert_allclose(res.tilt_coherence, ref.tilt_coherence, rtol=1e-4)
     assert [h["level"] for h in res.history] == [h["level"] for h in ref.history]
     np.testing.assert_allclose([h["residual"] for h in res.history],
                                [h["residual"] for h in ref.history], rtol=1e-5)

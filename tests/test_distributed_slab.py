@@ -69,6 +69,9 @@ def test_dask_slab_equals_local(client, pitch, tmp_path):
     np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-6)
     assert np.isfinite(res.uncertainty).all()         # standard errors as the local ones
     np.testing.assert_allclose(res.uncertainty, ref.uncertainty, rtol=1e-4)
+    assert np.isfinite(res.tilt_residual).all()      # quality against the final volume
+    np.testing.assert_allclose(res.tilt_residual, ref.tilt_residual, rtol=1e-4)
+    np.testing.assert_allclose(res.tilt_coherence, ref.tilt_coherence, rtol=1e-4)
     assert len(res.history) == len(ref.history)
     np.testing.assert_allclose([h["residual"] for h in res.history],
                                [h["residual"] for h in ref.history], rtol=1e-9)

@@ -23,7 +23,8 @@ from .shift import (absorbed_fraction, coupled_uncertainty, cross_power, estimat
 log = logging.getLogger("fastalign.align")
 
 __all__ = ["LocalExecutor", "make_solver", "estimate_updates", "estimate_uncertainty",
-           "tilt_quality", "TiltQuality", "SIRT_RELAX", "volume_sink", "final_row_blocks"]
+           "tilt_quality", "TiltQuality", "quality_sums", "SIRT_RELAX", "volume_sink",
+           "final_row_blocks"]
 
 #: Over-relaxation of the loop's SIRT (its convergence was measured with 1.9: about twice as
 #: fast per outer iteration as plain SIRT).
@@ -460,8 +461,9 @@ class TiltQuality:
     ``result()``.  The sums are additive over rows."""
 
     def __init__(self, aligned, angles_deg, center_offset, *, shifts=None, taper=0.1,
-                 block=QUALITY_BLOCK_ROWS):
-        n, ny, nx = aligned.shape
+                 block=QUALITY_BLOCK_ROWS, shape=None):
+        # aligned None with shape: sums come from elsewhere (add_sums, the Dask executor)
+        n, ny, nx = self.shape = tuple(aligned.shape if aligned is not None else shape)
         self.aligned, self.angles, self.center_offset = aligned, angles_deg, center_offset
         self.block = block
         if shifts is None:
@@ -472,7 +474,7 @@ class TiltQuality:
             from .specimen import valid_windows
             # samples whose source lies inside the frame; a tilt with none along an axis (a
             # single row shifted in y) is compared over the whole axis
-            (wy, _), (wx, wxs) = valid_windows(aligned.shape, shifts, taper=taper,
+            (wy, _), (wx, wxs) = valid_windows(self.shape, shifts, taper=taper,
                                                guard_px=0.0)
             for w in (wy, wx):
                 w[w.sum(axis=1) == 0] = 1.0
@@ -485,8 +487,7 @@ class TiltQuality:
         ``reprojection``: their projection ``(n, len(rows), nx)`` if already known (a SIRT
         solver's, :attr:`fastalign.recon.SIRTSolver.reprojection`; the same bytes, rows
         being independent), else it is computed here."""
-        n, ny, nx = self.aligned.shape
-        wy, wx, wxs = self.wy, self.wx, self.wxs
+        n, ny, nx = self.shape
         nz, nxp = rows.shape[1:]
         if reprojection is not None and reprojection.shape != (n, rows.shape[0], nx):
             reprojection = None
@@ -499,18 +500,18 @@ class TiltQuality:
             else:
                 P = Projector(self.angles, (s1 - s0, nz, nxp), self.center_offset, n_det=nx)(
                     np.ascontiguousarray(rows[s0:s1]))
-            b = self.aligned[:, a0:a1]
-            w = wy[:, a0:a1, None] * wx[:, None, :]
-            self.num += (np.square((P - b).astype(np.float64)) * w).sum(axis=(1, 2))
-            self.den += (np.square(b.astype(np.float64)) * w).sum(axis=(1, 2))
-            w = wy[:, a0:a1, None] * wxs[:, None, :]
-            Ck, pbk, ppk = cross_power(np.ascontiguousarray(b * w),
-                                       np.ascontiguousarray(P * w), 2)
-            self.C, self.pb, self.pp = self.C + Ck, self.pb + pbk, self.pp + ppk
+            self.add_sums(*quality_sums(self.aligned[:, a0:a1], P, self.wy[:, a0:a1],
+                                        self.wx, self.wxs))
+
+    def add_sums(self, num, den, C, pb, pp):
+        """Add the partial sums of :func:`quality_sums` of some rows."""
+        self.num += num
+        self.den += den
+        self.C, self.pb, self.pp = self.C + C, self.pb + pb, self.pp + pp
 
     def result(self):
         """``(residual, coherence)``, float64 ``(n,)`` each."""
-        nx = self.aligned.shape[2]
+        nx = self.shape[2]
         C, pb, pp = self.C, self.pb, self.pp
         residual = np.sqrt(self.num) / np.maximum(np.sqrt(self.den), 1e-30)
         top = nx // 2 if nx % 2 == 0 else nx // 2 + 1      # no even-length Nyquist bin
@@ -519,6 +520,20 @@ class TiltQuality:
                      / np.maximum(np.sqrt(pb[:, band] * pp[:, band]).sum(axis=1), 1e-300))
         coherence[self.wy.sum(axis=1) < MIN_COHERENCE_ROWS] = np.nan
         return residual, coherence
+
+
+def quality_sums(b, P, wy, wx, wxs):
+    """:class:`TiltQuality`'s additive sums over some rows: aligned data ``b`` and
+    reprojection ``P`` ``(n, rows, nx)``, their y window ``wy`` ``(n, rows)``, the x windows
+    ``wx`` (hard) and ``wxs`` (smooth) ``(n, nx)``.  Returns ``(num, den, C, pb, pp)``:
+    per-tilt squared residual and data over the measured pixels (float64 ``(n,)``) and the
+    cross-power spectra along x."""
+    w = wy[:, :, None] * wx[:, None, :]
+    num = (np.square((P - b).astype(np.float64)) * w).sum(axis=(1, 2))
+    den = (np.square(b.astype(np.float64)) * w).sum(axis=(1, 2))
+    w = wy[:, :, None] * wxs[:, None, :]
+    C, pb, pp = cross_power(np.ascontiguousarray(b * w), np.ascontiguousarray(P * w), 2)
+    return num, den, C, pb, pp
 
 
 #: bytes of the complex spectra of one tilt chunk in :func:`resample_stack`

@@ -14,8 +14,8 @@ import numpy as np
 from dask.sizeof import sizeof
 
 from .._validate import signal_stats
-from ..align.executor import (extrapolate_volume, make_solver, probe_volume, slab_solver,
-                               windowed_residual, windowed_x, windowed_y)
+from ..align.executor import (extrapolate_volume, make_solver, probe_volume, quality_sums,
+                               slab_solver, windowed_residual, windowed_x, windowed_y)
 from ..align.levels import bin_stack, pad_columns, region_projector, warm_start
 from ..align.shift import cross_power, fourier_shift
 from ..align.slab import slab_start_shifts
@@ -106,6 +106,23 @@ def tv_end(prev, gen, decision):
             st.solver.decide(*decision)
         st.solver.end()
     return st, {}
+
+
+def quality_of(prev, nx, wy, wx, wxs, angles, center_offset):
+    """The slab's part of :class:`fastalign.align.executor.TiltQuality` (its additive sums,
+    :func:`fastalign.align.executor.quality_sums`): the data against the final volume's
+    reprojection on the detector's ``nx`` columns, as the local final volume's row blocks
+    (the SIRT solver's reprojection when it has the detector's width, else projected)."""
+    st = prev[0]
+    b = st.b
+    pl = (b.shape[2] - nx) // 2
+    if pl:
+        b = np.ascontiguousarray(b[:, :, pl:pl + nx])
+    P = st.solver.reprojection if isinstance(st.solver, SIRTSolver) else None
+    with numba_section():
+        if P is None or P.shape != b.shape:
+            P = Projector(angles, st.x.shape, center_offset, n_det=nx)(st.x)
+        return quality_sums(b, P, wy, wx, wxs)
 
 
 def finish_volume(prev, writer, r0, crop):

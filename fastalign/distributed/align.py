@@ -53,8 +53,8 @@ import numpy as np
 
 from .._validate import check_align_angles, check_signal_stats, warn_two_tilts
 from ..align.badtilts import choose_tilts, expand_fields, interpolate_shifts, subset_start
-from ..align.executor import (estimate_uncertainty, estimate_updates, probe_rows,
-                               residual_from_sums)
+from ..align.executor import (TiltQuality, estimate_uncertainty, estimate_updates,
+                               probe_rows, residual_from_sums)
 from ..align.loop import drive
 from ..align.options import AlignOptions
 from ..align.profiles import tilt_profiles
@@ -311,6 +311,7 @@ class DaskExecutor:
         self.gen = 0
         self.slab = None       # slab specimens: the slab record of fastalign.align.slab
         self.original = None   # raw tilt chunks when an intensity model applies
+        self.quality = None    # per-tilt (residual, coherence) of finish()
 
     # ------------------------------------------------------------------ start
     def data_stats(self, check=True):
@@ -668,6 +669,7 @@ class DaskExecutor:
                                                 center_offset, o.pad_x, zx_shift=zx_shift)
                 self._set_data(aligned, slabs)
             self._reconstruct(self.final_iter)
+            self.quality = self._quality(slabs, shifts, center_offset)
             crop = (o.pad_x, o.pad_x + nx) if o.pad_x else None
             v_res = [client.submit(_slabs.finish_volume, s, vwriter, r0, crop, pure=False)
                      for s, (r0, _r1) in zip(self.states, slabs)]
@@ -675,6 +677,20 @@ class DaskExecutor:
             aligned_arr = (_collect(client.gather(a_res), awriter) if a_res is not None
                            else None)
         return aligned_arr, volume, time.perf_counter() - t0
+
+    def _quality(self, slabs, shifts, center_offset):
+        """Per-tilt ``(residual, coherence)`` against the final volume, as the local
+        :class:`fastalign.align.executor.TiltQuality`: its sums per slab on the workers,
+        added on the client in slab order."""
+        n, ny, nx = self.shape
+        q = TiltQuality(None, self.angles, center_offset, shifts=shifts, taper=self.opts.taper,
+                        shape=(n, ny, nx))
+        c = self.client
+        parts = [c.submit(_slabs.quality_of, s, nx, q.wy[:, r0:r1], q.wx, q.wxs, self.angles,
+                          center_offset, pure=False) for s, (r0, r1) in zip(self.states, slabs)]
+        for part in c.gather(parts):
+            q.add_sums(*part)
+        return q.result()
 
     # ------------------------------------------------------------------ slab states
     def _new_states(self, slabs, shape, co, xs, pad):
