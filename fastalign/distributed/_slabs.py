@@ -186,12 +186,6 @@ def chunk_stats(block):
     return signal_stats(block), float(a.sum()), float(a[:, :, [0, -1]].sum())
 
 
-def subsample_of(block):
-    """The chunk's part of :func:`fastalign.align.intensity.subsample` (float64)."""
-    from ..align.intensity import subsample
-    return subsample(block)
-
-
 def min_of(block):
     """The chunk's minimum (float)."""
     return float(np.min(block))
@@ -200,18 +194,6 @@ def min_of(block):
 def tilt_means_of(block):
     """Per-tilt mean (float64) of the chunk, as the local executor's ``tilt_means``."""
     return block.mean(axis=(1, 2), dtype=np.float64)
-
-
-def tilt_stats_of(block):
-    """:func:`fastalign.align.badtilts.tilt_stats` of the chunk."""
-    from ..align.badtilts import tilt_stats
-    return tilt_stats(block)
-
-
-def tilt_features_of(block, top, tol):
-    """:func:`fastalign.align.badtilts.tilt_features` of the chunk."""
-    from ..align.badtilts import tilt_features
-    return tilt_features(block, top, tol)
 
 
 def apply_intensity(block, model, first):

@@ -52,9 +52,11 @@ import time
 import numpy as np
 
 from .._validate import check_align_angles, check_signal_stats, warn_two_tilts
-from ..align.badtilts import choose_tilts, expand_fields, interpolate_shifts, subset_start
+from ..align.badtilts import (choose_tilts, expand_fields, interpolate_shifts, subset_start,
+                              tilt_features, tilt_stats)
 from ..align.executor import (TiltQuality, estimate_uncertainty, estimate_updates,
                                probe_rows, residual_from_sums)
+from ..align.intensity import model_from_sample, subsample
 from ..align.loop import drive
 from ..align.options import AlignOptions
 from ..align.profiles import tilt_profiles
@@ -314,13 +316,18 @@ class DaskExecutor:
         self.quality = None    # per-tilt (residual, coherence) of finish()
 
     # ------------------------------------------------------------------ start
+    def _per_chunk(self, fn, *args):
+        """``fn(chunk, *args)`` of every raw tilt chunk on the workers, gathered in tilt
+        order."""
+        c = self.client
+        return c.gather([c.submit(fn, r, *args, pure=False) for r in self.raw_full])
+
     def data_stats(self, check=True):
         """``(mean |v|, mean |v| of the outermost columns)`` of the data the loop uses; with
         ``check``, first the local path's checks of the data
         (:func:`fastalign._validate.check_signal_stats`: NaN/Inf, nothing to align)."""
         n, ny, nx = self.shape
-        stats = self.client.gather([self.client.submit(_slabs.chunk_stats, r, pure=False)
-                                    for r in self.raw_full])
+        stats = self._per_chunk(_slabs.chunk_stats)
         if check:
             check_signal_stats(np.concatenate([s[0] for s in stats]))  # as fastalign.align
         mean_abs = sum(s[1] for s in stats) / (n * ny * nx)
@@ -329,9 +336,7 @@ class DaskExecutor:
     def tilt_means(self):
         """Per-tilt mean of the data ``(n,)`` float64, over the tilt chunks
         (:mod:`fastalign.align.tiltoffset`)."""
-        c = self.client
-        return np.concatenate(c.gather([c.submit(_slabs.tilt_means_of, r, pure=False)
-                                        for r in self.raw_full]))
+        return np.concatenate(self._per_chunk(_slabs.tilt_means_of))
 
     @property
     def shape(self):
@@ -340,17 +345,13 @@ class DaskExecutor:
 
     def tilt_stats(self):
         """:func:`fastalign.align.badtilts.tilt_stats` of every tilt, over the tilt chunks."""
-        c = self.client
-        parts = c.gather([c.submit(_slabs.tilt_stats_of, r, pure=False)
-                          for r in self.raw_full])
+        parts = self._per_chunk(tilt_stats)
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
     def tilt_features(self, top, tol):
         """:func:`fastalign.align.badtilts.tilt_features` of every tilt, over the tilt
         chunks (the client receives per tilt four numbers and a 64 x 33 spectrum)."""
-        c = self.client
-        parts = c.gather([c.submit(_slabs.tilt_features_of, r, top, tol, pure=False)
-                          for r in self.raw_full])
+        parts = self._per_chunk(tilt_features, top, tol)
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]), [v for p in parts for v in p[3]])
 
@@ -401,14 +402,11 @@ class DaskExecutor:
         unless it is the identity, the tilt chunks become mass projections on the workers
         and :attr:`original` keeps the raw ones for the aligned stack (one more series copy
         on the cluster, as the local path keeps the caller's array)."""
-        from ..align.intensity import model_from_sample
         c = self.client
-        sample = np.concatenate(c.gather([c.submit(_slabs.subsample_of, r, pure=False)
-                                          for r in self.raw_full]))
+        sample = np.concatenate(self._per_chunk(subsample))
 
         def data_min():
-            return min(c.gather([c.submit(_slabs.min_of, r, pure=False)
-                                 for r in self.raw_full]))
+            return min(self._per_chunk(_slabs.min_of))
 
         model = model_from_sample(sample, data_min, contrast=contrast, background=background,
                                   angles_deg=self.angles)
@@ -447,10 +445,7 @@ class DaskExecutor:
     def edge_fraction(self):
         """:func:`fastalign.align.specimen.edge_fraction`: per-tilt ratios per tilt chunk,
         the median on the client (equal to the local value)."""
-        c = self.client
-        ratios = c.gather([c.submit(_slabs.edge_ratios_of, r, pure=False)
-                           for r in self.raw_full])
-        return float(np.median(np.concatenate(ratios)))
+        return float(np.median(np.concatenate(self._per_chunk(_slabs.edge_ratios_of))))
 
     def slab_start(self):
         """:func:`fastalign.align.slab.slab_start_shifts` in one task on one worker: the
