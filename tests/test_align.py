@@ -223,7 +223,7 @@ def test_fix_gauge_removes_only_the_gauge():
 
 
 def test_row_budget_subset_keeps_accuracy():
-    # max_rows smaller than ny: the loop reconstructs one block of 32 rows (x and y estimated
+    # max_rows smaller than ny: the loop reconstructs a window of 32 rows (x and y estimated
     # there), the final volume covers every row (FBP start + SIRT)
     ideal, angles = particle_projections()
     rng = np.random.default_rng(7)
@@ -240,3 +240,39 @@ def test_row_budget_subset_keeps_accuracy():
     assert res < 0.2
     with pytest.raises(ValueError, match="max_rows"):
         fastalign.align(data, angles, max_rows=0)
+
+
+def test_row_budget_follows_an_off_centre_object():
+    # Default options on 128 rows (budget 64): the particles fill rows 102-124 only.  The
+    # loop's rows are where the data have structure; fixed rows in the middle (the earlier
+    # rule: blocks of 32 rows at a third and two thirds of the height) saw none of it and
+    # gave 4.2 / 15.7 px after 40 iterations, not converged.  Measured 0.0047 / 0.0028 px.
+    from fastalign.phantoms import particles_3d
+    vol = np.zeros((128, 64, 64), np.float32)
+    vol[102:124] = particles_3d((22, 64, 64), n_particles=8, seed=3)
+    angles = np.linspace(-70, 70, 41)
+    true = np.random.default_rng(7).uniform(-4, 4, (angles.size, 2))
+    data = fastalign.fourier_shift(fastalign.project(vol, angles), true)
+    r = fastalign.align(data, angles)
+    ex, ey = gauge_error(r.shifts, true, angles)
+    _report("particles in rows 102-124 of 128", rms_x=ex, rms_y=ey)
+    assert r.converged
+    assert ex <= 0.02 and ey <= 0.02
+
+
+def test_row_window_is_where_the_structure_is():
+    from fastalign.align.levels import level_rows, row_signal, signal_window
+    rng = np.random.default_rng(0)
+    stack = rng.normal(0, 0.01, (5, 100, 40)).astype(np.float32)
+    stack[:, 70:80, 10:30] += 1.0          # an object in rows 70-79
+    stack[:, 5, 3] = 1e6                   # a hot pixel elsewhere weighs as one feature
+    sig = row_signal(stack)
+    assert sig.shape == (100,)
+    rows = level_rows(100, 1, None, 30, sig)
+    np.testing.assert_array_equal(rows, np.arange(60, 90))   # the object in the middle
+    # without a signal: the middle rows; within the budget: every row
+    np.testing.assert_array_equal(level_rows(100, 1, None, 30), np.arange(35, 65))
+    np.testing.assert_array_equal(level_rows(20, 1, None, 30, sig[:20]), np.arange(20))
+    # a window at the edge, and the argmax of a strictly varying signal
+    assert signal_window(np.arange(10.0), 4) == 6
+    assert signal_window(np.arange(10.0)[::-1], 4) == 0

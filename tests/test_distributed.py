@@ -185,6 +185,26 @@ def test_align_bright_field_equals_local(client, series):
     assert np.abs(off.shifts - ref.shifts).max() > 1e-3
 
 
+def test_align_crops_a_small_object_as_local(client):
+    """A compact object much smaller than the field, default depth: the Dask loop
+    reconstructs the same cropped region as the local one and gives its shifts; the final
+    volume (the full field, warm-started from the region) is the local one."""
+    rng = np.random.default_rng(3)
+    vol = np.zeros((NY, 64, 64), np.float32)
+    vol[4:20, 26:38, 26:38] = rng.random((16, 12, 12))
+    shifts = rng.uniform(-2.5, 2.5, (N_TILTS, 2))
+    data = fastalign.fourier_shift(fastalign.project(vol, ANGLES), shifts)
+    kw = dict(levels=[2, 1], coarse_iter=2, max_iter=3, n_inner=3, tol=0.0)
+    ref = fastalign.align(data, ANGLES, **kw)
+    res = fd.align(client, da.from_array(data, chunks=(N_TILTS, 8, 64)), ANGLES, slab_rows=7,
+                   tilt_chunk=6, **kw)
+    region = ref.options["specimen"]["region"]
+    assert region["nx"] < 48 and region == res.options["specimen"]["region"]
+    np.testing.assert_allclose(res.shifts, ref.shifts, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(res.volume, ref.volume, rtol=0,
+                               atol=1e-5 * np.abs(ref.volume).max())
+
+
 @pytest.mark.parametrize("where", ["file", "memory"])
 def test_align_excludes_bad_tilts_as_local(client, series, tmp_path, where):
     """The bad-tilt screening on Dask: a blank view and a user-excluded one leave the loop as

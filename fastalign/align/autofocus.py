@@ -133,9 +133,10 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``nz`` 1.5 x the thickness).
     max_rows : int or None
         Row budget per level: when a level (after binning) has more rows than this and
-        ``slices`` is not given, only evenly spaced blocks of 32 consecutive rows (about
-        ``max_rows`` in all) are reconstructed and enter the estimates; the final volume then
-        starts from FBP.  ``None``: every row.  Not applied when ``"axis_angle"`` is refined
+        ``slices`` is not given, only the ``max_rows`` consecutive rows with the most
+        structure in the data are reconstructed and enter the estimates (an object
+        off-centre in y is followed; :func:`fastalign.align.levels.level_rows`); the final
+        volume then starts from FBP.  ``None``: every row.  Not applied when ``"axis_angle"`` is refined
         (its step needs contiguous rows).
     refine : sequence of {"shifts", "axis_angle", "center", "tilt_offset"}
         What the loop estimates.  ``"shifts"`` (required) are the per-tilt translations;

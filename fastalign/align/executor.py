@@ -16,7 +16,8 @@ from .._fft import release_plans
 from ..operator import Projector
 from ..recon.sirt import SIRTSolver, shared_slice_sums
 from . import axis as _axis
-from .levels import level_rows, pad_columns, region_projector, row_runs, warm_start
+from .levels import (level_rows, pad_columns, region_projector, row_runs, row_signal,
+                     warm_start)
 from .shift import (absorbed_fraction, coupled_uncertainty, cross_power, estimate_shift,
                     fourier_shift, shift_uncertainty, tukey)
 
@@ -188,7 +189,9 @@ class LocalExecutor:
         # the axis-angle step needs y gradients over contiguous rows: no row budget then
         # the slab iteration weights whole columns by where the data are measured: all rows
         budget = None if o.refine_axis or self.slab is not None else o.max_rows
-        self.rows = level_rows(nyl, lv.fy, o.slices, budget)
+        signal = (row_signal(self.raw) if o.slices is None and budget is not None
+                  and nyl > budget else None)
+        self.rows = level_rows(nyl, lv.fy, o.slices, budget, signal)
         pos = lv.positions(self.rows)
         nzl, nxl = lv.geometry.nz, lv.geometry.nx
         self.A = region_projector(lv.geometry.angles_deg,
@@ -350,6 +353,9 @@ class LocalExecutor:
             start = "fbp" if self.prev_pos.size < ny else "warm"
         plan = dict(nz=nz, start=start, center_offset=center_offset, weights=None)
         if start == "warm":
+            if self.lv.embed is not None:    # a cropped loop region, back in the field's
+                cz, cx = self.lv.embed
+                x = np.pad(x, ((0, 0), (cz, cz), (cx, cx)))
             nxp = self.data.shape[2] + 2 * o.pad_x
             plan.update(x=x, pos=self.prev_pos + gy,
                         zx_shift=(gb * x.shape[1] / o.nz, ga * x.shape[2] / nxp))

@@ -15,7 +15,7 @@ from ..geometry import TiltGeometry
 from ..operator import Projector
 
 __all__ = ["bin_stack", "y_factor", "auto_levels", "Level", "plan_levels", "level_rows",
-           "row_runs", "pad_columns", "detector_pad", "region_projector", "warm_start"]
+           "row_signal", "signal_window", "row_runs", "pad_columns", "detector_pad", "region_projector", "warm_start"]
 
 # images at least this wide are aligned on 2x binned data by default (finest level 2)
 BINNED_FINEST_NX = 512
@@ -64,7 +64,8 @@ class Level:
     geometry : TiltGeometry
         Binned geometry ``(ny // fy, nz_l, nx // f)`` with the binned centre offset.
     pad : int
-        Detector columns added per side (``ceil(pad_x / f)``).
+        Region columns added per side (``ceil(pad_x / f)``); negative: columns cropped per
+        side around a compact object (:func:`fastalign.align.specimen.compact_region`).
     n_outer : int
         Outer-iteration budget (``max_iter`` on the finest level, else ``coarse_iter``).
     tol : float
@@ -72,6 +73,8 @@ class Level:
         ``max(tol, COARSE_TOL f)``.
     final : bool
         The finest level.
+    crop_z : int
+        Depth cropped per side (compact object); ``geometry.nz`` is the cropped depth.
     """
 
     f: int
@@ -81,6 +84,7 @@ class Level:
     n_outer: int
     tol: float
     final: bool
+    crop_z: int = 0
 
     @property
     def scale(self):
@@ -93,22 +97,38 @@ class Level:
         ny, nz, nx = self.geometry.shape
         return (ny, nz, nx + 2 * self.pad)
 
+    @property
+    def embed(self):
+        """``(crop_z, crop_x)`` per side that this level's region lacks around the field
+        (zero padding restores the uncropped region; :func:`warm_start`), or None."""
+        if self.pad >= 0 and not self.crop_z:
+            return None
+        return self.crop_z, max(-self.pad, 0)
+
     def positions(self, rows):
         """Full-resolution y positions of level rows ``rows``."""
         return (rows + 0.5) * self.fy - 0.5
 
 
-def plan_levels(geometry, opts):
+def plan_levels(geometry, opts, crop=None):
     """The level plan of a full-resolution ``geometry`` for resolved options ``opts``
-    (:class:`fastalign.align.options.AlignOptions`), coarse to fine."""
+    (:class:`fastalign.align.options.AlignOptions`), coarse to fine.  ``crop = (crop_x,
+    crop_z)``: full-resolution columns and depth cropped per side (multiples of every
+    binning; :func:`fastalign.align.specimen.compact_region`) instead of ``pad_x``."""
     out = []
+    crop_x, crop_z = crop or (0, 0)
     for f in opts.levels:
         final = f == opts.levels[-1]
         fy = y_factor(geometry.ny, f)
-        out.append(Level(f=f, fy=fy, geometry=geometry.binned(f, fy),
-                         pad=int(np.ceil(opts.pad_x / f)),
+        g = geometry.binned(f, fy)
+        if crop_z:
+            g = TiltGeometry(g.angles_deg, (g.ny, g.nz - 2 * (crop_z // f), g.nx),
+                             g.center_offset)
+        out.append(Level(f=f, fy=fy, geometry=g,
+                         pad=-(crop_x // f) if crop_x else int(np.ceil(opts.pad_x / f)),
                          n_outer=opts.max_iter if final else opts.coarse_iter,
-                         tol=opts.tol if final else max(opts.tol, COARSE_TOL * f), final=final))
+                         tol=opts.tol if final else max(opts.tol, COARSE_TOL * f), final=final,
+                         crop_z=crop_z // f))
     return out
 
 
@@ -128,28 +148,73 @@ def detector_pad(pad, recon):
     a transpose 24 -> 12 ms, the whole default alignment 1.6-2x faster); TV,
     which has no data weights: ``pad`` columns of replicated edge values
     (:func:`pad_columns`)."""
-    return pad if recon == "tv" else 0
+    return max(pad, 0) if recon == "tv" else 0
 
 
 def region_projector(angles_deg, shape, center_offset, pad, recon):
-    """Projector of a region ``shape = (rows, nz, nx + 2 pad)`` around a field ``nx`` wide,
-    with the detector of :func:`detector_pad` (``nx + 2 detector_pad(pad, recon)`` bins)."""
+    """Projector of a region ``shape = (rows, nz, nx + 2 pad)`` around a field ``nx`` wide
+    (``pad < 0``: a region narrower than the field, centred on the rotation axis), with the
+    detector of :func:`detector_pad` (``nx + 2 detector_pad(pad, recon)`` bins)."""
     n_det = shape[2] - 2 * pad + 2 * detector_pad(pad, recon)
     return Projector(angles_deg, shape, center_offset, n_det=n_det)
 
 
-def level_rows(nyl, fy, slices, max_rows):
+def level_rows(nyl, fy, slices, max_rows, signal=None):
     """Rows (binned) used on one level: the binned ``slices``; else all rows, or when there are
-    more than ``max_rows``, evenly spaced contiguous blocks of 32 rows (about ``max_rows`` in
-    all) so that y shifts stay measurable inside each block."""
+    more than ``max_rows``, the ``max_rows`` consecutive rows where the data have the most
+    structure (:func:`signal_window` of the per-row ``signal``, :func:`row_signal`; the
+    middle rows without it).  One contiguous window keeps y shifts measurable over all its
+    rows, and follows an object that is off-centre in y."""
     if slices is not None:
         return np.unique(np.clip(slices // fy, 0, nyl - 1))
     if max_rows is None or nyl <= max_rows:
         return np.arange(nyl)
-    blk = min(32, max_rows)
-    nblk = max(1, max_rows // blk)
-    starts = np.round(np.linspace(0, nyl - blk, nblk + 2)[1:-1]).astype(np.int64)
-    return np.unique(np.concatenate([np.arange(s0, s0 + blk) for s0 in starts]))
+    s0 = (nyl - max_rows) // 2 if signal is None else signal_window(signal, max_rows)
+    return np.arange(s0, s0 + max_rows)
+
+
+#: per-tilt quantile at which :func:`row_signal` caps the squared differences
+SIGNAL_CAP_QUANTILE = 0.995
+#: windows whose signal is within this fraction of the best count as equally good
+SIGNAL_TIE = 0.01
+
+
+def row_signal(stack):
+    """Structure per row of a tilt stack ``(n, ny, nx)``: the squared differences between
+    neighbouring pixels along x and y, each capped at its :data:`SIGNAL_CAP_QUANTILE` in
+    its tilt (a hot pixel or one bright edge weighs as a strong feature, not as the whole
+    score), summed over tilts and columns.  ``(ny,)`` float64."""
+    n, ny, nx = stack.shape
+    out = np.zeros(ny, np.float64)
+    for img in stack:
+        img = img.astype(np.float64)
+        for d, axis in ((np.diff(img, axis=1) ** 2, None), (np.diff(img, axis=0) ** 2, 0)):
+            if d.size == 0:
+                continue
+            np.minimum(d, np.quantile(d, SIGNAL_CAP_QUANTILE), out=d)
+            rows = d.sum(axis=1)
+            if axis is None:
+                out += rows
+            else:    # a y difference belongs to both rows it joins
+                out[:-1] += 0.5 * rows
+                out[1:] += 0.5 * rows
+    return out
+
+
+def signal_window(signal, n):
+    """Start of the ``n`` consecutive rows with the largest summed ``signal``.  Windows within
+    :data:`SIGNAL_TIE` of the best that adjoin it (an object shorter than the window) are
+    equally good: the middle one is taken, so the object sits in the window's centre."""
+    c = np.concatenate([[0.0], np.cumsum(signal, dtype=np.float64)])
+    w = c[n:] - c[:-n]
+    best = int(np.argmax(w))
+    good = w >= w[best] - SIGNAL_TIE * abs(w[best])
+    lo = hi = best
+    while lo > 0 and good[lo - 1]:
+        lo -= 1
+    while hi < w.size - 1 and good[hi + 1]:
+        hi += 1
+    return (lo + hi) // 2
 
 
 def row_runs(rows, min_len=8):
@@ -160,7 +225,7 @@ def row_runs(rows, min_len=8):
             or rows.size < min_len and b - a == rows.size]
 
 
-def warm_start(x, pos_old, pos_new, shape, zx_shift=None, i0=0):
+def warm_start(x, pos_old, pos_new, shape, zx_shift=None, i0=0, embed=None):
     """The warm start of a level's volume from the previous one (the one warm-start rule).
 
     ``x`` holds old rows ``i0, i0 + 1, ...`` whose full-resolution y positions are
@@ -180,6 +245,9 @@ def warm_start(x, pos_old, pos_new, shape, zx_shift=None, i0=0):
         Shift in (z, x), pixels of ``x``.
     i0 : int
         Index in ``pos_old`` of the first row of ``x``.
+    embed : (int, int), optional
+        ``(z, x)`` zeros added per side of ``x`` first (a cropped loop region,
+        :attr:`Level.embed`, back in the uncropped one).
 
     Returns
     -------
@@ -187,6 +255,8 @@ def warm_start(x, pos_old, pos_new, shape, zx_shift=None, i0=0):
         Zeros when the zoom cannot hit ``shape[1:]`` exactly.
     """
     n_out = len(pos_new)
+    if embed is not None:
+        x = np.pad(x, ((0, 0), (embed[0], embed[0]), (embed[1], embed[1])))
     if zx_shift is not None:
         x = ndi.shift(x, (0.0,) + tuple(zx_shift), order=1)
     zx = np.array(shape[1:]) / np.array(x.shape[1:])

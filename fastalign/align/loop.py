@@ -388,6 +388,7 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, u
     """
     from .levels import plan_levels
     from .slab import decide_specimen, setup_slab
+    from .specimen import compact_region
     from .start import profile_start
     opts.check_executor(executor.name, executor.lacks)
     t_start = time.perf_counter() if t_start is None else t_start
@@ -412,13 +413,29 @@ def drive(executor, opts, geometry, total, record, *, alpha=0.0, t_start=None, u
     hold_y = False
     want_y = opts.y_profile == "auto" and "y" in opts.axes
     want_x = opts.com_start == "auto" and "x" in opts.axes
-    if (want_y or want_x) and ny >= 8 and opts.initial_shifts is None and slab is None:
+    start = (want_y or want_x) and opts.initial_shifts is None
+    # a compact object much smaller than the field: the loop reconstructs only the region
+    # around it (unless the user chose the region: pad_x or nz)
+    user = user or {}
+    crop_ok = not (user.get("pad_x") or user.get("nz") or opts.pad_x)
+    crop = None
+    if (start or crop_ok) and ny >= 8 and slab is None:
         # with a rotated axis the profiles are those of the data rotated back (model of
         # fastalign.align.axis: the shifts act in that frame)
         profiles, col_sums = executor.profiles(alpha)
-        hold_y = profile_start(profiles, col_sums, opts.center_offset, total, record,
-                               set_dy=want_y, set_dx=want_x)
-    plan = plan_levels(geometry, opts)
+        if start:
+            hold_y = profile_start(profiles, col_sums, opts.center_offset, total, record,
+                                   set_dy=want_y, set_dx=want_x)
+        if crop_ok:
+            crop = compact_region(col_sums, total[:, 0], opts.center_offset, angles,
+                                  geometry.nz, multiple=max(opts.levels))
+        if crop is not None:
+            record["specimen"]["region"] = dict(
+                radius_px=round(crop[2], 1), nx=nx - 2 * crop[0], nz=geometry.nz - 2 * crop[1])
+            log.info("compact object (radius %.1f px): the loop reconstructs %d x %d of "
+                     "%d x %d (x, z)", crop[2], nx - 2 * crop[0], geometry.nz - 2 * crop[1],
+                     nx, geometry.nz)
+    plan = plan_levels(geometry, opts, None if crop is None else crop[:2])
     bar = None
     if opts.progress:
         from tqdm.auto import tqdm

@@ -59,6 +59,7 @@ PROBE_BIN_NX = 256
 def decide_specimen(executor, opts, record):
     """``"slab"`` or ``"compact"`` from ``opts.specimen`` and the data's edge fraction."""
     if opts.specimen == "compact":
+        record["specimen"] = dict(kind="compact", decided_by="option")
         return "compact"
     if "specimen" in executor.lacks:
         log.warning("specimen detection is not available on the %s executor: aligning as a "

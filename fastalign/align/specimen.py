@@ -26,7 +26,7 @@ from scipy.optimize import least_squares
 from scipy.special import erf
 
 __all__ = ["Specimen", "edge_fraction", "edge_ratios", "fit_slab", "fit_pitched_slab",
-           "depth_power", "fit_pitched_power", "slab_region", "valid_weights", "valid_windows",
+           "depth_power", "fit_pitched_power", "slab_region", "compact_region", "valid_weights", "valid_windows",
            "pair_network_dy"]
 
 #: A series is a slab when the median over tilts of (mean of the outermost columns / image
@@ -152,6 +152,75 @@ def slab_region(nx, angles_deg, thickness_px, pitch_deg=0.0, *, max_shift_px=0.0
     rise = 2.0 * half_w * abs(np.tan(np.deg2rad(pitch_deg)))
     nz = int(np.ceil(2.0 * half_t / np.cos(np.deg2rad(pitch_deg)) + rise))
     return pad_x, max(nz, 4)
+
+
+#: a column belongs to a compact object's shadow above this fraction of its tilt's peak
+SUPPORT_FRACTION = 0.02
+#: ... and above this many standard deviations of its noise
+SUPPORT_SIGMA = 5.0
+#: ... and no more than this fraction of the mass (median over tilts) lies outside it
+SUPPORT_OUTSIDE = 0.03
+#: the loop region is cropped only when it is at most this fraction of the field's width
+CROP_MAX_FRACTION = 0.8
+
+
+def compact_region(col_sums, dx, center_offset, angles_deg, nz, multiple=1, *,
+                   margin=1.1, margin_px=6.0):
+    """Loop region of a compact object much smaller than the field: columns and depth
+    cropped per side, ``(crop_x, crop_z, radius)`` full-resolution px, or None (no crop).
+
+    Each tilt's y-integrated profile (``col_sums``, ``(n, nx)``; background: the outermost
+    columns, either contrast) is above :data:`SUPPORT_FRACTION` of its peak and
+    :data:`SUPPORT_SIGMA` times its noise over the object's shadow; no crop when more
+    than :data:`SUPPORT_OUTSIDE` of the mass lies outside the shadows (median over tilts:
+    faint material beyond the object, e.g. a support film).  With the starting shifts ``dx`` taken out, the shadows lie within
+    ``|u| <= R`` of the rotation axis; the object then lies in the strips
+    ``|x cos th + z sin th| <= R`` of every tilt, i.e. within ``|x| <= R / cos th_0``
+    (``th_0`` the tilt nearest 0) and ``|z| <= R (cos a + cos b) / sin(b - a)`` (the tilt
+    range ``[a, b]``).  ``R`` gets ``margin`` and ``margin_px`` for the shifts the loop
+    still makes.  The crops are multiples of ``multiple`` (the coarsest binning, so every
+    level crops the same region); the region stays centred on the rotation axis, so the
+    projector's geometry is unchanged.  None when the region would not be at most
+    :data:`CROP_MAX_FRACTION` of the field, or a tilt has no clear shadow.
+    """
+    p = np.asarray(col_sums, dtype=np.float64)
+    n, nx = p.shape
+    k = min(2, max(1, nx // 8))
+    bg = np.median(np.concatenate([p[:, :k], p[:, -k:]], axis=1), axis=1)
+    w = p - bg[:, None]
+    if w.sum() < 0:
+        w = -w
+    peak = w.max(axis=1)
+    if not np.all(peak > 0):
+        return None
+    cu = 0.5 * (nx - 1) + center_offset
+    radius = 0.0
+    # noise of a profile: the median absolute difference of neighbouring columns
+    sigma = 1.4826 * np.median(np.abs(np.diff(w, axis=1)), axis=1) / np.sqrt(2.0)
+    outside = np.zeros(n)
+    for i in range(n):
+        cols = np.flatnonzero(w[i] > max(SUPPORT_FRACTION * peak[i], SUPPORT_SIGMA * sigma[i]))
+        if cols.size == 0:
+            return None
+        inside = w[i, cols[0]:cols[-1] + 1].sum()
+        outside[i] = (w[i].sum() - inside) / max(inside, 1e-300)
+        lo, hi = cols[0] - 0.5 - dx[i], cols[-1] + 0.5 - dx[i]
+        radius = max(radius, cu - lo, hi - cu)
+    if np.median(outside) > SUPPORT_OUTSIDE:   # faint extended material (e.g. a film)
+        return None
+    r = margin * radius + margin_px
+    th = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+    a, b = th.min(), th.max()
+    half_x = r / max(np.cos(np.abs(th).min()), 1e-3)
+    if b - a < np.pi - 1e-6:
+        half_z = r * (np.cos(a) + np.cos(b)) / max(np.sin(b - a), 1e-3)
+    else:
+        half_z = r
+    crop_x = int((0.5 * nx - half_x) // multiple) * multiple
+    crop_z = int((0.5 * nz - half_z) // multiple) * multiple
+    if crop_x <= 0 or nx - 2 * crop_x > CROP_MAX_FRACTION * nx:
+        return None
+    return crop_x, max(crop_z, 0), float(radius)
 
 
 def _sheared(volume_sq, slope):

@@ -293,11 +293,11 @@ def x_rows(prev, a, b):
     return np.array(prev[0].x[a:b])
 
 
-def warm_rows(parts, i0, pos_old, pos_new, shape, zx_shift=None):
+def warm_rows(parts, i0, pos_old, pos_new, shape, zx_shift=None, embed=None):
     """Rows at ``pos_new`` of the loop's warm start (:func:`fastalign.align.levels.warm_start`)
     from the old rows ``i0 ...`` given in ``parts``."""
     src = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-    return warm_start(src, pos_old, pos_new, shape, zx_shift=zx_shift, i0=i0)
+    return warm_start(src, pos_old, pos_new, shape, zx_shift=zx_shift, i0=i0, embed=embed)
 
 
 # ----------------------------------------------------------------------------- slab specimens

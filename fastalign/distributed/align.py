@@ -657,11 +657,14 @@ class DaskExecutor:
             else:
                 # as the local loop: move (z, x) into the gauge (and zoom from a binned
                 # finest level), rows by y positions + gy
-                ps = self.prev_shape
+                ps, embed = self.prev_shape, self.lv.embed
+                if embed is not None:    # a cropped loop region, back in the field's
+                    ps = (ps[0], ps[1] + 2 * embed[0], ps[2] + 2 * embed[1])
                 zx_shift = (gb * ps[1] / o.nz, ga * ps[2] / full[2])
                 self.states = self._warm_states((self.prev[0], self.prev[1] + gy), slabs,
                                                 np.arange(ny, dtype=np.float64), full,
-                                                center_offset, o.pad_x, zx_shift=zx_shift)
+                                                center_offset, o.pad_x, zx_shift=zx_shift,
+                                                embed=embed)
                 self._set_data(aligned, slabs)
             self._reconstruct(self.final_iter)
             self.quality = self._quality(slabs, shifts, center_offset)
@@ -705,7 +708,7 @@ class DaskExecutor:
                                                 pure=False))
         return parts
 
-    def _warm_states(self, prev, slabs, pos_new, shape, co, pad, zx_shift=None):
+    def _warm_states(self, prev, slabs, pos_new, shape, co, pad, zx_shift=None, embed=None):
         """States over ``slabs`` warm-started by :func:`fastalign.align.levels.warm_start`;
         each slab fetches only the old rows it interpolates from."""
         old_slabs, pos_old = prev
@@ -720,7 +723,7 @@ class DaskExecutor:
                 lo, hi = int(k.min()), int(k.max()) + 2
             parts = self._rows(old_slabs, lo, hi)
             xs.append(self.client.submit(_slabs.warm_rows, parts, lo, pos_old, pos_new[r0:r1],
-                                         shape, zx_shift, pure=False))
+                                         shape, zx_shift, embed, pure=False))
         return self._new_states(slabs, shape, co, xs, pad)
 
     def _set_data(self, chunks, slabs, keep_x=False, windows=None):
