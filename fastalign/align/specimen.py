@@ -64,10 +64,16 @@ class Specimen:
         return {k: v for k, v in self.__dict__.items()}
 
 
+#: ``-Phi^-1(p / 100)`` of the standard normal distribution for :func:`edge_ratios`
+NORMAL_QUANTILES = {2.0: 2.0537}
+
+
 def edge_fraction(data, border=2, low_percentile=2.0):
     """Median over tilts of how much signal the outermost ``border`` columns carry:
     ``(edge mean - low) / (image mean - low)`` with ``low`` the image's ``low_percentile``
-    (a constant background, e.g. the vacuum level of a compact object, does not count).
+    plus what noise puts below the background (``z sigma``, sigma from neighbouring-pixel
+    differences): a constant background, e.g. the vacuum level of a compact object, does not
+    count, noisy or not.
 
     A compact object gives about 0, a slab (material at both x edges) about 1.
     """
@@ -80,13 +86,16 @@ def edge_ratios(data, border=2, low_percentile=2.0):
     data = np.asarray(data)
     n = data.shape[0]
     ratio = np.zeros(n)
+    z = NORMAL_QUANTILES[low_percentile]
     for i in range(n):
         img = data[i].astype(np.float64)
-        low = float(np.percentile(img, low_percentile))
+        # the low percentile of pure noise lies z sigma below its mean: put back
+        sigma = 1.4826 * np.median(np.abs(np.diff(img, axis=1))) / np.sqrt(2.0)
+        low = float(np.percentile(img, low_percentile)) + z * sigma
         edge = float(np.concatenate([img[:, :border], img[:, -border:]], axis=1).mean())
         mean = float(img.mean())
         if mean - low > 0:
-            ratio[i] = (edge - low) / (mean - low)
+            ratio[i] = max((edge - low) / (mean - low), 0.0)
     return ratio
 
 
