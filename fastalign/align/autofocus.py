@@ -136,8 +136,8 @@ def align(tilt_series, angles_deg, *, method="autofocus", recon="sirt", estimato
         ``slices`` is not given, only the ``max_rows`` consecutive rows with the most
         structure in the data are reconstructed and enter the estimates (an object
         off-centre in y is followed; :func:`fastalign.align.levels.level_rows`); the final
-        volume then starts from FBP.  ``None``: every row.  Not applied when ``"axis_angle"`` is refined
-        (its step needs contiguous rows).
+        volume then starts from FBP.  ``None``: every row.  Not applied when
+        ``"axis_angle"`` is refined (its step needs contiguous rows).
     refine : sequence of {"shifts", "axis_angle", "center", "tilt_offset"}
         What the loop estimates.  ``"shifts"`` (required) are the per-tilt translations;
         ``"axis_angle"`` adds a global in-plane tilt-axis angle (coarse estimate from the

@@ -15,7 +15,8 @@ from ..geometry import TiltGeometry
 from ..operator import Projector
 
 __all__ = ["bin_stack", "y_factor", "auto_levels", "Level", "plan_levels", "level_rows",
-           "row_signal", "signal_window", "row_runs", "pad_columns", "detector_pad", "region_projector", "warm_start"]
+           "row_signal", "signal_window", "row_runs", "pad_columns", "detector_pad",
+           "region_projector", "warm_start"]
 
 # images at least this wide are aligned on 2x binned data by default (finest level 2)
 BINNED_FINEST_NX = 512

@@ -23,11 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.special import erf
+from scipy.special import erf, ndtri
+
+from .start import profile_mass
 
 __all__ = ["Specimen", "edge_fraction", "edge_ratios", "fit_slab", "fit_pitched_slab",
-           "depth_power", "fit_pitched_power", "slab_region", "compact_region", "valid_weights", "valid_windows",
-           "pair_network_dy"]
+           "depth_power", "fit_pitched_power", "slab_region", "compact_region", "valid_weights",
+           "valid_windows", "pair_network_dy"]
 
 #: A series is a slab when the median over tilts of (mean of the outermost columns / image
 #: mean) exceeds this: material is in the field at both x edges for most tilts.
@@ -64,10 +66,6 @@ class Specimen:
         return {k: v for k, v in self.__dict__.items()}
 
 
-#: ``-Phi^-1(p / 100)`` of the standard normal distribution for :func:`edge_ratios`
-NORMAL_QUANTILES = {2.0: 2.0537}
-
-
 def edge_fraction(data, border=2, low_percentile=2.0):
     """Median over tilts of how much signal the outermost ``border`` columns carry:
     ``(edge mean - low) / (image mean - low)`` with ``low`` the image's ``low_percentile``
@@ -86,7 +84,7 @@ def edge_ratios(data, border=2, low_percentile=2.0):
     data = np.asarray(data)
     n = data.shape[0]
     ratio = np.zeros(n)
-    z = NORMAL_QUANTILES[low_percentile]
+    z = -float(ndtri(low_percentile / 100.0))     # 2.05 for the 2nd percentile
     for i in range(n):
         img = data[i].astype(np.float64)
         # the low percentile of pure noise lies z sigma below its mean: put back
@@ -178,11 +176,12 @@ def compact_region(col_sums, dx, center_offset, angles_deg, nz, multiple=1, *,
     """Loop region of a compact object much smaller than the field: columns and depth
     cropped per side, ``(crop_x, crop_z, radius)`` full-resolution px, or None (no crop).
 
-    Each tilt's y-integrated profile (``col_sums``, ``(n, nx)``; background: the outermost
-    columns, either contrast) is above :data:`SUPPORT_FRACTION` of its peak and
-    :data:`SUPPORT_SIGMA` times its noise over the object's shadow; no crop when more
-    than :data:`SUPPORT_OUTSIDE` of the mass lies outside the shadows (median over tilts:
-    faint material beyond the object, e.g. a support film).  With the starting shifts ``dx`` taken out, the shadows lie within
+    Each tilt's y-integrated profile (``col_sums``, ``(n, nx)``;
+    :func:`fastalign.align.start.profile_mass`) is above :data:`SUPPORT_FRACTION` of its
+    peak and :data:`SUPPORT_SIGMA` times its noise over the object's shadow; no crop when
+    more than :data:`SUPPORT_OUTSIDE` of the mass lies outside the shadows (median over
+    tilts: faint material beyond the object, e.g. a support film).  With the starting
+    shifts ``dx`` taken out, the shadows lie within
     ``|u| <= R`` of the rotation axis; the object then lies in the strips
     ``|x cos th + z sin th| <= R`` of every tilt, i.e. within ``|x| <= R / cos th_0``
     (``th_0`` the tilt nearest 0) and ``|z| <= R (cos a + cos b) / sin(b - a)`` (the tilt
@@ -192,13 +191,8 @@ def compact_region(col_sums, dx, center_offset, angles_deg, nz, multiple=1, *,
     projector's geometry is unchanged.  None when the region would not be at most
     :data:`CROP_MAX_FRACTION` of the field, or a tilt has no clear shadow.
     """
-    p = np.asarray(col_sums, dtype=np.float64)
-    n, nx = p.shape
-    k = min(2, max(1, nx // 8))
-    bg = np.median(np.concatenate([p[:, :k], p[:, -k:]], axis=1), axis=1)
-    w = p - bg[:, None]
-    if w.sum() < 0:
-        w = -w
+    w = profile_mass(col_sums)
+    n, nx = w.shape
     peak = w.max(axis=1)
     if not np.all(peak > 0):
         return None

@@ -19,7 +19,7 @@ from .profiles import profile_y_shifts
 log = logging.getLogger("fastalign.align")
 
 __all__ = ["PROFILE_USE", "PROFILE_HOLD", "start_shifts", "profile_start", "column_sums",
-           "com_x_start", "coarse_axis", "initial_total"]
+           "profile_mass", "com_x_start", "coarse_axis", "initial_total"]
 
 # y_profile="auto": the x-integrated profiles start dy when their misfit is at most
 # PROFILE_USE (a compact object; com_start="auto" then starts dx from the centres of mass),
@@ -124,6 +124,17 @@ def column_sums(stack):
     return np.asarray(stack).sum(axis=1, dtype=np.float64)
 
 
+def profile_mass(col_sums):
+    """The object's mass in y-integrated profiles ``(n, nx)``: each profile minus its
+    background (the median of the two outermost columns on each side), flipped when the
+    object is dark on a bright background.  float64 ``(n, nx)``, not clipped."""
+    p = np.asarray(col_sums, dtype=np.float64)
+    k = min(2, max(1, p.shape[1] // 8))
+    bg = np.median(np.concatenate([p[:, :k], p[:, -k:]], axis=1), axis=1)
+    w = p - bg[:, None]
+    return -w if w.sum() < 0 else w
+
+
 def com_x_start(col_sums, center_offset, total, opts):
     """``com_start="auto"`` on a compact object: ``total[:, 0]`` from the x centre of mass of
     each tilt's y-integrated profile (``col_sums``, :func:`column_sums`).
@@ -137,13 +148,8 @@ def com_x_start(col_sums, center_offset, total, opts):
     values are clipped at zero.  Recorded as ``x_com_start`` in ``opts``; not used when a
     tilt has no mass above the background.
     """
-    p = np.asarray(col_sums, dtype=np.float64)
-    nx = p.shape[1]
-    k = min(2, max(1, nx // 8))
-    bg = np.median(np.concatenate([p[:, :k], p[:, -k:]], axis=1), axis=1)
-    w = p - bg[:, None]
-    if w.sum() < 0:
-        w = -w
+    w = profile_mass(col_sums)
+    nx = w.shape[1]
     np.clip(w, 0.0, None, out=w)
     mass = w.sum(axis=1)
     used = bool(np.all(mass > 0))
