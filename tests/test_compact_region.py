@@ -82,3 +82,16 @@ def test_small_object_aligns_in_its_region():
     # a region the user chose (nz) is kept
     assert "region" not in fastalign.align(data, angles, nz=96, max_iter=1,
                                            levels=[1]).options["specimen"]
+
+
+def test_cli_summary_states_the_region(capsys):
+    from types import SimpleNamespace
+
+    from fastalign.cli.outputs import align_done
+    spec = dict(kind="compact", edge_fraction=0.0, region=dict(radius_px=47.2, nx=120, nz=120))
+    result = SimpleNamespace(method="sirt", converged=True, n_iter=16,
+                             options=dict(specimen=spec), tilt_offset_deg=0.0,
+                             axis_angle_deg=0.0, median_uncertainty=lambda: 0.003)
+    align_done(SimpleNamespace(quiet=False), result, {"volume": "v.rec"}, "out")
+    assert ("specimen compact: the loop reconstructs its 120 x 120 px region (x, z; radius "
+            "47.2 px)") in capsys.readouterr().out

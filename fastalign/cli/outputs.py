@@ -337,6 +337,10 @@ def align_done(args, result, names, out_dir):
                      + (f"aligned flat in the frame turned by {spec['loop_frame_deg']} deg "
                         f"(nz={spec.get('loop_nz')}), " if "loop_frame_deg" in spec else "")
                      + f"stopped: {spec.get('stop')}")
+        elif spec.get("region"):
+            reg = spec["region"]
+            line += (f": the loop reconstructs its {reg['nx']} x {reg['nz']} px region (x, z; "
+                     f"radius {reg['radius_px']} px)")
         say(args, line)
     if getattr(result, "tilt_offset_deg", 0.0) or (result.options or {}).get("tilt_offset"):
         note = (result.options or {}).get("tilt_offset", {}).get("note")
