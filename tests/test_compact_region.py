@@ -37,6 +37,11 @@ def test_region_is_the_shadow_of_the_object():
     noisy = _box_profiles(128, 10.0, dx, level=-1.0)
     noisy += np.random.default_rng(1).normal(0, 0.05, noisy.shape)
     assert abs(compact_region(noisy, dx, 0.0, ANGLES, 128, multiple=4)[2] - radius) < 1.0
+    # over 0..178 the object's strips bound it to the disc: the same extent in x and z
+    full = np.arange(0.0, 180.0, 2.0)
+    pf = _box_profiles(128, 10.0, np.zeros(full.size))
+    cx, cz, _ = compact_region(pf, np.zeros(full.size), 0.0, full, 128, multiple=4)
+    assert cz == cx > 0
     # the shifts are taken out: ignoring them puts the shadows wider
     assert compact_region(p, np.zeros_like(dx), 0.0, ANGLES, 128, 4)[2] > radius + 3
 
@@ -44,7 +49,7 @@ def test_region_is_the_shadow_of_the_object():
 def test_no_crop_when_unsafe_or_not_worth_it():
     dx = np.zeros(ANGLES.size)
     # an object nearly as wide as the field
-    assert compact_region(_box_profiles(128, 44.0, dx), dx, 0.0, ANGLES, 128) is None
+    assert compact_region(_box_profiles(128, 50.0, dx), dx, 0.0, ANGLES, 128) is None
     # faint material beyond the object (a support film: 1 % of its level)
     assert compact_region(_box_profiles(128, 10.0, dx), dx, 0.0, ANGLES, 128) is not None
     assert compact_region(_box_profiles(128, 10.0, dx, film=0.01), dx, 0.0, ANGLES,

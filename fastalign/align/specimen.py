@@ -168,7 +168,25 @@ SUPPORT_SIGMA = 5.0
 #: ... and no more than this fraction of the mass (median over tilts) lies outside it
 SUPPORT_OUTSIDE = 0.03
 #: the loop region is cropped only when it is at most this fraction of the field's width
-CROP_MAX_FRACTION = 0.8
+CROP_MAX_FRACTION = 0.9
+
+
+def _strip_extent(c, s, r, limit, samples=801):
+    """Largest ``|p|`` in the intersection of the strips ``|p c_i + q s_i| <= r`` (every
+    tilt's shadow of the object: ``(p, q)`` is ``(x, z)`` or ``(z, x)``) and
+    ``|q| <= limit``, from ``samples`` values of ``q``; at most ``limit``."""
+    q = np.linspace(-limit, limit, samples)[:, None]
+    use = np.abs(c) > 1e-9
+    feasible = np.all(np.abs(q * s[~use]) <= r, axis=1)
+    if not np.any(use):
+        return float(limit)
+    a, sq = np.abs(c[use]), q * s[use] * np.sign(c[use])
+    up = ((r - sq) / a).min(axis=1)           # p <= up
+    lo = -((r + sq) / a).min(axis=1)          # p >= lo
+    feasible &= up >= lo
+    if not np.any(feasible):
+        return float(limit)
+    return float(min(np.maximum(up, -lo)[feasible].max(), limit))
 
 
 def compact_region(col_sums, dx, center_offset, angles_deg, nz, multiple=1, *,
@@ -181,12 +199,11 @@ def compact_region(col_sums, dx, center_offset, angles_deg, nz, multiple=1, *,
     peak and :data:`SUPPORT_SIGMA` times its noise over the object's shadow; no crop when
     more than :data:`SUPPORT_OUTSIDE` of the mass lies outside the shadows (median over
     tilts: faint material beyond the object, e.g. a support film).  With the starting
-    shifts ``dx`` taken out, the shadows lie within
-    ``|u| <= R`` of the rotation axis; the object then lies in the strips
-    ``|x cos th + z sin th| <= R`` of every tilt, i.e. within ``|x| <= R / cos th_0``
-    (``th_0`` the tilt nearest 0) and ``|z| <= R (cos a + cos b) / sin(b - a)`` (the tilt
-    range ``[a, b]``).  ``R`` gets ``margin`` and ``margin_px`` for the shifts the loop
-    still makes.  The crops are multiples of ``multiple`` (the coarsest binning, so every
+    shifts ``dx`` taken out, the shadows lie within ``|u| <= R`` of the rotation axis; the
+    object then lies in the strips ``|x cos th + z sin th| <= R`` of every tilt, and the
+    region spans their intersection (:func:`_strip_extent`; e.g. ``|x| <= R`` and
+    ``|z| <= R / sin 60`` for -60..60 with 0 among the tilts, ``R`` in both over 0..178).
+    ``R`` gets ``margin`` and ``margin_px`` for the shifts the loop still makes.  The crops are multiples of ``multiple`` (the coarsest binning, so every
     level crops the same region); the region stays centred on the rotation axis, so the
     projector's geometry is unchanged.  None when the region would not be at most
     :data:`CROP_MAX_FRACTION` of the field, or a tilt has no clear shadow.
@@ -213,12 +230,8 @@ def compact_region(col_sums, dx, center_offset, angles_deg, nz, multiple=1, *,
         return None
     r = margin * radius + margin_px
     th = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
-    a, b = th.min(), th.max()
-    half_x = r / max(np.cos(np.abs(th).min()), 1e-3)
-    if b - a < np.pi - 1e-6:
-        half_z = r * (np.cos(a) + np.cos(b)) / max(np.sin(b - a), 1e-3)
-    else:
-        half_z = r
+    half_x = _strip_extent(np.cos(th), np.sin(th), r, 0.5 * nx)
+    half_z = _strip_extent(np.sin(th), np.cos(th), r, 0.5 * nz)
     crop_x = int((0.5 * nx - half_x) // multiple) * multiple
     crop_z = int((0.5 * nz - half_z) // multiple) * multiple
     if crop_x <= 0 or nx - 2 * crop_x > CROP_MAX_FRACTION * nx:
